@@ -1,0 +1,55 @@
+package mesh
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Options are this node's settings that shape its desired state.
+type Options struct {
+	// Self is this node's name; it is never its own peer.
+	Self string
+	// ListenPort is the WireGuard port assumed for an endpoint given without one.
+	ListenPort int
+}
+
+// Peer is one desired WireGuard peer: another node of the cluster.
+type Peer struct {
+	Node      string
+	PublicKey wgtypes.Key
+	// Endpoint is the zero value when the node published none (the peer can
+	// still be reached once it initiates a handshake).
+	Endpoint netip.AddrPort
+	// AllowedIPs is exactly the node's pod CIDRs, sorted.
+	AllowedIPs          []netip.Prefix
+	PersistentKeepalive time.Duration
+}
+
+// Route is one desired route to a peer's pod subnet through the WireGuard
+// device, with Src = this node's cni0 gateway of the same family.
+type Route struct {
+	Node string
+	Dst  netip.Prefix
+	Src  netip.Addr
+}
+
+// State is the whole desired mesh of one node. Peers are sorted by node
+// name, Routes by destination, so two States compare with reflect.DeepEqual.
+type State struct {
+	// Subnets are this node's own pod subnets (the cni0 gateways derive from them).
+	Subnets []netip.Prefix
+	Peers   []Peer
+	Routes  []Route
+}
+
+// Problem explains why a node is not programmed (or only partly).
+type Problem struct {
+	Node string
+	// Reason is a stable CamelCase word, used in Events and metric labels:
+	// InvalidPublicKey, MissingPublicKey, NoPodCIDR, OverlappingPodCIDR,
+	// InvalidEndpoint, InvalidKeepalive, DuplicatePublicKey.
+	Reason  string
+	Message string
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes programs the lab runs, from Go modules, into a
+# cache outside the clone keyed by version, so a second run reuses them:
+#   $WGMESH_CACHE/bin/<name>-<version>   (plus a stable symlink $WGMESH_CACHE/bin/<name>)
+# Usage: build-k8s.sh [program...]   (default: etcd kube-apiserver kube-controller-manager)
+# Programs: etcd kube-apiserver kube-controller-manager kubelet kubectl containerd
+#           containerd-shim-runc-v2 ctr cnitool
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.37.2}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+CNI_VERSION=${CNI_VERSION:-v1.3.1}
+CACHE=${WGMESH_CACHE:-$HOME/.cache/wgmesh}
+BIN=$CACHE/bin
+mkdir -p "$BIN" "$CACHE/src"
+export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
+
+# One builder at a time per cache (parallel test packages may all ask).
+exec 9>"$CACHE/.build.lock"
+flock 9
+
+progs=("$@")
+[ ${#progs[@]} -gt 0 ] || progs=(etcd kube-apiserver kube-controller-manager)
+
+# k8s build module: pins each staging module that k8s.io/kubernetes replaces
+# with ./staging/... to the published version (v1.X.Y -> v0.X.Y).
+k8s_module() {
+	local dir=$CACHE/src/k8s-$K8S_VERSION
+	if [ ! -f "$dir/.ready" ]; then
+		rm -rf "$dir"; mkdir -p "$dir"
+		(cd "$dir" && go mod init k8sbin >/dev/null 2>&1 && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null)
+		local mod
+		mod=$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.mod
+		local staging=v0.${K8S_VERSION#v1.}
+		{
+			echo "module k8sbin"
+			echo
+			echo "go 1.26"
+			echo
+			echo "require k8s.io/kubernetes $K8S_VERSION"
+			echo
+			echo "replace ("
+			grep '=> ./staging' "$mod" | awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
+			echo ")"
+		} >"$dir/go.mod"
+		cat >"$dir/tools.go" <<GO
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+		(cd "$dir" && go mod tidy >/dev/null)
+		touch "$dir/.ready"
+	fi
+	echo "$dir"
+}
+
+simple_module() { # name module@version
+	local dir=$CACHE/src/$1
+	if [ ! -f "$dir/.ready" ]; then
+		rm -rf "$dir"; mkdir -p "$dir"
+		(cd "$dir" && go mod init "build$RANDOM" >/dev/null 2>&1 && printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$3" >tools.go && go get "$2" >/dev/null 2>&1 && go mod tidy >/dev/null)
+		touch "$dir/.ready"
+	fi
+	echo "$dir"
+}
+
+build() { # name version dir pkg
+	local out=$BIN/$1-$2
+	if [ ! -x "$out" ]; then
+		echo "build-k8s: building $1 $2 (cached in $BIN)" >&2
+		(cd "$3" && go build -trimpath -ldflags='-s -w' -o "$out.tmp" "$4") && mv "$out.tmp" "$out"
+	fi
+	ln -sfn "$1-$2" "$BIN/$1"
+}
+
+for p in "${progs[@]}"; do
+	case $p in
+	etcd)
+		d=$(simple_module etcd-$ETCD_VERSION go.etcd.io/etcd/server/v3@$ETCD_VERSION go.etcd.io/etcd/server/v3)
+		build etcd "$ETCD_VERSION" "$d" go.etcd.io/etcd/server/v3 ;;
+	kube-apiserver|kube-controller-manager|kubelet|kubectl)
+		d=$(k8s_module)
+		build "$p" "$K8S_VERSION" "$d" "k8s.io/kubernetes/cmd/$p" ;;
+	containerd|containerd-shim-runc-v2|ctr)
+		d=$(simple_module containerd-$CONTAINERD_VERSION github.com/containerd/containerd/v2@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/containerd)
+		build "$p" "$CONTAINERD_VERSION" "$d" "github.com/containerd/containerd/v2/cmd/$p" ;;
+	cnitool)
+		d=$(simple_module cnitool-$CNI_VERSION github.com/containernetworking/cni@$CNI_VERSION github.com/containernetworking/cni/cnitool)
+		build cnitool "$CNI_VERSION" "$d" github.com/containernetworking/cni/cnitool ;;
+	*) echo "build-k8s: unknown program $p" >&2; exit 2 ;;
+	esac
+done
