@@ -1,0 +1,433 @@
+// Package ipam owns the wgmesh-ipam network configuration: it parses and
+// validates the JSON a CNI runtime (or the wgmesh plugin, delegating) hands
+// to the IPAM plugin, fills in defaults, and turns a node subnet from
+// subnet.env into the address ranges to allocate from.
+//
+// It is pure: no files, no syscalls, net/netip values only. It never reads
+// subnet.env itself (package subnetenv does) and never touches allocation
+// state (package ipam/pool does).
+package ipam
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
+)
+
+// PluginType is the IPAM type this plugin answers to ("ipam": {"type": ...}).
+const PluginType = "wgmesh-ipam"
+
+// DefaultDataDir is the parent directory of the per-network allocation
+// directories, the same as host-local's, so operators find state where they
+// expect it: /var/lib/cni/networks/<network name>/<address>.
+const DefaultDataDir = "/var/lib/cni/networks"
+
+// ErrMalformed marks configuration that is not valid JSON (or JSON of the
+// wrong shape): CNI error code 6. ErrInvalid marks configuration that decodes
+// but says something impossible or unsupported: CNI error code 7.
+var (
+	ErrMalformed = errors.New("malformed network configuration")
+	ErrInvalid   = errors.New("invalid network configuration")
+)
+
+// Range is one block of allocatable addresses inside a subnet, the shape of
+// one element of host-local's "ranges". Start and End are inclusive. The
+// Gateway is never handed out.
+type Range struct {
+	Subnet  netip.Prefix
+	Start   netip.Addr
+	End     netip.Addr
+	Gateway netip.Addr
+}
+
+// RangeSet is a list of ranges of one address family; a container gets one
+// address from each range set.
+type RangeSet []Range
+
+// Route is a route the result tells the container to install. An invalid
+// (zero) GW means "via the gateway of the address of that family".
+type Route struct {
+	Dst netip.Prefix
+	GW  netip.Addr
+}
+
+// Attachment names one container interface: the key of every allocation.
+type Attachment struct {
+	ContainerID string
+	IfName      string
+}
+
+// Config is the parsed, validated and defaulted configuration.
+type Config struct {
+	// CNIVersion is the configuration's cniVersion; results are printed in it.
+	CNIVersion string
+	// Network is the network name: the allocation directory under DataDir.
+	Network string
+	// SubnetFile is where the node subnet(s) are read from when Ranges is nil.
+	SubnetFile string
+	// DataDir is the parent of the allocation directory.
+	DataDir string
+	// Ranges are explicit range sets from the config; nil means "from SubnetFile".
+	Ranges []RangeSet
+	// Routes are explicit routes; nil means one default route per family.
+	Routes []Route
+	// RawPrevResult is the prevResult object (CHECK), undecoded: its shape
+	// depends on CNIVersion and the CNI library decodes it.
+	RawPrevResult json.RawMessage
+	// ValidAttachments is the GC list; nil when the config carries none.
+	ValidAttachments []Attachment
+	// HasValidAttachments says whether the config carried a GC list at all
+	// (an empty list means "no attachment is valid", a missing one means the
+	// caller did not send a GC request we can act on).
+	HasValidAttachments bool
+}
+
+// The JSON shapes. Only the ipam object is decoded strictly: the rest of the
+// network configuration belongs to the calling plugin.
+type netConfJSON struct {
+	CNIVersion       string           `json:"cniVersion"`
+	Name             string           `json:"name"`
+	IPAM             *json.RawMessage `json:"ipam"`
+	PrevResult       json.RawMessage  `json:"prevResult"`
+	ValidAttachments *json.RawMessage `json:"cni.dev/valid-attachments"`
+	// Attachments is the name the CNI 1.1.0 spec text used by mistake;
+	// libcni sends both (containernetworking/cni#1101).
+	Attachments *json.RawMessage `json:"cni.dev/attachments"`
+}
+
+type ipamJSON struct {
+	Type       string        `json:"type"`
+	SubnetFile string        `json:"subnetFile"`
+	DataDir    string        `json:"dataDir"`
+	Ranges     [][]rangeJSON `json:"ranges"`
+	Routes     *[]routeJSON  `json:"routes"`
+}
+
+type rangeJSON struct {
+	Subnet     string `json:"subnet"`
+	RangeStart string `json:"rangeStart"`
+	RangeEnd   string `json:"rangeEnd"`
+	Gateway    string `json:"gateway"`
+}
+
+type routeJSON struct {
+	Dst string `json:"dst"`
+	GW  string `json:"gw"`
+}
+
+type attachmentJSON struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifname"`
+}
+
+// networkName is the CNI spec's rule for network names. The name becomes a
+// directory name, so it must never contain a path separator or be "..".
+var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// ParseConfig decodes, validates and defaults a network configuration.
+// Errors wrap ErrMalformed or ErrInvalid and name the offending field.
+func ParseConfig(data []byte) (Config, error) {
+	var n netConfJSON
+	if err := json.Unmarshal(data, &n); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if n.Name == "" {
+		return Config{}, fmt.Errorf("%w: name is missing", ErrInvalid)
+	}
+	if !networkName.MatchString(n.Name) || n.Name == "." || n.Name == ".." {
+		return Config{}, fmt.Errorf("%w: name %q: must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", ErrInvalid, n.Name)
+	}
+	if n.IPAM == nil || isNull(*n.IPAM) {
+		return Config{}, fmt.Errorf("%w: ipam is missing", ErrInvalid)
+	}
+	var raw ipamJSON
+	dec := json.NewDecoder(bytes.NewReader(*n.IPAM))
+	// An unknown field in our own section is almost always a typo
+	// ("subnetfile", "range") that would otherwise be silently ignored.
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return Config{}, fmt.Errorf("%w: ipam: %w", ErrMalformed, err)
+	}
+	if raw.Type != PluginType {
+		return Config{}, fmt.Errorf("%w: ipam.type is %q, want %q", ErrInvalid, raw.Type, PluginType)
+	}
+
+	c := Config{
+		CNIVersion:    n.CNIVersion,
+		Network:       n.Name,
+		SubnetFile:    raw.SubnetFile,
+		DataDir:       raw.DataDir,
+		RawPrevResult: n.PrevResult,
+	}
+	if c.SubnetFile == "" {
+		c.SubnetFile = subnetenv.DefaultPath
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+
+	if raw.Ranges != nil {
+		if len(raw.Ranges) == 0 {
+			return Config{}, fmt.Errorf("%w: ipam.ranges is empty (leave it out to use the node subnet from %s)", ErrInvalid, c.SubnetFile)
+		}
+		for i, rs := range raw.Ranges {
+			set, err := parseRangeSet(i, rs)
+			if err != nil {
+				return Config{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+			}
+			c.Ranges = append(c.Ranges, set)
+		}
+		if err := checkRangeSets(c.Ranges, c.CNIVersion); err != nil {
+			return Config{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+
+	if raw.Routes != nil {
+		c.Routes = []Route{} // present but empty: no routes at all
+		for i, r := range *raw.Routes {
+			rt, err := parseRoute(r)
+			if err != nil {
+				return Config{}, fmt.Errorf("%w: ipam.routes[%d]: %w", ErrInvalid, i, err)
+			}
+			c.Routes = append(c.Routes, rt)
+		}
+	}
+
+	list := n.ValidAttachments
+	if list == nil {
+		list = n.Attachments
+	}
+	if list != nil {
+		c.HasValidAttachments = true
+		var atts []attachmentJSON
+		if err := json.Unmarshal(*list, &atts); err != nil {
+			return Config{}, fmt.Errorf("%w: cni.dev/valid-attachments: %w", ErrMalformed, err)
+		}
+		for _, a := range atts {
+			c.ValidAttachments = append(c.ValidAttachments, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+		}
+	}
+	return c, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return string(bytes.TrimSpace(raw)) == "null"
+}
+
+func parseRangeSet(i int, rs []rangeJSON) (RangeSet, error) {
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("ipam.ranges[%d] is empty", i)
+	}
+	var set RangeSet
+	for j, r := range rs {
+		rg, err := parseRange(r)
+		if err != nil {
+			return nil, fmt.Errorf("ipam.ranges[%d][%d]: %w", i, j, err)
+		}
+		if j > 0 && rg.Subnet.Addr().Is4() != set[0].Subnet.Addr().Is4() {
+			return nil, fmt.Errorf("ipam.ranges[%d] mixes IPv4 and IPv6 (one range set per family)", i)
+		}
+		for k, prev := range set {
+			if overlaps(prev, rg) {
+				return nil, fmt.Errorf("ipam.ranges[%d][%d] (%s-%s) overlaps ipam.ranges[%d][%d] (%s-%s)", i, j, rg.Start, rg.End, i, k, prev.Start, prev.End)
+			}
+		}
+		set = append(set, rg)
+	}
+	return set, nil
+}
+
+func checkRangeSets(sets []RangeSet, cniVersion string) error {
+	var v4, v6 int
+	for i, a := range sets {
+		if a[0].Subnet.Addr().Is4() {
+			v4++
+		} else {
+			v6++
+		}
+		for j := i + 1; j < len(sets); j++ {
+			for _, ra := range a {
+				for _, rb := range sets[j] {
+					if overlaps(ra, rb) {
+						return fmt.Errorf("ipam.ranges[%d] overlaps ipam.ranges[%d] (%s-%s and %s-%s)", i, j, ra.Start, ra.End, rb.Start, rb.End)
+					}
+				}
+			}
+		}
+	}
+	// Results before CNI 0.3.0 carry one address per family.
+	if (v4 > 1 || v6 > 1) && (cniVersion == "" || cniVersion == "0.1.0" || cniVersion == "0.2.0") {
+		return fmt.Errorf("cniVersion %q allows one address per family, but ipam.ranges has %d IPv4 and %d IPv6 range sets", cniVersion, v4, v6)
+	}
+	return nil
+}
+
+func parseRange(r rangeJSON) (Range, error) {
+	if r.Subnet == "" {
+		return Range{}, errors.New("subnet is missing")
+	}
+	subnet, err := netip.ParsePrefix(r.Subnet)
+	if err != nil {
+		return Range{}, fmt.Errorf("subnet %q is not a CIDR: %w", r.Subnet, err)
+	}
+	if subnet.Addr().Is4In6() || subnet.Addr().Zone() != "" {
+		return Range{}, fmt.Errorf("subnet %q: use a plain IPv4 or IPv6 prefix", r.Subnet)
+	}
+	if subnet != subnet.Masked() {
+		return Range{}, fmt.Errorf("subnet %s has host bits set (did you mean %s?)", subnet, subnet.Masked())
+	}
+	if subnet.Addr().BitLen()-subnet.Bits() < 2 {
+		return Range{}, fmt.Errorf("subnet %s is too small for a gateway and an address (at most /%d)", subnet, subnet.Addr().BitLen()-2)
+	}
+	rg := Range{Subnet: subnet}
+	fields := []struct {
+		name string
+		val  string
+		dst  *netip.Addr
+	}{
+		{"rangeStart", r.RangeStart, &rg.Start},
+		{"rangeEnd", r.RangeEnd, &rg.End},
+		{"gateway", r.Gateway, &rg.Gateway},
+	}
+	for _, f := range fields {
+		if f.val == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(f.val)
+		if err != nil {
+			return Range{}, fmt.Errorf("%s %q is not an IP address", f.name, f.val)
+		}
+		if !subnet.Contains(a) {
+			return Range{}, fmt.Errorf("%s %s is outside subnet %s", f.name, a, subnet)
+		}
+		*f.dst = a
+	}
+	rg = withDefaults(rg)
+	if rg.End.Less(rg.Start) {
+		return Range{}, fmt.Errorf("rangeEnd %s is before rangeStart %s", rg.End, rg.Start)
+	}
+	return rg, nil
+}
+
+func parseRoute(r routeJSON) (Route, error) {
+	dst, err := netip.ParsePrefix(r.Dst)
+	if err != nil {
+		return Route{}, fmt.Errorf("dst %q is not a CIDR: %w", r.Dst, err)
+	}
+	rt := Route{Dst: dst.Masked()}
+	if r.GW != "" {
+		gw, err := netip.ParseAddr(r.GW)
+		if err != nil {
+			return Route{}, fmt.Errorf("gw %q is not an IP address", r.GW)
+		}
+		if gw.Is4() != dst.Addr().Is4() {
+			return Route{}, fmt.Errorf("gw %s and dst %s are of different families", gw, dst)
+		}
+		rt.GW = gw
+	}
+	return rt, nil
+}
+
+// withDefaults fills what a range leaves out. The gateway is the first host
+// address of the subnet (the wgmesh plugin puts it on the bridge); the range
+// runs from the first host address (the gateway is skipped when allocating)
+// to the last one, which for IPv4 is the one before the broadcast address.
+func withDefaults(r Range) Range {
+	first := r.Subnet.Addr().Next()
+	if !r.Gateway.IsValid() {
+		r.Gateway = first
+	}
+	if !r.Start.IsValid() {
+		r.Start = first
+	}
+	if !r.End.IsValid() {
+		r.End = lastAddr(r.Subnet)
+		if r.End.Is4() {
+			r.End = r.End.Prev()
+		}
+	}
+	return r
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func overlaps(a, b Range) bool {
+	if a.Start.Is4() != b.Start.Is4() {
+		return false
+	}
+	return !(a.End.Less(b.Start) || b.End.Less(a.Start))
+}
+
+// Contains reports whether a lies inside the range (bounds included).
+func (r Range) Contains(a netip.Addr) bool {
+	return r.Subnet.Contains(a) && !a.Less(r.Start) && !r.End.Less(a)
+}
+
+// Contains reports whether a lies in one of the set's ranges.
+func (s RangeSet) Contains(a netip.Addr) bool {
+	for _, r := range s {
+		if r.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// RangesFromEnv gives one range set per node subnet in subnet.env (IPv4
+// first), each covering the whole subnet with the gateway contract's
+// defaults.
+func RangesFromEnv(env subnetenv.Env) []RangeSet {
+	var sets []RangeSet
+	for _, p := range env.Subnets() {
+		sets = append(sets, RangeSet{withDefaults(Range{Subnet: p})})
+	}
+	return sets
+}
+
+// ResultRoutes returns the routes for a result that holds addresses of the
+// given families: the explicit routes if the config has any (even an empty
+// list), otherwise one default route per family present.
+func (c Config) ResultRoutes(sets []RangeSet) []Route {
+	if c.Routes != nil {
+		return c.Routes
+	}
+	var routes []Route
+	var have4, have6 bool
+	for _, s := range sets {
+		if s[0].Subnet.Addr().Is4() {
+			have4 = true
+		} else {
+			have6 = true
+		}
+	}
+	if have4 {
+		routes = append(routes, Route{Dst: netip.MustParsePrefix("0.0.0.0/0")})
+	}
+	if have6 {
+		routes = append(routes, Route{Dst: netip.MustParsePrefix("::/0")})
+	}
+	return routes
+}
+
+// IsValid reports whether the attachment is in the GC list.
+func (c Config) IsValid(a Attachment) bool {
+	for _, v := range c.ValidAttachments {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
