@@ -1,0 +1,302 @@
+// Package link creates and removes the node-side kernel links of the wgmesh
+// CNI plugin: the pod bridge (with the node subnets' gateway addresses) and
+// the veth pairs that connect pods to it.
+//
+// It owns the bridge it is told to use (created when absent, adopted when
+// present, never deleted) and the veths whose alias it wrote (see Owner).
+// It never touches other links, routes or addresses, and it runs in whatever
+// network namespace its caller is in: callers switch namespaces, not it.
+package link
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+)
+
+// BridgeConfig is what the bridge must look like.
+type BridgeConfig struct {
+	Name string
+	MTU  int
+	// Gateways are the bridge addresses, each with the prefix length of its
+	// subnet (10.42.1.1/24), so the kernel adds the connected route.
+	Gateways []netip.Prefix
+}
+
+// EnsureBridge makes the bridge exist, be up, have the MTU and carry the
+// gateway addresses. It adds what is missing and changes nothing else, so
+// concurrent callers (many ADDs at once) all succeed.
+func EnsureBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
+	br, err := bridgeByName(cfg.Name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		br, err = createBridge(cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MTU > 0 && br.MTU != cfg.MTU {
+		if err := netlink.LinkSetMTU(br, cfg.MTU); err != nil {
+			return nil, fmt.Errorf("set MTU %d on bridge %s: %w", cfg.MTU, cfg.Name, err)
+		}
+	}
+	if br.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(br); err != nil {
+			return nil, fmt.Errorf("set bridge %s up: %w", cfg.Name, err)
+		}
+	}
+	for _, gw := range cfg.Gateways {
+		if err := EnsureAddress(br, gw); err != nil {
+			return nil, err
+		}
+	}
+	return br, nil
+}
+
+func bridgeByName(name string) (*netlink.Bridge, error) {
+	l, err := netlinksafe.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("%s exists but is a %s, not a bridge", name, l.Type())
+	}
+	return br, nil
+}
+
+// createBridge creates the bridge up, with the MTU and a fixed random MAC:
+// without a MAC of its own, a bridge takes the lowest MAC of its ports and
+// changes it as pods come and go, which breaks the pods' ARP entries for
+// the gateway.
+func createBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = cfg.Name
+	attrs.MTU = cfg.MTU
+	attrs.Flags = net.FlagUp
+	attrs.HardwareAddr = RandomMAC()
+	err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
+	if err != nil && !errors.Is(err, syscall.EEXIST) {
+		return nil, fmt.Errorf("create bridge %s: %w", cfg.Name, err)
+	}
+	if err == nil {
+		// The plugin owns the bridge's routes: no router advertisements.
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Name+"/accept_ra", []byte("0"), 0o644)
+	}
+	return bridgeByName(cfg.Name)
+}
+
+// EnsureAddress adds addr to l unless it is already there. One netlink
+// request, no dump: EEXIST means another ADD put it there first.
+func EnsureAddress(l netlink.Link, addr netip.Prefix) error {
+	a := &netlink.Addr{IPNet: IPNet(addr)}
+	if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("add address %s to %s: %w", addr, l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// IPNet converts a netip prefix (address with prefix length, host bits kept)
+// for netlink.
+func IPNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// RandomMAC returns a random locally administered unicast MAC.
+func RandomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac) // crypto/rand.Read never fails on Linux
+	mac[0] = mac[0]&^0x01 | 0x02
+	return mac
+}
+
+// Owner identifies the attachment a host veth belongs to. It is written into
+// the link's alias, so GC can find the veths of attachments that no longer
+// exist without any state outside the kernel.
+type Owner struct {
+	Network     string
+	ContainerID string
+	IfName      string
+}
+
+const aliasPrefix = "wgmesh "
+
+// Alias renders o as a link alias ("wgmesh net=N id=C if=I").
+func (o Owner) Alias() string {
+	return fmt.Sprintf("%snet=%s id=%s if=%s", aliasPrefix, o.Network, o.ContainerID, o.IfName)
+}
+
+// ParseAlias reverses Alias; ok is false for aliases wgmesh did not write.
+func ParseAlias(s string) (o Owner, ok bool) {
+	rest, found := strings.CutPrefix(s, aliasPrefix)
+	if !found {
+		return Owner{}, false
+	}
+	for _, f := range strings.Fields(rest) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "net":
+			o.Network = v
+		case "id":
+			o.ContainerID = v
+		case "if":
+			o.IfName = v
+		}
+	}
+	return o, o.Network != "" && o.ContainerID != "" && o.IfName != ""
+}
+
+// HostVethName is the host-side veth name of an attachment: "wgm" and 12
+// hex digits of a hash of the container ID and interface name. Being
+// derived, DEL finds the veth without entering the pod's netns, and a
+// retried ADD finds the leftover of a killed one.
+func HostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "wgm" + hex.EncodeToString(sum[:6])
+}
+
+// VethConfig describes a pod's veth pair.
+type VethConfig struct {
+	Owner         Owner
+	ContainerName string // CNI_IFNAME
+	NetNSFd       int    // the pod's network namespace
+	MTU           int
+	Bridge        netlink.Link
+	Hairpin       bool
+}
+
+// Veth is the pair that CreateVeth made.
+type Veth struct {
+	HostName, ContainerName string
+	HostMAC, ContainerMAC   net.HardwareAddr
+}
+
+// ErrContainerIfExists means the pod already has an interface called like
+// CNI_IFNAME.
+var ErrContainerIfExists = errors.New("interface already exists in the pod's network namespace")
+
+// CreateVeth creates the pair in one request from the node's namespace: the
+// host end up, with alias, MTU and MAC; the container end directly in the
+// pod's namespace under its final name (down, the caller configures it).
+// Then it attaches the host end to the bridge with the hairpin setting.
+// A leftover host end of the same attachment (an ADD killed half-way) is
+// replaced. On error nothing is left behind.
+func CreateVeth(cfg VethConfig) (Veth, error) {
+	v := Veth{
+		HostName:      HostVethName(cfg.Owner.ContainerID, cfg.Owner.IfName),
+		ContainerName: cfg.ContainerName,
+		HostMAC:       RandomMAC(),
+		ContainerMAC:  RandomMAC(),
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = v.HostName
+	attrs.MTU = cfg.MTU
+	attrs.Flags = net.FlagUp
+	attrs.HardwareAddr = v.HostMAC
+	veth := &netlink.Veth{
+		LinkAttrs:        attrs,
+		PeerName:         cfg.ContainerName,
+		PeerHardwareAddr: v.ContainerMAC,
+		PeerMTU:          uint32(cfg.MTU),
+		PeerNamespace:    netlink.NsFd(cfg.NetNSFd),
+	}
+	err := netlink.LinkAdd(veth)
+	if errors.Is(err, syscall.EEXIST) {
+		removed, derr := DeleteHostVeth(v.HostName)
+		if derr != nil {
+			return Veth{}, derr
+		}
+		if !removed {
+			return Veth{}, fmt.Errorf("%s: %w", cfg.ContainerName, ErrContainerIfExists)
+		}
+		err = netlink.LinkAdd(veth)
+		if errors.Is(err, syscall.EEXIST) {
+			return Veth{}, fmt.Errorf("%s: %w", cfg.ContainerName, ErrContainerIfExists)
+		}
+	}
+	if err != nil {
+		return Veth{}, fmt.Errorf("create veth %s/%s: %w", v.HostName, cfg.ContainerName, err)
+	}
+	if err := attach(veth, cfg.Owner, cfg.Bridge, cfg.Hairpin); err != nil {
+		_, _ = DeleteHostVeth(v.HostName)
+		return Veth{}, err
+	}
+	return v, nil
+}
+
+// attach labels the host end with its owner (the kernel ignores an alias
+// given at creation) and puts it on the bridge.
+func attach(host *netlink.Veth, owner Owner, br netlink.Link, hairpin bool) error {
+	if err := netlink.LinkSetAlias(host, owner.Alias()); err != nil {
+		return fmt.Errorf("set alias on %s: %w", host.Name, err)
+	}
+	if err := netlink.LinkSetMasterByIndex(host, br.Attrs().Index); err != nil {
+		return fmt.Errorf("attach %s to bridge %s: %w", host.Name, br.Attrs().Name, err)
+	}
+	if hairpin {
+		if err := netlink.LinkSetHairpin(host, true); err != nil {
+			return fmt.Errorf("set hairpin on %s: %w", host.Name, err)
+		}
+	}
+	return nil
+}
+
+// DeleteHostVeth deletes a host veth (and with it the pod end). removed is
+// false when there was no such link, which is not an error: DEL is
+// idempotent. A link of that name that is not a wgmesh veth is left alone.
+func DeleteHostVeth(name string) (removed bool, err error) {
+	l, err := netlinksafe.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up %s: %w", name, err)
+	}
+	if _, ok := ParseAlias(l.Attrs().Alias); !ok || l.Type() != "veth" {
+		return false, fmt.Errorf("%s exists but is not a wgmesh veth (type %s, alias %q); not deleting it", name, l.Type(), l.Attrs().Alias)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		if errors.Is(err, syscall.ENODEV) { // gone meanwhile: the pod's netns was destroyed
+			return false, nil
+		}
+		return false, fmt.Errorf("delete %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// OwnedVeth is a host veth with a wgmesh alias.
+type OwnedVeth struct {
+	Name  string
+	Owner Owner
+}
+
+// OwnedVeths lists the host veths wgmesh created for network (one dump).
+func OwnedVeths(network string) ([]OwnedVeth, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []OwnedVeth
+	for _, l := range links {
+		if l.Type() != "veth" {
+			continue
+		}
+		if o, ok := ParseAlias(l.Attrs().Alias); ok && o.Network == network {
+			out = append(out, OwnedVeth{Name: l.Attrs().Name, Owner: o})
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,142 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
+)
+
+func TestAliasRoundTrip(t *testing.T) {
+	o := Owner{Network: "wgmesh", ContainerID: "abc123", IfName: "eth0"}
+	got, ok := ParseAlias(o.Alias())
+	if !ok || got != o {
+		t.Fatalf("ParseAlias(%q) = %+v, %v", o.Alias(), got, ok)
+	}
+	for _, s := range []string{"", "cali123", "wgmesh net=x", "wgmesh id=a if=b"} {
+		if _, ok := ParseAlias(s); ok {
+			t.Errorf("ParseAlias(%q) accepted a foreign alias", s)
+		}
+	}
+}
+
+func TestHostVethNameIsStableAndShort(t *testing.T) {
+	a, b := HostVethName("c1", "eth0"), HostVethName("c1", "eth0")
+	if a != b || len(a) > 15 || a == HostVethName("c1", "eth1") || a == HostVethName("c2", "eth0") {
+		t.Fatalf("HostVethName not stable/unique/short: %q %q", a, b)
+	}
+}
+
+func newNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(); _ = testutils.UnmountNS(n) })
+	return n
+}
+
+func TestBridgeAndVethLifecycle(t *testing.T) {
+	testutil.RequireRoot(t)
+	node, pod := newNS(t), newNS(t)
+	brName := fmt.Sprintf("br%x", rand.Uint32())
+	gw := netip.MustParsePrefix("10.77.1.1/24")
+	owner := Owner{Network: "test", ContainerID: fmt.Sprintf("c%x", rand.Uint64()), IfName: "eth0"}
+
+	err := node.Do(func(ns.NetNS) error {
+		cfg := BridgeConfig{Name: brName, MTU: 1380, Gateways: []netip.Prefix{gw}}
+		br, err := EnsureBridge(cfg)
+		if err != nil {
+			return err
+		}
+		if _, err := EnsureBridge(cfg); err != nil { // idempotent
+			return fmt.Errorf("second EnsureBridge: %w", err)
+		}
+		addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_V4)
+		if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "10.77.1.1/24" {
+			return fmt.Errorf("bridge addresses %v, %v", addrs, err)
+		}
+		v, err := CreateVeth(VethConfig{Owner: owner, ContainerName: "eth0", NetNSFd: int(pod.Fd()), MTU: 1380, Bridge: br, Hairpin: true})
+		if err != nil {
+			return err
+		}
+		host, err := netlinksafe.LinkByName(v.HostName)
+		if err != nil {
+			return err
+		}
+		if a := host.Attrs(); a.MTU != 1380 || a.MasterIndex != br.Index || a.Alias != owner.Alias() || a.HardwareAddr.String() != v.HostMAC.String() {
+			return fmt.Errorf("host veth attrs: mtu %d master %d alias %q mac %s", a.MTU, a.MasterIndex, a.Alias, a.HardwareAddr)
+		}
+		if pi := host.Attrs().Protinfo; pi != nil && !pi.Hairpin {
+			return fmt.Errorf("hairpin not set")
+		}
+		owned, err := OwnedVeths("test")
+		if err != nil || len(owned) != 1 || owned[0].Owner != owner {
+			return fmt.Errorf("OwnedVeths = %v, %v", owned, err)
+		}
+		// The pod already has an eth0 (of another attachment): refused, and
+		// the refused attempt leaves no host veth behind.
+		other := Owner{Network: "test", ContainerID: owner.ContainerID + "x", IfName: "eth0"}
+		_, err = CreateVeth(VethConfig{Owner: other, ContainerName: "eth0", NetNSFd: int(pod.Fd()), MTU: 1380, Bridge: br})
+		if !errors.Is(err, ErrContainerIfExists) {
+			return fmt.Errorf("CreateVeth with eth0 taken = %v, want ErrContainerIfExists", err)
+		}
+		if _, err := netlinksafe.LinkByName(HostVethName(other.ContainerID, "eth0")); err == nil {
+			return fmt.Errorf("refused CreateVeth left its host veth")
+		}
+		// A retried ADD of the same attachment replaces the leftover pair.
+		if v, err = CreateVeth(VethConfig{Owner: owner, ContainerName: "eth0", NetNSFd: int(pod.Fd()), MTU: 1380, Bridge: br}); err != nil {
+			return fmt.Errorf("retried CreateVeth: %w", err)
+		}
+		if err := pod.Do(func(ns.NetNS) error {
+			l, err := netlinksafe.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			if l.Attrs().MTU != 1380 || l.Attrs().HardwareAddr.String() != v.ContainerMAC.String() {
+				return fmt.Errorf("pod end attrs %+v", l.Attrs())
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("in pod: %w", err)
+		}
+		if removed, err := DeleteHostVeth(v.HostName); !removed || err != nil {
+			return fmt.Errorf("DeleteHostVeth = %v, %v", removed, err)
+		}
+		if removed, err := DeleteHostVeth(v.HostName); removed || err != nil {
+			return fmt.Errorf("second DeleteHostVeth = %v, %v", removed, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeleteHostVethRefusesForeignLink(t *testing.T) {
+	testutil.RequireRoot(t)
+	node := newNS(t)
+	err := node.Do(func(ns.NetNS) error {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = "wgmforeign"
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+			return err
+		}
+		if _, err := DeleteHostVeth("wgmforeign"); err == nil {
+			return fmt.Errorf("deleted a bridge that wgmesh did not create")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
