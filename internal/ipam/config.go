@@ -94,10 +94,10 @@ type netConfJSON struct {
 	Name             string           `json:"name"`
 	IPAM             *json.RawMessage `json:"ipam"`
 	PrevResult       json.RawMessage  `json:"prevResult"`
-	ValidAttachments *json.RawMessage `json:"cni.dev/valid-attachments"`
+	ValidAttachments json.RawMessage  `json:"cni.dev/valid-attachments"`
 	// Attachments is the name the CNI 1.1.0 spec text used by mistake;
 	// libcni sends both (containernetworking/cni#1101).
-	Attachments *json.RawMessage `json:"cni.dev/attachments"`
+	Attachments json.RawMessage `json:"cni.dev/attachments"`
 }
 
 type ipamJSON struct {
@@ -148,7 +148,9 @@ func ParseConfig(data []byte) (Config, error) {
 	var raw ipamJSON
 	dec := json.NewDecoder(bytes.NewReader(*n.IPAM))
 	// An unknown field in our own section is almost always a typo
-	// ("subnetfile", "range") that would otherwise be silently ignored.
+	// ("subnet_file", "range") that would otherwise be silently ignored.
+	// (encoding/json matches names case-insensitively, so "subnetfile"
+	// is taken for "subnetFile".)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
 		return Config{}, fmt.Errorf("%w: ipam: %w", ErrMalformed, err)
@@ -205,7 +207,7 @@ func ParseConfig(data []byte) (Config, error) {
 	if list != nil {
 		c.HasValidAttachments = true
 		var atts []attachmentJSON
-		if err := json.Unmarshal(*list, &atts); err != nil {
+		if err := json.Unmarshal(list, &atts); err != nil {
 			return Config{}, fmt.Errorf("%w: cni.dev/valid-attachments: %w", ErrMalformed, err)
 		}
 		for _, a := range atts {

@@ -1,0 +1,203 @@
+package ipam
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
+)
+
+func conf(ipam string) string {
+	return `{"cniVersion":"1.1.0","name":"wgmesh","type":"wgmesh","bridge":"cni0","ipam":` + ipam + `}`
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig([]byte(conf(`{"type":"wgmesh-ipam"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{CNIVersion: "1.1.0", Network: "wgmesh", SubnetFile: "/run/wgmesh/subnet.env", DataDir: "/var/lib/cni/networks"}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestParseConfigExplicit(t *testing.T) {
+	c, err := ParseConfig([]byte(conf(`{"type":"wgmesh-ipam","subnetFile":"/tmp/s.env","dataDir":"/tmp/d",
+		"ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.42.1.10","rangeEnd":"10.42.1.20"},{"subnet":"10.42.2.0/24","gateway":"10.42.2.254"}],
+		          [{"subnet":"fd00::/64"}]],
+		"routes":[{"dst":"10.0.0.0/8"},{"dst":"fd00::/8","gw":"fd00::1"}]}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, p := netip.MustParseAddr, netip.MustParsePrefix
+	want := Config{
+		CNIVersion: "1.1.0", Network: "wgmesh", SubnetFile: "/tmp/s.env", DataDir: "/tmp/d",
+		Ranges: []RangeSet{
+			{
+				{Subnet: p("10.42.1.0/24"), Start: a("10.42.1.10"), End: a("10.42.1.20"), Gateway: a("10.42.1.1")},
+				{Subnet: p("10.42.2.0/24"), Start: a("10.42.2.1"), End: a("10.42.2.254"), Gateway: a("10.42.2.254")},
+			},
+			{{Subnet: p("fd00::/64"), Start: a("fd00::1"), End: a("fd00::ffff:ffff:ffff:ffff"), Gateway: a("fd00::1")}},
+		},
+		Routes: []Route{{Dst: p("10.0.0.0/8")}, {Dst: p("fd00::/8"), GW: a("fd00::1")}},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestParseConfigGCList(t *testing.T) {
+	for _, key := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
+		c, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"wgmesh-ipam"},"` + key + `":[{"containerID":"c1","ifname":"eth0"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.HasValidAttachments || !reflect.DeepEqual(c.ValidAttachments, []Attachment{{"c1", "eth0"}}) {
+			t.Errorf("%s: got %v %+v", key, c.HasValidAttachments, c.ValidAttachments)
+		}
+	}
+	c, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"wgmesh-ipam"},"cni.dev/valid-attachments":null}`))
+	if err != nil || !c.HasValidAttachments || len(c.ValidAttachments) != 0 {
+		t.Errorf("null list: %v %v %v", err, c.HasValidAttachments, c.ValidAttachments)
+	}
+	c, err = ParseConfig([]byte(conf(`{"type":"wgmesh-ipam"}`)))
+	if err != nil || c.HasValidAttachments {
+		t.Errorf("no list: %v %v", err, c.HasValidAttachments)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		kind error
+		msg  string
+	}{
+		{"not json", `{"name":`, ErrMalformed, "malformed network configuration: unexpected end of JSON input"},
+		{"no name", `{"cniVersion":"1.1.0","ipam":{"type":"wgmesh-ipam"}}`, ErrInvalid, "invalid network configuration: name is missing"},
+		{"name with slash", `{"name":"../etc","ipam":{"type":"wgmesh-ipam"}}`, ErrInvalid, `name "../etc": must start with a letter or digit`},
+		{"name dotdot", `{"name":"..","ipam":{"type":"wgmesh-ipam"}}`, ErrInvalid, `name ".."`},
+		{"no ipam", `{"name":"n"}`, ErrInvalid, "invalid network configuration: ipam is missing"},
+		{"null ipam", `{"name":"n","ipam":null}`, ErrInvalid, "ipam is missing"},
+		{"ipam not object", conf(`"x"`), ErrMalformed, "malformed network configuration: ipam: json: cannot unmarshal string"},
+		{"unknown field", conf(`{"type":"wgmesh-ipam","subnet_file":"/x"}`), ErrMalformed, `ipam: json: unknown field "subnet_file"`},
+		{"old-style subnet", conf(`{"type":"wgmesh-ipam","subnet":"10.42.1.0/24"}`), ErrMalformed, `ipam: json: unknown field "subnet"`},
+		{"wrong type", conf(`{"type":"host-local"}`), ErrInvalid, `ipam.type is "host-local", want "wgmesh-ipam"`},
+		{"missing type", conf(`{}`), ErrInvalid, `ipam.type is "", want "wgmesh-ipam"`},
+		{"empty ranges", conf(`{"type":"wgmesh-ipam","ranges":[]}`), ErrInvalid, "ipam.ranges is empty (leave it out to use the node subnet from /run/wgmesh/subnet.env)"},
+		{"empty range set", conf(`{"type":"wgmesh-ipam","ranges":[[]]}`), ErrInvalid, "ipam.ranges[0] is empty"},
+		{"no subnet", conf(`{"type":"wgmesh-ipam","ranges":[[{"rangeStart":"10.0.0.2"}]]}`), ErrInvalid, "ipam.ranges[0][0]: subnet is missing"},
+		{"bad cidr", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/33"}]]}`), ErrInvalid, `ipam.ranges[0][0]: subnet "10.42.1.0/33" is not a CIDR`},
+		{"host bits", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.5/24"}]]}`), ErrInvalid, "subnet 10.42.1.5/24 has host bits set (did you mean 10.42.1.0/24?)"},
+		{"too small v4", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/31"}]]}`), ErrInvalid, "subnet 10.42.1.0/31 is too small for a gateway and an address (at most /30)"},
+		{"too small v6", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"fd00::/127"}]]}`), ErrInvalid, "subnet fd00::/127 is too small for a gateway and an address (at most /126)"},
+		{"mapped", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"::ffff:10.0.0.0/120"}]]}`), ErrInvalid, "use a plain IPv4 or IPv6 prefix"},
+		{"start outside", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.42.2.1"}]]}`), ErrInvalid, "ipam.ranges[0][0]: rangeStart 10.42.2.1 is outside subnet 10.42.1.0/24"},
+		{"end outside", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeEnd":"10.42.2.1"}]]}`), ErrInvalid, "rangeEnd 10.42.2.1 is outside subnet 10.42.1.0/24"},
+		{"gateway outside", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","gateway":"10.42.2.1"}]]}`), ErrInvalid, "gateway 10.42.2.1 is outside subnet 10.42.1.0/24"},
+		{"start not ip", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"ten"}]]}`), ErrInvalid, `rangeStart "ten" is not an IP address`},
+		{"end before start", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.42.1.9","rangeEnd":"10.42.1.3"}]]}`), ErrInvalid, "rangeEnd 10.42.1.3 is before rangeStart 10.42.1.9"},
+		{"mixed families", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24"},{"subnet":"fd00::/64"}]]}`), ErrInvalid, "ipam.ranges[0] mixes IPv4 and IPv6"},
+		{"overlap in set", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24"},{"subnet":"10.42.0.0/16"}]]}`), ErrInvalid, "ipam.ranges[0][1] (10.42.0.1-10.42.255.254) overlaps ipam.ranges[0][0] (10.42.1.1-10.42.1.254)"},
+		{"overlap sets", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24"}],[{"subnet":"10.42.1.0/25"}]]}`), ErrInvalid, "ipam.ranges[0] overlaps ipam.ranges[1]"},
+		{"old version two v4", `{"cniVersion":"0.2.0","name":"n","ipam":{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24"}],[{"subnet":"10.42.2.0/24"}]]}}`, ErrInvalid, `cniVersion "0.2.0" allows one address per family`},
+		{"route not cidr", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"default"}]}`), ErrInvalid, `ipam.routes[0]: dst "default" is not a CIDR`},
+		{"route bad gw", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"0.0.0.0/0","gw":"x"}]}`), ErrInvalid, `ipam.routes[0]: gw "x" is not an IP address`},
+		{"route family", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"0.0.0.0/0","gw":"fd00::1"}]}`), ErrInvalid, "gw fd00::1 and dst 0.0.0.0/0 are of different families"},
+		{"gc list not list", `{"name":"n","ipam":{"type":"wgmesh-ipam"},"cni.dev/valid-attachments":{}}`, ErrMalformed, "cni.dev/valid-attachments: json: cannot unmarshal object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.in))
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.msg)
+			}
+			if !errors.Is(err, tc.kind) {
+				t.Errorf("error %q is not %v", err, tc.kind)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q\ndoes not contain %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func TestRangesFromEnvGatewayContract(t *testing.T) {
+	env := subnetenv.Env{Subnet: netip.MustParsePrefix("10.42.1.0/24"), Subnet6: netip.MustParsePrefix("fd00:42:1::/64")}
+	got := RangesFromEnv(env)
+	a, p := netip.MustParseAddr, netip.MustParsePrefix
+	want := []RangeSet{
+		{{Subnet: p("10.42.1.0/24"), Start: a("10.42.1.1"), End: a("10.42.1.254"), Gateway: a("10.42.1.1")}},
+		{{Subnet: p("fd00:42:1::/64"), Start: a("fd00:42:1::1"), End: a("fd00:42:1::ffff:ffff:ffff:ffff"), Gateway: a("fd00:42:1::1")}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	if only6 := RangesFromEnv(subnetenv.Env{Subnet6: p("fd00::/64")}); len(only6) != 1 || only6[0][0].Gateway != a("fd00::1") {
+		t.Errorf("IPv6-only env: %+v", only6)
+	}
+}
+
+func TestResultRoutes(t *testing.T) {
+	p := netip.MustParsePrefix
+	both := RangesFromEnv(subnetenv.Env{Subnet: p("10.42.1.0/24"), Subnet6: p("fd00::/64")})
+	only6 := RangesFromEnv(subnetenv.Env{Subnet6: p("fd00::/64")})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		sets []RangeSet
+		want []Route
+	}{
+		{"default dual stack", Config{}, both, []Route{{Dst: p("0.0.0.0/0")}, {Dst: p("::/0")}}},
+		{"default v6 only", Config{}, only6, []Route{{Dst: p("::/0")}}},
+		{"explicit", Config{Routes: []Route{{Dst: p("10.0.0.0/8")}}}, both, []Route{{Dst: p("10.0.0.0/8")}}},
+		{"explicit empty", Config{Routes: []Route{}}, both, []Route{}},
+	} {
+		if got := tc.cfg.ResultRoutes(tc.sets); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// FuzzParseConfig: any input either fails with one of the two error kinds or
+// gives ranges that the allocator can use as they are.
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		conf(`{"type":"wgmesh-ipam"}`),
+		conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/30","rangeStart":"10.42.1.2","gateway":"10.42.1.1"}]]}`),
+		conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"fd00::/120"}],[{"subnet":"10.0.0.0/8"}]],"routes":[{"dst":"0.0.0.0/0"}]}`),
+		`{"name":"n","ipam":{"type":"wgmesh-ipam"},"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`,
+		`{"name":"n","ipam":{"type":"wgmesh-ipam"},"prevResult":{"ips":[]}}`,
+		`{`, `null`, `[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error of no known kind: %v", err)
+			}
+			return
+		}
+		if c.Network == "" || strings.ContainsAny(c.Network, "/\\") || c.Network == ".." || c.SubnetFile == "" || c.DataDir == "" {
+			t.Fatalf("bad defaults: %+v", c)
+		}
+		for i, set := range c.Ranges {
+			if len(set) == 0 {
+				t.Fatalf("empty range set %d", i)
+			}
+			for _, r := range set {
+				if r.Subnet != r.Subnet.Masked() || !r.Subnet.Contains(r.Start) || !r.Subnet.Contains(r.End) || !r.Subnet.Contains(r.Gateway) || r.End.Less(r.Start) {
+					t.Fatalf("range not usable: %+v", r)
+				}
+				if r.Start.Is4() != set[0].Start.Is4() {
+					t.Fatalf("mixed families in set %d", i)
+				}
+			}
+		}
+	})
+}
