@@ -90,10 +90,8 @@ func Parse(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &n); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
 	}
-	ipamStdin := data
 	if n.IPAM.Type == "" {
-		var err error
-		if ipamStdin, err = withDefaultIPAM(data); err != nil {
+		if err := requireNoTypelessIPAM(data); err != nil {
 			return nil, err
 		}
 		n.IPAM.Type = DefaultIPAMType
@@ -101,23 +99,60 @@ func Parse(data []byte) (*Config, error) {
 	if err := n.validate(); err != nil {
 		return nil, err
 	}
+	ipamStdin, err := n.ipamStdin(data)
+	if err != nil {
+		return nil, err
+	}
 	return &Config{NetConf: n, IPAMStdin: ipamStdin}, nil
 }
 
-// withDefaultIPAM adds or replaces "ipam" with the default IPAM section,
-// keeping every other key byte for byte.
-func withDefaultIPAM(data []byte) ([]byte, error) {
+// requireNoTypelessIPAM refuses an ipam section that has keys but no type:
+// it would be silently replaced by the default otherwise.
+func requireNoTypelessIPAM(data []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("%w: %w", ErrDecode, err)
+	}
+	if m == nil {
+		return fmt.Errorf("%w: not a JSON object", ErrDecode)
+	}
+	if raw, ok := m["ipam"]; ok && !isEmptyIPAM(raw) {
+		return fmt.Errorf(`ipam section has no "type" (omit it to use %q)`, DefaultIPAMType)
+	}
+	return nil
+}
+
+// ipamStdin is the netconf for the IPAM delegate: the original bytes, except
+// that wgmesh-ipam gets an ipam section when there was none and inherits
+// the plugin's subnetFile when its own is unset, so both plugins always
+// read the same file.
+func (n *NetConf) ipamStdin(data []byte) ([]byte, error) {
+	if n.IPAM.Type != DefaultIPAMType {
+		return data, nil
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
 	}
-	if m == nil {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrDecode)
-	}
+	ipam := map[string]json.RawMessage{}
 	if raw, ok := m["ipam"]; ok && !isEmptyIPAM(raw) {
-		return nil, fmt.Errorf(`ipam section has no "type" (omit it to use %q)`, DefaultIPAMType)
+		if err := json.Unmarshal(raw, &ipam); err != nil {
+			return nil, fmt.Errorf("%w: ipam: %w", ErrDecode, err)
+		}
 	}
-	m["ipam"] = json.RawMessage(`{"type":"` + DefaultIPAMType + `"}`)
+	_, hasType := ipam["type"]
+	_, hasFile := ipam["subnetFile"]
+	if hasType && (hasFile || n.SubnetFile == DefaultSubnetFile) {
+		return data, nil // nothing to add: keep the bytes as they came
+	}
+	ipam["type"], _ = json.Marshal(DefaultIPAMType)
+	if !hasFile && n.SubnetFile != DefaultSubnetFile {
+		ipam["subnetFile"], _ = json.Marshal(n.SubnetFile)
+	}
+	var err error
+	if m["ipam"], err = json.Marshal(ipam); err != nil {
+		return nil, err
+	}
 	return json.Marshal(m)
 }
 

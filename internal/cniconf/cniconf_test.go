@@ -41,6 +41,31 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 	}
 }
 
+func TestIPAMInheritsSubnetFile(t *testing.T) {
+	for _, in := range []string{
+		`{"name":"n","subnetFile":"/tmp/s.env"}`,
+		`{"name":"n","subnetFile":"/tmp/s.env","ipam":{"type":"wgmesh-ipam","dataDir":"/tmp/d"}}`,
+	} {
+		c, err := Parse([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			IPAM map[string]string `json:"ipam"`
+		}
+		if err := json.Unmarshal(c.IPAMStdin, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.IPAM["subnetFile"] != "/tmp/s.env" || m.IPAM["type"] != "wgmesh-ipam" {
+			t.Errorf("%s: IPAM stdin %s does not carry the plugin's subnetFile", in, c.IPAMStdin)
+		}
+	}
+	c, err := Parse([]byte(`{"name":"n","subnetFile":"/tmp/s.env","ipam":{"type":"wgmesh-ipam","subnetFile":"/tmp/other"}}`))
+	if err != nil || !strings.Contains(string(c.IPAMStdin), `"subnetFile":"/tmp/other"`) {
+		t.Errorf("explicit ipam.subnetFile overridden: %s %v", c.IPAMStdin, err)
+	}
+}
+
 func TestEffectiveMTU(t *testing.T) {
 	for _, tc := range []struct{ conf, env, want int }{
 		{0, 0, DefaultMTU}, {0, 1380, 1380}, {1400, 1380, 1400},

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/wgmesh/wgmesh/internal/cniconf"
+	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
+)
+
+// addition is one ADD in progress: each step fills in a field, and
+// registers in undo how to take back what it made.
+type addition struct {
+	args   *skel.CmdArgs
+	conf   *cniconf.Config
+	env    subnetenv.Env
+	netns  ns.NetNS
+	mtu    int
+	bridge *netlink.Bridge
+	veth   link.Veth
+	result *current.Result
+	undo   cleanupStack
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	a := &addition{args: args}
+	defer a.closeNetNS()
+	steps := []func() *types.Error{
+		a.loadConf,
+		a.readSubnetEnv,
+		a.openNetNS,
+		a.ensureBridge,
+		a.createVeth,
+		a.allocateAddresses,
+		a.configurePodInterface,
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			a.undo.run()
+			return err
+		}
+	}
+	return types.PrintResult(a.result, a.conf.CNIVersion)
+}
+
+func (a *addition) loadConf() *types.Error {
+	var err *types.Error
+	a.conf, err = loadConf(a.args.StdinData)
+	if err != nil {
+		return err
+	}
+	if e := cniconf.ValidIfName("CNI_IFNAME", a.args.IfName); e != nil {
+		return cniError(CodeInvalidEnv, e.Error(), nil)
+	}
+	return nil
+}
+
+func (a *addition) readSubnetEnv() *types.Error {
+	var err *types.Error
+	a.env, err = readSubnetEnv(a.conf.SubnetFile, CodeTryAgain)
+	a.mtu = a.conf.EffectiveMTU(a.env.MTU)
+	return err
+}
+
+// openNetNS comes before anything is made, so a vanished sandbox costs
+// nothing: no veth, no address.
+func (a *addition) openNetNS() *types.Error {
+	n, err := ns.GetNS(a.args.Netns)
+	if err != nil {
+		return cniError(CodeInvalidEnv, fmt.Sprintf("pod network namespace %s is gone or not a network namespace", a.args.Netns), err)
+	}
+	a.netns = n
+	return nil
+}
+
+func (a *addition) closeNetNS() {
+	if a.netns != nil {
+		a.netns.Close()
+	}
+}
+
+// ensureBridge makes cni0 carry the node subnets' gateways and lets the
+// node forward pod traffic (to the mesh and to the world).
+func (a *addition) ensureBridge() *types.Error {
+	br, err := link.EnsureBridge(link.BridgeConfig{Name: a.conf.Bridge, MTU: a.mtu, Gateways: gateways(a.env)})
+	if err != nil {
+		return cniError(CodeLinkSetup, fmt.Sprintf("cannot set up bridge %s", a.conf.Bridge), err)
+	}
+	a.bridge = br
+	for _, s := range a.env.Subnets() {
+		if err := enableForwarding(s.Addr().Is6()); err != nil {
+			return cniError(CodeLinkSetup, "cannot enable IP forwarding", err)
+		}
+	}
+	return nil
+}
+
+func (a *addition) createVeth() *types.Error {
+	owner := link.Owner{Network: a.conf.Name, ContainerID: a.args.ContainerID, IfName: a.args.IfName}
+	v, err := link.CreateVeth(link.VethConfig{
+		Owner:         owner,
+		ContainerName: a.args.IfName,
+		NetNSFd:       int(a.netns.Fd()),
+		MTU:           a.mtu,
+		Bridge:        a.bridge,
+		Hairpin:       a.conf.Hairpin(),
+	})
+	if errors.Is(err, link.ErrContainerIfExists) {
+		return cniError(CodeIfaceExists, fmt.Sprintf("pod already has an interface %s", a.args.IfName), err)
+	}
+	if err != nil {
+		return cniError(CodeLinkSetup, fmt.Sprintf("cannot create the veth pair for %s", a.args.IfName), err)
+	}
+	a.veth = v
+	a.undo.push(func() { _, _ = link.DeleteHostVeth(v.HostName) })
+	return nil
+}
+
+// Indexes into result.Interfaces.
+const (
+	ifBridge = iota
+	ifHost
+	ifContainer
+)
+
+func (a *addition) allocateAddresses() *types.Error {
+	ipamType, stdin := a.conf.IPAM.Type, a.conf.IPAMStdin
+	r, err := invoke.DelegateAdd(context.TODO(), ipamType, stdin, nil)
+	if err != nil {
+		return delegateError(ipamType, "ADD", err)
+	}
+	// From here on an address is reserved: give it back on any failure.
+	a.undo.push(func() { _ = invoke.DelegateDel(context.TODO(), ipamType, stdin, nil) })
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return cniError(CodeIPAM, fmt.Sprintf("ipam %s returned a result wgmesh cannot read", ipamType), err)
+	}
+	if len(res.IPs) == 0 {
+		return cniError(CodeIPAM, fmt.Sprintf("ipam %s returned no address", ipamType), nil)
+	}
+	res.Interfaces = []*current.Interface{
+		ifBridge:    {Name: a.bridge.Name, Mac: a.bridge.HardwareAddr.String(), Mtu: a.mtu},
+		ifHost:      {Name: a.veth.HostName, Mac: a.veth.HostMAC.String(), Mtu: a.mtu},
+		ifContainer: {Name: a.veth.ContainerName, Mac: a.veth.ContainerMAC.String(), Mtu: a.mtu, Sandbox: a.args.Netns},
+	}
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(ifContainer)
+		if err := a.ensureGatewayFor(ipc); err != nil {
+			return err
+		}
+	}
+	res.CNIVersion = current.ImplementedSpecVersion
+	a.result = res
+	return nil
+}
+
+// ensureGatewayFor makes sure the gateway the IPAM gave a pod address is on
+// the bridge. For the node subnets it already is; this covers explicit
+// IPAM ranges outside them.
+func (a *addition) ensureGatewayFor(ipc *current.IPConfig) *types.Error {
+	if ipc.Gateway == nil {
+		return cniError(CodeIPAM, fmt.Sprintf("ipam %s gave %s without a gateway", a.conf.IPAM.Type, ipc.Address.String()), nil)
+	}
+	gw, ok := netip.AddrFromSlice(ipc.Gateway)
+	if !ok {
+		return cniError(CodeIPAM, fmt.Sprintf("ipam %s gave an invalid gateway %v", a.conf.IPAM.Type, ipc.Gateway), nil)
+	}
+	ones, _ := ipc.Address.Mask.Size()
+	want := netip.PrefixFrom(gw.Unmap(), ones)
+	for _, have := range gateways(a.env) {
+		if have == want {
+			return nil
+		}
+	}
+	if err := link.EnsureAddress(a.bridge, want); err != nil {
+		return cniError(CodeLinkSetup, fmt.Sprintf("cannot put gateway %s on bridge %s", want, a.bridge.Name), err)
+	}
+	return nil
+}
+
+// configurePodInterface puts the addresses and routes on the pod's
+// interface and brings it up.
+func (a *addition) configurePodInterface() *types.Error {
+	err := a.netns.Do(func(ns.NetNS) error {
+		return ipam.ConfigureIface(a.args.IfName, a.result)
+	})
+	if err != nil {
+		return cniError(CodeLinkSetup, fmt.Sprintf("cannot configure %s in the pod", a.args.IfName), err)
+	}
+	return nil
+}
+
+// enableForwarding turns on IP forwarding in the node's namespace, writing
+// only when it is off (one read in the common case).
+func enableForwarding(v6 bool) error {
+	path := "/proc/sys/net/ipv4/ip_forward"
+	if v6 {
+		path = "/proc/sys/net/ipv6/conf/all/forwarding"
+	}
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 && b[0] == '1' {
+		return nil
+	}
+	return os.WriteFile(path, []byte("1"), 0o644)
+}
+
+// cleanupStack holds the undo actions of the steps done so far; run takes
+// them back newest first. A stack, not a defer keyed on err, so that no
+// early return can skip it.
+type cleanupStack []func()
+
+func (c *cleanupStack) push(f func()) { *c = append(*c, f) }
+
+func (c *cleanupStack) run() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
+	*c = nil
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/wgmesh/wgmesh/internal/link"
+)
+
+// cmdGC (CNI 1.1) hands the list of valid attachments to the IPAM, which
+// releases every address held by an attachment not on it, then deletes the
+// host veths this network made for attachments not on it (normally already
+// gone with their pod's netns).
+func cmdGC(args *skel.CmdArgs) error {
+	conf, cerr := loadConf(args.StdinData)
+	if cerr != nil {
+		return cerr
+	}
+	valid, err := validAttachments(args.StdinData)
+	if err != nil {
+		return cniError(CodeDecode, "cannot decode cni.dev/valid-attachments", err)
+	}
+	if err := invoke.DelegateGC(context.TODO(), conf.IPAM.Type, conf.IPAMStdin, nil); err != nil {
+		return delegateError(conf.IPAM.Type, "GC", err)
+	}
+	owned, err := link.OwnedVeths(conf.Name)
+	if err != nil {
+		return cniError(CodeLinkSetup, "cannot list veths for GC", err)
+	}
+	for _, v := range owned {
+		if valid[attachment{v.Owner.ContainerID, v.Owner.IfName}] {
+			continue
+		}
+		if _, err := link.DeleteHostVeth(v.Name); err != nil {
+			return cniError(CodeLinkSetup, fmt.Sprintf("cannot remove stale veth %s", v.Name), err)
+		}
+		fmt.Fprintf(os.Stderr, "wgmesh: GC removed veth %s of %s/%s\n", v.Name, v.Owner.ContainerID, v.Owner.IfName)
+	}
+	return nil
+}
+
+type attachment struct{ containerID, ifName string }
+
+func validAttachments(stdin []byte) (map[attachment]bool, error) {
+	var c struct {
+		Valid []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := json.Unmarshal(stdin, &c); err != nil {
+		return nil, err
+	}
+	out := make(map[attachment]bool, len(c.Valid))
+	for _, a := range c.Valid {
+		out[attachment{a.ContainerID, a.IfName}] = true
+	}
+	return out, nil
+}
