@@ -40,9 +40,11 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	var problems []string
 	problems = append(problems, checkHostSide(args, conf.Bridge)...)
-	podProblems, err := checkPodSide(args, prev)
-	if err != nil {
-		return err
+	// perr is a *types.Error: kept out of err (an error) so that a nil
+	// pointer never becomes a non-nil interface.
+	podProblems, perr := checkPodSide(args, prev)
+	if perr != nil {
+		return perr
 	}
 	problems = append(problems, podProblems...)
 	if len(problems) > 0 {

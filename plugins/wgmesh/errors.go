@@ -26,18 +26,22 @@ const (
 	// CodeNotAvailable: STATUS says the node cannot take pods yet.
 	CodeNotAvailable = types.ErrPluginNotAvailable // 50
 
+	// Our own codes share one numbering with wgmesh-ipam's (100 there is
+	// "address range exhausted", 102 "allocation state failure"), so one
+	// number means one thing whichever plugin reports it.
+
 	// CodeSubnetEnvInvalid: subnet.env exists but cannot be parsed.
-	CodeSubnetEnvInvalid = 100
-	// CodeLinkSetup: the kernel refused a bridge, veth, address or route.
-	CodeLinkSetup = 101
-	// CodeIPAM: the IPAM plugin could not be run or gave an unusable
-	// result. (Errors the IPAM reports itself keep the IPAM's code.)
-	CodeIPAM = 102
+	CodeSubnetEnvInvalid = 101
 	// CodeCheckFailed: CHECK found the pod's network differs from the
 	// result of its ADD.
 	CodeCheckFailed = 103
+	// CodeLinkSetup: the kernel refused a bridge, veth, address or route.
+	CodeLinkSetup = 110
+	// CodeIPAM: the IPAM plugin could not be run or gave an unusable
+	// result. (Errors the IPAM reports itself keep the IPAM's code.)
+	CodeIPAM = 111
 	// CodeIfaceExists: the pod already has an interface named CNI_IFNAME.
-	CodeIfaceExists = 104
+	CodeIfaceExists = 112
 )
 
 // cniError builds the error the runtime sees: msg says what failed, details
