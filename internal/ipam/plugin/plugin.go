@@ -85,10 +85,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		releaseErr := pl.Release(att)
 		return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", cfg.CNIVersion, err), errString(releaseErr))
 	}
+	if err := res.Print(); err != nil {
+		releaseErr := pl.Release(att)
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("print result: %v", err), errString(releaseErr))
+	}
 	for _, a := range allocs {
 		p.log().Info("address allocated", "network", cfg.Network, "containerID", att.ContainerID, "ifname", att.IfName, "address", a.Address, "gateway", a.Gateway)
 	}
-	return res.Print()
+	return nil
 }
 
 // Del releases the attachment's addresses. It needs neither subnet.env nor
