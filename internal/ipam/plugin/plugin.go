@@ -239,7 +239,8 @@ func subnetEnvMessage(path string, err error) string {
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Sprintf("wgmesh agent not ready: it has not written %s yet", path)
 	}
-	return fmt.Sprintf("wgmesh-ipam cannot use %s: %v", path, err)
+	// err names the file already (os.ReadFile and subnetenv.Read say it).
+	return fmt.Sprintf("invalid node subnet file (written by the wgmesh agent): %v", err)
 }
 
 func attachment(args *skel.CmdArgs) ipam.Attachment {
