@@ -94,7 +94,7 @@ func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) (allocs []All
 		if !success {
 			// Best effort: the caller reports the original error; a file
 			// that could not be removed here is removed by DEL or GC.
-			_ = p.store.ReleaseByID(att.ContainerID, att.IfName)
+			_, _ = p.release(att)
 		}
 	}()
 
@@ -105,6 +105,7 @@ func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) (allocs []All
 			return nil, err
 		}
 		allocs = append(allocs, a)
+		held = append(held, a.Address.Addr())
 	}
 	success = true
 	return allocs, nil
@@ -128,9 +129,11 @@ func (p *Pool) allocateFrom(idx int, set ipam.RangeSet, att ipam.Attachment, hel
 	// host-local's allocator takes the store lock itself, and a flock is
 	// not reentrant (the inner Unlock would drop our lock between the
 	// lookup above and the reservation). heldStore hands it the store with
-	// the lock already held by us, and remembers store failures: allocator.Get
-	// returns them and "no addresses available" as plain errors alike.
-	hs := &heldStore{Store: p.store}
+	// the lock already held by us, answers its GetByID from the lookup we
+	// made under this same lock (saving a second read of every file), and
+	// remembers store failures: allocator.Get returns them and "no addresses
+	// available" as plain errors alike.
+	hs := &heldStore{Store: p.store, held: held}
 	ipc, err := allocator.NewIPAllocator(&rs, hs, idx).Get(att.ContainerID, att.IfName, nil)
 	if err != nil {
 		if hs.err != nil {
@@ -154,11 +157,19 @@ func (p *Pool) Release(att ipam.Attachment) error {
 		return fmt.Errorf("lock %s: %w", p.dir, err)
 	}
 	defer p.store.Unlock()
-	if err := p.store.ReleaseByID(att.ContainerID, att.IfName); err != nil {
+	if _, err := p.release(att); err != nil {
 		return fmt.Errorf("release %s/%s in %s: %w", att.ContainerID, att.IfName, p.dir, err)
 	}
-	_, err := p.sweep(func(owner) bool { return true })
-	return err
+	return nil
+}
+
+// release removes att's files (and files in host-local's old format that
+// name only att's container) and orphans, in one pass over the directory
+// (host-local's ReleaseByID would be a second one); the lock must be held.
+func (p *Pool) release(att ipam.Attachment) ([]netip.Addr, error) {
+	mine := owner{containerID: att.ContainerID, ifName: att.IfName}
+	mineOld := owner{containerID: att.ContainerID}
+	return p.sweep(func(o owner) bool { return o != mine && o != mineOld })
 }
 
 // Lookup returns the addresses held by att.
@@ -284,11 +295,20 @@ func (p *Pool) heldAddrs(att ipam.Attachment) []netip.Addr {
 // lock: Lock and Unlock do nothing, failures are remembered.
 type heldStore struct {
 	backend.Store
-	err error
+	held []netip.Addr
+	err  error
 }
 
 func (h *heldStore) Lock() error   { return nil }
 func (h *heldStore) Unlock() error { return nil }
+
+func (h *heldStore) GetByID(string, string) []net.IP {
+	out := make([]net.IP, 0, len(h.held))
+	for _, a := range h.held {
+		out = append(out, net.IP(a.AsSlice()))
+	}
+	return out
+}
 
 func (h *heldStore) Reserve(id, ifname string, ip net.IP, rangeID string) (bool, error) {
 	ok, err := h.Store.Reserve(id, ifname, ip, rangeID)
