@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/disk"
+
 	"github.com/wgmesh/wgmesh/internal/ipam"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -170,26 +173,55 @@ func TestOpenExistingDoesNotCreate(t *testing.T) {
 }
 
 // BenchmarkAllocateRelease is the in-process cost of one ADD and one DEL
-// against a /24 that already holds 100 pods (no process start, no config).
+// against a /24 that already holds 100 pods (no process start, no config
+// parsing), for this pool and for host-local's allocator on its disk store
+// used the way host-local's main uses them.
 func BenchmarkAllocateRelease(b *testing.B) {
-	p, err := Open(b.TempDir(), "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
 	s := sets("10.42.1.0/24")
-	for i := range 100 {
-		if _, err := p.Allocate(ipam.Attachment{ContainerID: fmt.Sprintf("pod-%d", i), IfName: "eth0"}, s); err != nil {
-			b.Fatal(err)
-		}
-	}
 	att := ipam.Attachment{ContainerID: "bench", IfName: "eth0"}
-	for b.Loop() {
-		if _, err := p.Allocate(att, s); err != nil {
+	b.Run("wgmesh-ipam", func(b *testing.B) {
+		p, err := Open(b.TempDir(), "bench")
+		if err != nil {
 			b.Fatal(err)
 		}
-		if err := p.Release(att); err != nil {
+		defer p.Close()
+		for i := range 100 {
+			if _, err := p.Allocate(ipam.Attachment{ContainerID: fmt.Sprintf("pod-%d", i), IfName: "eth0"}, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for b.Loop() {
+			if _, err := p.Allocate(att, s); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.Release(att); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("host-local", func(b *testing.B) {
+		store, err := disk.New("bench", b.TempDir())
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
+		defer store.Close()
+		rs := toRangeSet(s[0])
+		if err := rs.Canonicalize(); err != nil {
+			b.Fatal(err)
+		}
+		a := allocator.NewIPAllocator(&rs, store, 0)
+		for i := range 100 {
+			if _, err := a.Get(fmt.Sprintf("pod-%d", i), "eth0", nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for b.Loop() {
+			if _, err := a.Get(att.ContainerID, att.IfName, nil); err != nil {
+				b.Fatal(err)
+			}
+			if err := a.Release(att.ContainerID, att.IfName); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
