@@ -23,7 +23,7 @@ REF_PLUGINS := \
 	github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	github.com/containernetworking/plugins/plugins/meta/portmap
 
-.PHONY: all build ref-plugins test unit fuzz lint e2e lab lab-down bench clean
+.PHONY: all build ref-plugins test unit fuzz lint e2e lab lab-down bench bench-cni clean
 
 all: build
 
@@ -57,6 +57,13 @@ fuzz:
 	done
 
 test: lint unit fuzz
+
+# ADD+DEL latency of wgmesh+wgmesh-ipam vs the reference bridge+host-local,
+# sequential and 16 concurrent, through libcni in network namespaces (root).
+BENCH_CNI_N ?= 200
+bench-cni: build ref-plugins
+	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkCNIAddDel$$' \
+		-benchtime $(BENCH_CNI_N)x ./plugins/wgmesh/ 2>&1 | grep -v 'level=INFO'
 
 clean:
 	rm -rf $(BIN)

@@ -180,7 +180,7 @@ func newPodIn(n ns.NetNS) *pod {
 		ContainerID: id,
 		NetNS:       n.Path(),
 		IfName:      "eth0",
-		Args:        [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", id}},
+		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", id}},
 	}}
 }
 

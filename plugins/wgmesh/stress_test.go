@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/wgmesh/wgmesh/internal/link"
+)
+
+// groupKillExec runs each plugin in its own process group and, when the
+// context ends, SIGKILLs the whole group: the plugin and the IPAM (or
+// iptables) it was running, as if the node lost power mid-ADD for that pod.
+// It returns only once the group is gone, so nothing it started can still
+// write state afterwards.
+type groupKillExec struct{ version.PluginDecoder }
+
+var _ invoke.Exec = (*groupKillExec)(nil)
+
+func (e *groupKillExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	cmd := exec.Command(path)
+	cmd.Env = environ
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			var te types.Error
+			if json.Unmarshal(out.Bytes(), &te) == nil && te.Code != 0 {
+				return nil, &te
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return out.Bytes(), nil
+	case <-ctx.Done():
+		pgid := cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+		// Orphans of the group (a delegated IPAM) die too; wait until no
+		// live process of the group is left (zombies write nothing).
+		for deadline := time.Now().Add(10 * time.Second); groupAlive(pgid) && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
+		return nil, fmt.Errorf("killed %s: %w", path, ctx.Err())
+	}
+}
+
+// groupAlive reports whether a non-zombie process with process group pgid
+// exists (from /proc/<pid>/stat: "pid (comm) state ppid pgrp ...").
+func groupAlive(pgid int) bool {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *groupKillExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+// TestStressAddDelWithKilledPlugins runs 240 pod lifecycles, 16 at a time,
+// through libcni; every fifth ADD is SIGKILLed (with its IPAM) after a
+// random short delay and its pod deleted without a DEL, every tenth pod is
+// kept. Then GC with the kept pods. Invariants: no address is ever held by
+// two live pods; after GC the IPAM holds exactly the kept pods' addresses
+// and the node has exactly their veths.
+func TestStressAddDelWithKilledPlugins(t *testing.T) {
+	l := newLab(t, true)
+	killer := libcni.NewCNIConfigWithCacheDir(l.cni.Path, l.dir+"/cache", &groupKillExec{})
+	const cycles, parallel = 240, 16
+
+	var (
+		mu       sync.Mutex
+		liveIPs  = map[netip.Addr]string{} // address -> container ID, for pods not yet being deleted
+		kept     []*pod
+		keptIPs  = map[netip.Addr]string{}
+		killed   int
+		survived int
+	)
+	claim := func(ip netip.Addr, p *pod) {
+		mu.Lock()
+		defer mu.Unlock()
+		if other, dup := liveIPs[ip]; dup {
+			t.Errorf("address %s given to %s while %s still holds it", ip, p.rt.ContainerID, other)
+		}
+		liveIPs[ip] = p.rt.ContainerID
+	}
+	release := func(ip netip.Addr) {
+		mu.Lock()
+		defer mu.Unlock()
+		delete(liveIPs, ip)
+	}
+
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i := range cycles {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p := l.newPod()
+			if i%5 == 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+rand.IntN(120))*time.Millisecond)
+				var res types.Result
+				err := l.inNode(func() error {
+					var err error
+					res, err = killer.AddNetworkList(ctx, l.list, p.rt)
+					return err
+				})
+				cancel()
+				if err != nil {
+					// The pod sandbox dies with its ADD: no DEL, only GC.
+					closeNetNS(p.netns)
+					mu.Lock()
+					killed++
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				survived++
+				mu.Unlock()
+				r, cerr := current.NewResultFromResult(res)
+				if cerr != nil {
+					t.Error(cerr)
+					return
+				}
+				claim(podIP(t, r), p)
+				// A surviving ADD is an ordinary pod: delete it normally.
+				release(podIP(t, r))
+				if err := l.del(p); err != nil {
+					t.Errorf("DEL %s: %v", p.name, err)
+				}
+				return
+			}
+			r, err := l.add(context.Background(), p)
+			if err != nil {
+				t.Errorf("ADD %s: %v", p.name, err)
+				return
+			}
+			ip := podIP(t, r)
+			claim(ip, p)
+			if i%10 == 1 {
+				mu.Lock()
+				kept = append(kept, p)
+				keptIPs[ip] = p.rt.ContainerID
+				mu.Unlock()
+				return
+			}
+			release(ip) // before DEL: from here on the address may be reused
+			if err := l.del(p); err != nil {
+				t.Errorf("DEL %s: %v", p.name, err)
+			}
+			if i%3 == 0 { // runtimes retry DEL; it must stay harmless
+				if err := l.del(p); err != nil {
+					t.Errorf("second DEL %s: %v", p.name, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d cycles: %d ADDs killed, %d outran the kill, %d pods kept", cycles, killed, survived, len(kept))
+	if killed == 0 {
+		t.Errorf("no ADD was killed: the stress did not stress")
+	}
+
+	if err := l.gc(kept); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if got := l.allocations(); !maps.Equal(got, keptIPs) {
+		t.Errorf("after GC the IPAM holds %v, want exactly the kept pods' %v", got, keptIPs)
+	}
+	var want []string
+	for _, p := range kept {
+		want = append(want, link.HostVethName(p.rt.ContainerID, p.rt.IfName))
+	}
+	slices.Sort(want)
+	if got := l.hostVeths(); !slices.Equal(got, want) {
+		t.Errorf("after GC the node has veths %v, want exactly the kept pods' %v", got, want)
+	}
+	for _, p := range kept[:min(3, len(kept))] {
+		if err := ping(p.netns, l.subnet.Addr().Next()); err != nil {
+			t.Errorf("kept pod after GC: %v", err)
+		}
+	}
+}
