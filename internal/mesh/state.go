@@ -11,8 +11,15 @@ import (
 type Options struct {
 	// Self is this node's name; it is never its own peer.
 	Self string
-	// ListenPort is the WireGuard port assumed for an endpoint given without one.
+	// ListenPort is the WireGuard port assumed for an endpoint given without
+	// one; 0 means DefaultListenPort.
 	ListenPort int
+	// ExtraPrefixes are additional prefixes per node name that the control
+	// plane (never the node itself) vouches for, for example a node's
+	// internal IP as a /32 when node addresses are not mutually reachable
+	// (k3s-io/k3s#7355). They join that peer's AllowedIPs and get routes,
+	// and take part in the overlap check like pod CIDRs. Nil today.
+	ExtraPrefixes map[string][]netip.Prefix
 }
 
 // Peer is one desired WireGuard peer: another node of the cluster.
@@ -49,7 +56,8 @@ type Problem struct {
 	Node string
 	// Reason is a stable CamelCase word, used in Events and metric labels:
 	// InvalidPublicKey, MissingPublicKey, NoPodCIDR, OverlappingPodCIDR,
-	// InvalidEndpoint, InvalidKeepalive, DuplicatePublicKey.
+	// InvalidEndpoint, InvalidKeepalive, DuplicatePublicKey, InvalidPodCIDR,
+	// NoGateway (this node has no pod CIDR of a peer subnet's family).
 	Reason  string
 	Message string
 }

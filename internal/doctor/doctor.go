@@ -1,0 +1,294 @@
+// Package doctor explains what stands between this node and a working
+// mesh: routes of others that shadow or overlap peer subnets, peer routes
+// without the right source, forwarding and rp_filter settings, a FORWARD
+// policy that drops pod traffic, an MTU too large for the underlay, and
+// the problems the desired-state computation found (duplicate or
+// overlapping pod CIDRs, bad keys). Check is pure and table-tested; Read
+// gathers the kernel facts. Doctor only reads: it changes nothing.
+package doctor
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+)
+
+// Severity of a finding.
+type Severity string
+
+const (
+	SeverityError   Severity = "error"   // the mesh, or part of it, does not work
+	SeverityWarning Severity = "warning" // works now, but fragile or surprising
+	SeverityInfo    Severity = "info"
+)
+
+// Finding is one thing doctor found, with how to fix it.
+type Finding struct {
+	// ID is a stable CamelCase word (ShadowingRoute, RouteWrongSrc, ...).
+	ID       string
+	Severity Severity
+	Message  string
+	Fix      string
+}
+
+func (f Finding) String() string {
+	s := fmt.Sprintf("[%s] %s: %s", f.Severity, f.ID, f.Message)
+	if f.Fix != "" {
+		s += "\n    fix: " + f.Fix
+	}
+	return s
+}
+
+// Route is one kernel route as doctor sees it.
+type Route struct {
+	Table    int
+	Protocol int
+	Type     string // "unicast", "local", "broadcast", ...
+	Dst      netip.Prefix
+	Dev      string
+	Src      netip.Addr
+}
+
+func (r Route) String() string {
+	s := r.Dst.String()
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	if r.Src.IsValid() {
+		s += " src " + r.Src.String()
+	}
+	if r.Table != mainTable {
+		s += fmt.Sprintf(" table %d", r.Table)
+	}
+	return s
+}
+
+const (
+	mainTable  = 254
+	localTable = 255
+)
+
+// Input is everything Check looks at.
+type Input struct {
+	// Device is the WireGuard device name (wgmesh0).
+	Device string
+	// Desired is this node's desired state; Problems came with it.
+	Desired  mesh.State
+	Problems []mesh.Problem
+	// OurTable is the table holding our routes (87, or 254 for main).
+	OurTable int
+	Kernel   Kernel
+}
+
+// Kernel holds facts read from the kernel. A field left at its zero value
+// means "not known" where noted, and its check is skipped.
+type Kernel struct {
+	// Routes are all routes of all tables, both families.
+	Routes []Route
+	// IPv4Forward / IPv6Forward: net.ipv4.ip_forward,
+	// net.ipv6.conf.all.forwarding; nil when unknown.
+	IPv4Forward, IPv6Forward *bool
+	// ForwardPolicy is the iptables FORWARD policy ("" unknown);
+	// ForwardJump says whether our WGMESH-FORWARD jump is in FORWARD.
+	ForwardPolicy string
+	ForwardJump   bool
+	// RPFilter is net.ipv4.conf.{all,<Device>}.rp_filter; nil when unknown.
+	RPFilterAll, RPFilterDevice *int
+	// DeviceMTU is the WireGuard device's MTU; 0 when unknown or absent.
+	DeviceMTU int
+	// UnderlayMTU is the MTU of the interface the node's endpoint is on,
+	// UnderlayIPv6 whether that endpoint is IPv6; 0 when unknown.
+	UnderlayMTU  int
+	UnderlayIPv6 bool
+	UnderlayDev  string
+}
+
+// Check returns the findings for in, most severe first, in a stable order.
+func Check(ctx context.Context, in Input) []Finding {
+	var out []Finding
+	out = append(out, problemFindings(in.Problems)...)
+	out = append(out, routeFindings(in)...)
+	out = append(out, sysctlFindings(in)...)
+	out = append(out, mtuFindings(in)...)
+	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
+	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank[a.Severity], rank[b.Severity]) })
+	return out
+}
+
+func problemFindings(ps []mesh.Problem) []Finding {
+	var out []Finding
+	for _, p := range ps {
+		f := Finding{ID: p.Reason, Severity: SeverityError, Message: fmt.Sprintf("node %s: %s", p.Node, p.Message)}
+		switch p.Reason {
+		case mesh.ReasonOverlappingPodCIDR:
+			f.Fix = "give every node a distinct spec.podCIDR (kube-controller-manager --allocate-node-cidrs with one --cluster-cidr); a node's podCIDR cannot change: delete and re-register the node"
+		case mesh.ReasonDuplicatePublicKey:
+			f.Fix = "each node needs its own key: on the cloned node delete /var/lib/wgmesh/private.key and restart wgmesh there"
+		case mesh.ReasonInvalidPublicKey, mesh.ReasonMissingPublicKey:
+			f.Fix = fmt.Sprintf("check that wgmesh runs on node %s; it publishes %s itself (kubectl -n kube-system get pods -o wide | grep wgmesh)", p.Node, mesh.AnnotationPublicKey)
+		case mesh.ReasonInvalidEndpoint:
+			f.Severity = SeverityWarning
+			f.Fix = fmt.Sprintf("set an IP:port (no hostname): kubectl annotate node %s --overwrite %s=IP:51820", p.Node, mesh.AnnotationForceEndpoint)
+		case mesh.ReasonInvalidKeepalive:
+			f.Severity = SeverityWarning
+			f.Fix = fmt.Sprintf("use seconds: kubectl annotate node %s --overwrite %s=25", p.Node, mesh.AnnotationPersistentKeepalive)
+		case mesh.ReasonNoPodCIDR:
+			f.Severity = SeverityWarning
+			f.Fix = "start k3s with a cluster CIDR (the default allocates node CIDRs); the node joins once it has one"
+		case mesh.ReasonNoGateway:
+			f.Severity = SeverityWarning
+			f.Fix = "give this node a pod CIDR of each family the cluster uses (dual-stack --cluster-cidr)"
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func routeFindings(in Input) []Finding {
+	var out []Finding
+	peerDst := make(map[netip.Prefix]mesh.Route, len(in.Desired.Routes))
+	for _, r := range in.Desired.Routes {
+		peerDst[r.Dst] = r
+	}
+	// Others' routes overlapping a peer subnet.
+	for _, kr := range in.Kernel.Routes {
+		if kr.Protocol == mesh.RouteProtocol && kr.Table == in.OurTable {
+			continue
+		}
+		if kr.Table == localTable || (kr.Type != "" && kr.Type != "unicast") || !kr.Dst.IsValid() || kr.Dst.Bits() == 0 {
+			continue // local addresses, broadcast, default routes are not shadows
+		}
+		var hit []string
+		for _, want := range in.Desired.Routes {
+			if kr.Dst.Overlaps(want.Dst) {
+				hit = append(hit, want.Dst.String()+" ("+want.Node+")")
+			}
+		}
+		if len(hit) == 0 {
+			continue
+		}
+		kind := "overlaps"
+		switch {
+		case kr.Dst.Bits() < minBits(in.Desired.Routes, kr.Dst):
+			kind = "covers"
+		case peerDst[kr.Dst] != (mesh.Route{}):
+			kind = "equals"
+		default:
+			kind = "is inside"
+		}
+		shown := hit
+		if len(shown) > 3 {
+			shown = append(shown[:3:3], fmt.Sprintf("and %d more", len(hit)-3))
+		}
+		msg := fmt.Sprintf("route %s (not wgmesh's) %s peer subnet(s) %s", kr, kind, strings.Join(shown, ", "))
+		sev := SeverityWarning
+		switch {
+		case in.OurTable == mainTable && kind != "covers":
+			sev = SeverityError
+			msg += "; in the main table it collides with or wins over wgmesh's route"
+		case in.OurTable == mainTable:
+			msg += "; wgmesh's longer prefix wins today, but traffic falls back to it whenever a wgmesh route is missing"
+		default:
+			msg += fmt.Sprintf("; wgmesh's table %d is looked up first, so it does not win today, but traffic falls back to it whenever a wgmesh route is missing", in.OurTable)
+		}
+		fix := fmt.Sprintf("remove it: ip route del %s", kr)
+		if strings.HasPrefix(kr.Dev, "wg") {
+			fix += fmt.Sprintf(", and drop %s from %s's AllowedIPs (wg-quick: Table=off, or remove it from AllowedIPs)", kr.Dst, kr.Dev)
+		}
+		out = append(out, Finding{ID: "ShadowingRoute", Severity: sev, Message: msg, Fix: fix})
+	}
+	// Our routes: present, and with the gateway as source.
+	ours := map[netip.Prefix]Route{}
+	for _, kr := range in.Kernel.Routes {
+		if kr.Protocol == mesh.RouteProtocol && kr.Table == in.OurTable {
+			ours[kr.Dst] = kr
+		}
+	}
+	if len(in.Kernel.Routes) > 0 {
+		for _, want := range in.Desired.Routes {
+			got, ok := ours[want.Dst]
+			switch {
+			case !ok:
+				out = append(out, Finding{ID: "RouteMissing", Severity: SeverityError,
+					Message: fmt.Sprintf("no wgmesh route to %s (node %s) in table %d", want.Dst, want.Node, in.OurTable),
+					Fix:     "check the agent's log for the failed route add; it retries on every resync"})
+			case got.Src != want.Src || (in.Device != "" && got.Dev != in.Device):
+				out = append(out, Finding{ID: "RouteWrongSrc", Severity: SeverityError,
+					Message: fmt.Sprintf("route to %s is %s; want dev %s src %s (replies from remote pods must come back through the tunnel)", want.Dst, got, in.Device, want.Src),
+					Fix:     fmt.Sprintf("the agent replaces it on its next resync; if it stays, check that %s is an address of the bridge (ip -br addr show cni0)", want.Src)})
+			}
+		}
+	}
+	return out
+}
+
+// minBits is the shortest prefix length among desired routes that p overlaps.
+func minBits(rs []mesh.Route, p netip.Prefix) int {
+	m := 129
+	for _, r := range rs {
+		if r.Dst.Overlaps(p) && r.Dst.Bits() < m {
+			m = r.Dst.Bits()
+		}
+	}
+	return m
+}
+
+func sysctlFindings(in Input) []Finding {
+	var out []Finding
+	k := in.Kernel
+	hasV4, hasV6 := false, false
+	for _, s := range in.Desired.Subnets {
+		hasV4 = hasV4 || s.Addr().Is4()
+		hasV6 = hasV6 || s.Addr().Is6()
+	}
+	if hasV4 && k.IPv4Forward != nil && !*k.IPv4Forward {
+		out = append(out, Finding{ID: "IPForwardOff", Severity: SeverityError,
+			Message: "net.ipv4.ip_forward is 0: the node does not route pod traffic",
+			Fix:     "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/)"})
+	}
+	if hasV6 && k.IPv6Forward != nil && !*k.IPv6Forward {
+		out = append(out, Finding{ID: "IPv6ForwardOff", Severity: SeverityError,
+			Message: "net.ipv6.conf.all.forwarding is 0: the node does not route IPv6 pod traffic",
+			Fix:     "sysctl -w net.ipv6.conf.all.forwarding=1 (and persist it in /etc/sysctl.d/)"})
+	}
+	if k.ForwardPolicy == "DROP" && !k.ForwardJump {
+		out = append(out, Finding{ID: "ForwardDrop", Severity: SeverityError,
+			Message: "iptables FORWARD policy is DROP and wgmesh's WGMESH-FORWARD jump is missing: forwarded pod traffic is dropped",
+			Fix:     "start the agent with the cluster CIDR set (it adds the jump), or restart it to restore the rule"})
+	}
+	if k.RPFilterAll != nil || k.RPFilterDevice != nil {
+		// The kernel uses the larger of conf.all and conf.<dev>.
+		eff := 0
+		if k.RPFilterAll != nil {
+			eff = *k.RPFilterAll
+		}
+		if k.RPFilterDevice != nil {
+			eff = max(eff, *k.RPFilterDevice)
+		}
+		if eff == 1 {
+			out = append(out, Finding{ID: "RPFilterStrict", Severity: SeverityWarning,
+				Message: fmt.Sprintf("rp_filter is strict (1) for %s: packets from remote pods are dropped whenever the best route back to their source is not %s (a missing route, another tool's route)", in.Device, in.Device),
+				Fix:     fmt.Sprintf("sysctl -w net.ipv4.conf.%s.rp_filter=2 net.ipv4.conf.all.rp_filter=2 (loose)", in.Device)})
+		}
+	}
+	return out
+}
+
+func mtuFindings(in Input) []Finding {
+	k := in.Kernel
+	if k.DeviceMTU == 0 || k.UnderlayMTU == 0 {
+		return nil
+	}
+	limit := mesh.PodMTU(0, k.UnderlayMTU, k.UnderlayIPv6)
+	if k.DeviceMTU <= limit {
+		return nil
+	}
+	return []Finding{{ID: "MTUTooLarge", Severity: SeverityError,
+		Message: fmt.Sprintf("%s MTU %d is larger than underlay %s MTU %d minus WireGuard overhead (%d): large packets are fragmented or lost (flannel#1567: 0-50 kbps)", in.Device, k.DeviceMTU, k.UnderlayDev, k.UnderlayMTU, limit),
+		Fix:     fmt.Sprintf("leave --mtu unset (auto = %d) or set it to at most %d; pods pick it up on their next restart", limit, limit)}}
+}

@@ -1,0 +1,354 @@
+package mesh
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// DefaultListenPort is the WireGuard UDP port when none is configured.
+const DefaultListenPort = 51820
+
+// Problem reasons (Problem.Reason). Stable: used in Events, metric labels
+// and doctor finding IDs.
+const (
+	ReasonMissingPublicKey   = "MissingPublicKey"
+	ReasonInvalidPublicKey   = "InvalidPublicKey"
+	ReasonDuplicatePublicKey = "DuplicatePublicKey"
+	ReasonNoPodCIDR          = "NoPodCIDR"
+	ReasonInvalidPodCIDR     = "InvalidPodCIDR"
+	ReasonOverlappingPodCIDR = "OverlappingPodCIDR"
+	ReasonInvalidEndpoint    = "InvalidEndpoint"
+	ReasonInvalidKeepalive   = "InvalidKeepalive"
+	ReasonNoGateway          = "NoGateway"
+)
+
+// maxKeepalive is the largest keepalive WireGuard can carry (uint16 seconds).
+const maxKeepalive = 65535 * time.Second
+
+// Desired computes the mesh this node (self) must program, from every Node
+// of the cluster (self may be among nodes; it is skipped by name). It is a
+// pure function: the same input gives the same State, with the same order.
+//
+// A node becomes a peer only if it has a valid public key, pod CIDRs that
+// overlap no other node's (nor ours), and a key no other node uses. Every
+// node left out, and every value ignored, is explained by a Problem.
+func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
+	listenPort := opts.ListenPort
+	if listenPort == 0 {
+		listenPort = DefaultListenPort
+	}
+	var problems []Problem
+	report := func(node, reason, format string, args ...any) {
+		problems = append(problems, Problem{Node: node, Reason: reason, Message: fmt.Sprintf(format, args...)})
+	}
+
+	selfCIDRs, bad := cleanPrefixes(self.PodCIDRs)
+	selfCIDRs = dedupe(selfCIDRs) // keep spec order: the first of a family holds the gateway
+	for _, p := range bad {
+		report(self.Name, ReasonInvalidPodCIDR, "this node's pod CIDR %q is not a valid prefix", p)
+	}
+	if len(selfCIDRs) == 0 {
+		report(self.Name, ReasonNoPodCIDR, "this node has no pod CIDR: pods cannot start and no peer route has a source address")
+	}
+	gateways := map[bool]netip.Addr{} // is IPv6 -> our cni0 gateway
+	for _, p := range selfCIDRs {
+		if _, ok := gateways[p.Addr().Is6()]; !ok {
+			gateways[p.Addr().Is6()] = p.Addr().Next()
+		}
+	}
+	selfKeepalive, err := parseKeepalive(self.PersistentKeepalive)
+	if err != nil {
+		report(self.Name, ReasonInvalidKeepalive, "%s %q on this node: %v", AnnotationPersistentKeepalive, self.PersistentKeepalive, err)
+	}
+	selfKey, selfKeyErr := wgtypes.ParseKey(self.PublicKey)
+
+	// Candidates: every other node, in name order, with its cleaned prefixes.
+	type candidate struct {
+		node     *Node
+		prefixes []netip.Prefix // pod CIDRs + vouched extras, masked
+		key      wgtypes.Key
+		excluded bool
+	}
+	others := make([]candidate, 0, len(nodes))
+	for i := range nodes {
+		if nodes[i].Name == self.Name {
+			continue
+		}
+		others = append(others, candidate{node: &nodes[i]})
+	}
+	slices.SortFunc(others, func(a, b candidate) int { return cmp.Compare(a.node.Name, b.node.Name) })
+
+	for i := range others {
+		c := &others[i]
+		n := c.node
+		pods, bad := cleanPrefixes(n.PodCIDRs)
+		for _, p := range bad {
+			report(n.Name, ReasonInvalidPodCIDR, "pod CIDR %q is not a valid prefix", p)
+		}
+		if len(pods) == 0 {
+			report(n.Name, ReasonNoPodCIDR, "node has no pod CIDR yet; not a peer until the control plane assigns one")
+			c.excluded = true
+		}
+		extra, _ := cleanPrefixes(opts.ExtraPrefixes[n.Name])
+		c.prefixes = slices.Compact(slices.SortedFunc(slices.Values(append(pods, extra...)), comparePrefix))
+		switch key, err := wgtypes.ParseKey(n.PublicKey); {
+		case n.PublicKey == "":
+			report(n.Name, ReasonMissingPublicKey, "node has no %s annotation yet (its agent has not started)", AnnotationPublicKey)
+			c.excluded = true
+		case err != nil:
+			report(n.Name, ReasonInvalidPublicKey, "%s %q is not a WireGuard key: %v", AnnotationPublicKey, n.PublicKey, err)
+			c.excluded = true
+		case selfKeyErr == nil && key == selfKey:
+			report(n.Name, ReasonDuplicatePublicKey, "node has the same public key as this node %s", self.Name)
+			c.excluded = true
+		default:
+			c.key = key
+		}
+	}
+
+	// Duplicate keys: every node sharing a key is left out, as a key
+	// decides which peer a packet is accepted from.
+	byKey := make(map[wgtypes.Key][]int, len(others))
+	for i, c := range others {
+		if c.node.PublicKey != "" && c.key != (wgtypes.Key{}) {
+			byKey[c.key] = append(byKey[c.key], i)
+		}
+	}
+	for _, idx := range byKey {
+		if len(idx) < 2 {
+			continue
+		}
+		names := make([]string, len(idx))
+		for j, i := range idx {
+			names[j] = others[i].node.Name
+		}
+		for _, i := range idx {
+			others[i].excluded = true
+			report(others[i].node.Name, ReasonDuplicatePublicKey, "public key is shared by nodes %s", strings.Join(names, ", "))
+		}
+	}
+
+	// Overlaps: among all nodes that claim prefixes (peers or not) and self.
+	// Neither side of an overlap is programmed (design rule 1).
+	owners := make([]ownedPrefix, 0, 2*len(others)+len(selfCIDRs))
+	for _, p := range selfCIDRs {
+		owners = append(owners, ownedPrefix{p, -1})
+	}
+	for i, c := range others {
+		for _, p := range c.prefixes {
+			owners = append(owners, ownedPrefix{p, i})
+		}
+	}
+	name := func(owner int) string {
+		if owner < 0 {
+			return self.Name + " (this node)"
+		}
+		return others[owner].node.Name
+	}
+	for _, ov := range overlaps(owners) {
+		for _, side := range [][2]ownedPrefix{{ov[0], ov[1]}, {ov[1], ov[0]}} {
+			me, other := side[0], side[1]
+			if me.owner < 0 {
+				continue // self is never a peer; its side is reported on the other node
+			}
+			others[me.owner].excluded = true
+			report(name(me.owner), ReasonOverlappingPodCIDR, "prefix %s overlaps %s of node %s; neither node is programmed", me.prefix, other.prefix, name(other.owner))
+		}
+	}
+
+	state := State{Subnets: selfCIDRs}
+	missingGateway := map[bool]bool{}
+	for _, c := range others {
+		if c.excluded {
+			continue
+		}
+		n := c.node
+		peer := Peer{Node: n.Name, PublicKey: c.key, AllowedIPs: c.prefixes}
+
+		peer.Endpoint = chooseEndpoint(n, listenPort, report)
+
+		ka, err := parseKeepalive(n.PersistentKeepalive)
+		if err != nil {
+			report(n.Name, ReasonInvalidKeepalive, "%s %q: %v", AnnotationPersistentKeepalive, n.PersistentKeepalive, err)
+		}
+		peer.PersistentKeepalive = minNonZero(ka, selfKeepalive)
+		state.Peers = append(state.Peers, peer)
+
+		for _, dst := range peer.AllowedIPs {
+			gw, ok := gateways[dst.Addr().Is6()]
+			if !ok {
+				missingGateway[dst.Addr().Is6()] = true
+				continue
+			}
+			state.Routes = append(state.Routes, Route{Node: n.Name, Dst: dst, Src: gw})
+		}
+	}
+	for _, v6 := range []bool{false, true} {
+		if missingGateway[v6] {
+			fam := "IPv4"
+			if v6 {
+				fam = "IPv6"
+			}
+			report(self.Name, ReasonNoGateway, "this node has no %s pod CIDR, so no %s route to a peer subnet has a source address; those peers get no route", fam, fam)
+		}
+	}
+	slices.SortFunc(state.Routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
+	slices.SortFunc(problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Message, b.Message))
+	})
+	problems = slices.Compact(problems)
+	return state, problems
+}
+
+// chooseEndpoint returns the endpoint of n: the force-endpoint a person set,
+// else the one its agent published. An invalid force-endpoint is reported
+// and the published one is used instead.
+func chooseEndpoint(n *Node, listenPort int, report func(node, reason, format string, args ...any)) netip.AddrPort {
+	for _, c := range []struct{ annotation, value string }{
+		{AnnotationForceEndpoint, n.ForceEndpoint},
+		{AnnotationEndpoint, n.Endpoint},
+	} {
+		if c.value == "" {
+			continue
+		}
+		ep, err := ParseEndpoint(c.value, listenPort)
+		if err != nil {
+			report(n.Name, ReasonInvalidEndpoint, "%s %q: %v", c.annotation, c.value, err)
+			continue
+		}
+		return ep
+	}
+	return netip.AddrPort{}
+}
+
+// ParseEndpoint parses "ip:port", "[ipv6]:port", or a bare IP (port
+// defaults to defaultPort). Hostnames are refused: the agent resolves
+// nothing, so that what is programmed is what the annotation says.
+func ParseEndpoint(s string, defaultPort int) (netip.AddrPort, error) {
+	s = strings.TrimSpace(s)
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if ap.Port() == 0 {
+			return netip.AddrPort{}, fmt.Errorf("port 0 is not a valid WireGuard port")
+		}
+		if ap.Addr().Zone() != "" {
+			return netip.AddrPort{}, fmt.Errorf("an IPv6 zone is not allowed in an endpoint")
+		}
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	bare := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	addr, err := netip.ParseAddr(bare)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("want IP:port or IP (hostnames are not resolved)")
+	}
+	if addr.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("an IPv6 zone is not allowed in an endpoint")
+	}
+	if defaultPort <= 0 || defaultPort > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("no port given and default port %d is invalid", defaultPort)
+	}
+	return netip.AddrPortFrom(addr.Unmap(), uint16(defaultPort)), nil
+}
+
+// ParseKeepalive parses a persistent-keepalive annotation: whole seconds
+// ("25") or a Go duration ("25s"). Empty means none (0). WireGuard keeps
+// whole seconds up to 65535.
+func ParseKeepalive(s string) (time.Duration, error) { return parseKeepalive(s) }
+
+func parseKeepalive(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	var d time.Duration
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		d = time.Duration(n) * time.Second
+	} else {
+		d, err = time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("want seconds (25) or a duration (25s)")
+		}
+	}
+	if d < 0 || d > maxKeepalive {
+		return 0, fmt.Errorf("must be between 0 and %s", maxKeepalive)
+	}
+	if d%time.Second != 0 {
+		return 0, fmt.Errorf("must be whole seconds")
+	}
+	return d, nil
+}
+
+// minNonZero is the shorter of two keepalives, ignoring "none": the tighter
+// NAT mapping timeout decides.
+func minNonZero(a, b time.Duration) time.Duration {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// cleanPrefixes masks valid prefixes and returns the invalid ones apart.
+func cleanPrefixes(in []netip.Prefix) (good []netip.Prefix, bad []string) {
+	good = make([]netip.Prefix, 0, len(in))
+	for _, p := range in {
+		if !p.IsValid() {
+			bad = append(bad, p.String())
+			continue
+		}
+		good = append(good, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked())
+	}
+	return good, bad
+}
+
+// comparePrefix orders IPv4 before IPv6, then by address, then broader first.
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+type ownedPrefix struct {
+	prefix netip.Prefix
+	owner  int // index into the candidates; -1 = self
+}
+
+// overlaps returns every pair (outer, inner) where outer contains inner,
+// found with one sort and one sweep. Prefixes are laminar (two prefixes are
+// either disjoint or nested), so after sorting by address (broader first),
+// a prefix overlaps an earlier one exactly when the outermost open prefix
+// contains it. Pairing each nested prefix with that outermost one marks
+// every node involved in any overlap.
+func overlaps(ps []ownedPrefix) [][2]ownedPrefix {
+	slices.SortFunc(ps, func(a, b ownedPrefix) int {
+		return cmp.Or(comparePrefix(a.prefix, b.prefix), cmp.Compare(a.owner, b.owner))
+	})
+	var out [][2]ownedPrefix
+	var top ownedPrefix
+	open := false
+	for _, p := range ps {
+		if open && top.prefix.Contains(p.prefix.Addr()) {
+			out = append(out, [2]ownedPrefix{top, p})
+			continue
+		}
+		top, open = p, true
+	}
+	return out
+}
+
+// dedupe drops repeated prefixes, keeping the first occurrence and the order.
+func dedupe(ps []netip.Prefix) []netip.Prefix {
+	out := ps[:0]
+	for i, p := range ps {
+		if !slices.Contains(ps[:i], p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,136 @@
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// socketDir is where wireguard-go puts its UAPI sockets (what `wg` and
+// wgctrl read). It is one directory for every network namespace, so two
+// devices of the same name in two namespaces would collide there.
+const socketDir = "/var/run/wireguard"
+
+// userspace is a wireguard-go device served on its UAPI socket, so that
+// `wg show` and wgctrl see it like a kernel device.
+type userspace struct {
+	netns    ns.NetNS
+	dev      *device.Device
+	uapi     net.Listener
+	accepted sync.WaitGroup
+}
+
+// startUserspace creates the TUN and the device in the namespace of the
+// calling thread, and serves the UAPI socket.
+//
+// wireguard-go does its namespace-sensitive work on its own goroutines:
+// opening the UDP sockets (on "link up" events and on a listen-port change
+// through UAPI) and reading the MTU (on link events). Go starts those
+// goroutines on threads of the initial namespace, not the caller's, so the
+// bind and the TUN are wrapped to do that work inside the caller's
+// namespace. Without this, in a test namespace the sockets would listen in
+// the host namespace.
+func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err error) {
+	u = &userspace{}
+	defer func() {
+		if err != nil {
+			u.close()
+		}
+	}()
+	if u.netns, err = ns.GetCurrentNS(); err != nil {
+		return nil, fmt.Errorf("open current netns: %w", err)
+	}
+	t, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, fmt.Errorf("create TUN: %w", err)
+	}
+	wlog := log.With("device", name, "component", "wireguard-go")
+	logger := &device.Logger{
+		Verbosef: func(format string, args ...any) { wlog.Debug(fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { wlog.Warn(fmt.Sprintf(format, args...)) },
+	}
+	u.dev = device.NewDevice(&nsTUN{Device: t, netns: u.netns}, &nsBind{Bind: conn.NewDefaultBind(), netns: u.netns}, logger)
+
+	f, err := ipc.UAPIOpen(name)
+	if err != nil {
+		return nil, fmt.Errorf("open UAPI socket: %w", err)
+	}
+	u.uapi, err = ipc.UAPIListen(name, f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listen on UAPI socket: %w", err)
+	}
+	u.accepted.Add(1)
+	go func() {
+		defer u.accepted.Done()
+		for {
+			c, err := u.uapi.Accept()
+			if err != nil {
+				return
+			}
+			go u.dev.IpcHandle(c)
+		}
+	}()
+	return u, nil
+}
+
+// close stops the device: the TUN (and so the interface) and the UAPI
+// socket (which is unlinked) go away.
+func (u *userspace) close() error {
+	var errs []error
+	if u.uapi != nil {
+		errs = append(errs, u.uapi.Close())
+		u.accepted.Wait()
+	}
+	if u.dev != nil {
+		u.dev.Close()
+		<-u.dev.Wait()
+	}
+	if u.netns != nil {
+		errs = append(errs, u.netns.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// nsBind opens its UDP sockets inside netns; a socket stays in the
+// namespace it was created in, so only Open needs it.
+type nsBind struct {
+	conn.Bind
+	netns ns.NetNS
+}
+
+func (b *nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
+	nerr := b.netns.Do(func(ns.NetNS) error {
+		fns, actual, err = b.Bind.Open(port)
+		return nil
+	})
+	if nerr != nil {
+		return nil, 0, nerr
+	}
+	return fns, actual, err
+}
+
+// nsTUN reads the MTU (an ioctl by interface name) inside netns.
+type nsTUN struct {
+	tun.Device
+	netns ns.NetNS
+}
+
+func (t *nsTUN) MTU() (mtu int, err error) {
+	nerr := t.netns.Do(func(ns.NetNS) error {
+		mtu, err = t.Device.MTU()
+		return nil
+	})
+	if nerr != nil {
+		return 0, nerr
+	}
+	return mtu, err
+}

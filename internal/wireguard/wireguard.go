@@ -1,0 +1,331 @@
+// Package wireguard owns the mesh's WireGuard device (wgmesh0): it creates
+// or adopts it (a kernel link, or an embedded wireguard-go device when the
+// kernel has no WireGuard), sets its key, port and MTU, and makes its peer
+// set match the desired peers by applying only the difference
+// (mesh.DiffPeers). It never touches another WireGuard device, and never
+// deletes and recreates its own at start: an agent restart adopts the
+// device and its peers as they are.
+//
+// Every function must be called from an OS thread in the network namespace
+// of the device (the host namespace in the agent; tests wrap calls in
+// ns.Do). A userspace device keeps a handle on that namespace and opens its
+// UDP sockets and reads its MTU there, whatever goroutine asks.
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+)
+
+// Mode selects how the device is provided.
+type Mode string
+
+const (
+	// ModeAuto uses the kernel module when it is there, else userspace.
+	ModeAuto Mode = "auto"
+	// ModeKernel requires a kernel WireGuard link.
+	ModeKernel Mode = "kernel"
+	// ModeUserspace runs wireguard-go inside the agent process; the device
+	// lives as long as the process.
+	ModeUserspace Mode = "userspace"
+)
+
+// ParseMode parses the --wireguard flag value.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeAuto, ModeKernel, ModeUserspace:
+		return m, nil
+	case "":
+		return ModeAuto, nil
+	}
+	return "", fmt.Errorf("wireguard mode %q: want auto, kernel or userspace", s)
+}
+
+// Defaults.
+const (
+	DefaultName = "wgmesh0"
+	DefaultMTU  = 1420
+)
+
+// Config describes the device.
+type Config struct {
+	Name       string      // default DefaultName
+	Mode       Mode        // default ModeAuto
+	ListenPort int         // default mesh.DefaultListenPort
+	PrivateKey wgtypes.Key // required; never logged
+	MTU        int         // default DefaultMTU
+	Logger     *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Mode == "" {
+		c.Mode = ModeAuto
+	}
+	if _, err := ParseMode(string(c.Mode)); err != nil {
+		return err
+	}
+	if c.ListenPort == 0 {
+		c.ListenPort = mesh.DefaultListenPort
+	}
+	if c.ListenPort < 1 || c.ListenPort > 65535 {
+		return fmt.Errorf("listen port %d out of range", c.ListenPort)
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.MTU < 576 || c.MTU > 65535 {
+		return fmt.Errorf("MTU %d out of range 576..65535", c.MTU)
+	}
+	if c.PrivateKey == (wgtypes.Key{}) {
+		return errors.New("no private key")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Device is the mesh's WireGuard device.
+type Device struct {
+	cfg    Config
+	mode   Mode // ModeKernel or ModeUserspace: what it really is
+	client *wgctrl.Client
+	user   *userspace // nil for a kernel device
+	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
+	EnsureOps int
+}
+
+// Ensure creates the device or adopts the existing one, and makes its MTU,
+// up state, private key and listen port right, writing only what differs.
+func Ensure(cfg Config) (d *Device, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("wireguard config: %w", err)
+	}
+	log := cfg.Logger.With("device", cfg.Name)
+	d = &Device{cfg: cfg}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+
+	link, err := netlinksafe.LinkByName(cfg.Name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		if err := d.adopt(link); err != nil {
+			return nil, err
+		}
+		log.Info("device adopted", "mode", d.mode)
+	case errors.As(err, &notFound):
+		if err := d.create(log); err != nil {
+			return nil, err
+		}
+		d.EnsureOps++
+	default:
+		return nil, fmt.Errorf("look up link %s: %w", cfg.Name, err)
+	}
+
+	if link, err = netlinksafe.LinkByName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("look up link %s: %w", cfg.Name, err)
+	}
+	if link.Attrs().MTU != cfg.MTU {
+		if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+			return nil, fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, cfg.Name, err)
+		}
+		d.EnsureOps++
+	}
+	if link.Attrs().Flags&netFlagUp == 0 {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return nil, fmt.Errorf("set %s up: %w", cfg.Name, err)
+		}
+		d.EnsureOps++
+	}
+	if d.user != nil {
+		if err := d.user.dev.Up(); err != nil {
+			return nil, fmt.Errorf("start userspace device %s: %w", cfg.Name, err)
+		}
+	}
+
+	if d.client, err = wgctrl.New(); err != nil {
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
+	cur, err := d.client.Device(cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read device %s: %w", cfg.Name, err)
+	}
+	var set wgtypes.Config
+	if cur.PrivateKey != cfg.PrivateKey {
+		key := cfg.PrivateKey
+		set.PrivateKey = &key
+	}
+	if cur.ListenPort != cfg.ListenPort {
+		port := cfg.ListenPort
+		set.ListenPort = &port
+	}
+	if set.PrivateKey != nil || set.ListenPort != nil {
+		if err := d.client.ConfigureDevice(cfg.Name, set); err != nil {
+			return nil, fmt.Errorf("set key/port on %s: %w", cfg.Name, err)
+		}
+		d.EnsureOps++
+		log.Info("device configured", "listenPort", cfg.ListenPort, "publicKey", cfg.PrivateKey.PublicKey().String(),
+			"keyChanged", set.PrivateKey != nil, "portChanged", set.ListenPort != nil)
+	}
+	return d, nil
+}
+
+const netFlagUp = 1 // net.FlagUp
+
+func (d *Device) adopt(link netlink.Link) error {
+	name := d.cfg.Name
+	switch link.Type() {
+	case "wireguard":
+		if d.cfg.Mode == ModeUserspace {
+			return fmt.Errorf("%s exists as a kernel WireGuard link but --wireguard=userspace: delete it (ip link del %s) or use auto", name, name)
+		}
+		d.mode = ModeKernel
+		return nil
+	case "tuntap", "tun":
+		// A TUN outlives nothing but its process: someone else runs it.
+		return fmt.Errorf("%s exists as a TUN device of another process (a wireguard-go still running?); stop it first", name)
+	}
+	return fmt.Errorf("%s exists and is a %q link, not a WireGuard device; rename it or choose another --wireguard-device", name, link.Type())
+}
+
+func (d *Device) create(log *slog.Logger) error {
+	name := d.cfg.Name
+	if d.cfg.Mode != ModeUserspace {
+		err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: d.cfg.MTU}})
+		if err == nil {
+			d.mode = ModeKernel
+			log.Info("device created", "mode", d.mode)
+			return nil
+		}
+		if d.cfg.Mode == ModeKernel {
+			return fmt.Errorf("create kernel WireGuard link %s: %w (use --wireguard=auto or userspace without the module)", name, err)
+		}
+		log.Info("kernel WireGuard unavailable, using userspace", "reason", err.Error())
+	}
+	u, err := startUserspace(name, d.cfg.MTU, d.cfg.Logger)
+	if err != nil {
+		return fmt.Errorf("create userspace WireGuard device %s: %w", name, err)
+	}
+	d.user, d.mode = u, ModeUserspace
+	log.Info("device created", "mode", d.mode)
+	return nil
+}
+
+// Name is the device's interface name.
+func (d *Device) Name() string { return d.cfg.Name }
+
+// Mode is what the device really is: ModeKernel or ModeUserspace.
+func (d *Device) Mode() Mode { return d.mode }
+
+// PublicKey is the device's public key.
+func (d *Device) PublicKey() wgtypes.Key { return d.cfg.PrivateKey.PublicKey() }
+
+// Read returns the device as wgctrl sees it (peers with handshake times,
+// byte counters and endpoints).
+func (d *Device) Read() (*wgtypes.Device, error) {
+	dev, err := d.client.Device(d.cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read device %s: %w", d.cfg.Name, err)
+	}
+	return dev, nil
+}
+
+// Apply makes the device's peers exactly the desired ones: it reads the
+// device, computes mesh.DiffPeers and configures only that difference (in
+// one call). It returns what it changed.
+func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
+	dev, err := d.Read()
+	if err != nil {
+		return mesh.PeerOps{}, err
+	}
+	cfg := mesh.DiffPeers(dev.Peers, desired)
+	if len(cfg.Peers) == 0 {
+		return mesh.PeerOps{}, nil
+	}
+	if err := d.client.ConfigureDevice(d.cfg.Name, cfg); err != nil {
+		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
+	}
+	log := d.cfg.Logger.With("device", d.cfg.Name)
+	for _, p := range cfg.Peers {
+		switch {
+		case p.Remove:
+			log.Info("peer removed", "publicKey", p.PublicKey.String())
+		case p.UpdateOnly:
+			log.Info("peer updated", "publicKey", p.PublicKey.String(), "allowedIPs", p.AllowedIPs, "endpoint", p.Endpoint)
+		default:
+			log.Info("peer added", "publicKey", p.PublicKey.String(), "allowedIPs", p.AllowedIPs, "endpoint", p.Endpoint)
+		}
+	}
+	return mesh.CountPeerOps(cfg), nil
+}
+
+// Close releases the agent's handles and leaves a kernel device, with its
+// peers, in place (an agent stopped by SIGTERM keeps the data plane). A
+// userspace device cannot outlive the process: Close stops it.
+func (d *Device) Close() error {
+	var errs []error
+	if d.client != nil {
+		errs = append(errs, d.client.Close())
+		d.client = nil
+	}
+	if d.user != nil {
+		errs = append(errs, d.user.close())
+		d.user = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Delete removes the device (wgmesh-agent cleanup) and closes d.
+func (d *Device) Delete() error {
+	err := d.Close()
+	return errors.Join(err, Remove(d.cfg.Name))
+}
+
+// Remove deletes the WireGuard device name if it exists (kernel link, or a
+// leftover userspace socket), for cleanup without a running Device. It
+// refuses to delete a link that is not WireGuard.
+func Remove(name string) error {
+	var errs []error
+	link, err := netlinksafe.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		// A socket without its TUN is a leftover of a killed agent.
+		sock := filepath.Join(socketDir, name+".sock")
+		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", sock, err))
+		}
+	case err != nil:
+		errs = append(errs, fmt.Errorf("look up link %s: %w", name, err))
+	case link.Type() == "wireguard":
+		if err := netlink.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("delete link %s: %w", name, err))
+		}
+	case link.Type() == "tuntap" || link.Type() == "tun":
+		errs = append(errs, fmt.Errorf("%s is a TUN still held by a process; stop that process", name))
+	default:
+		errs = append(errs, fmt.Errorf("%s is a %q link, not WireGuard: left alone", name, link.Type()))
+	}
+	return errors.Join(errs...)
+}
+
+// MTU is the device MTU that Ensure set.
+func (d *Device) MTU() int { return d.cfg.MTU }
