@@ -361,7 +361,7 @@ func TestBadConfigErrorsOnStdout(t *testing.T) {
 		{"malformed json", `{"cniVersion":"1.1.0","name":"x","ipam":{`, 6, "unexpected end of JSON input"},
 		{"bad cidr", string(e.conf("1.1.0", `,"ranges":[[{"subnet":"10.42.1.0/40"}]]`, "")), 7, `ipam.ranges[0][0]: subnet "10.42.1.0/40" is not a CIDR`},
 		{"rangeStart outside", string(e.conf("1.1.0", `,"ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.9.9.9"}]]`, "")), 7, "rangeStart 10.9.9.9 is outside subnet 10.42.1.0/24"},
-		{"unknown ipam field", string(e.conf("1.1.0", `,"rnages":[]`, "")), 6, `unknown field "rnages"`},
+		{"unknown ipam field", string(e.conf("1.1.0", `,"rnages":[]`, "")), 7, `ipam: unknown field "rnages"`},
 		{"wrong ipam type", strings.Replace(string(e.conf("1.1.0", "", "")), `"type":"wgmesh-ipam"`, `"type":"wgmesh-ipam2"`, 1), 7, `ipam.type is "wgmesh-ipam2"`},
 		{"unsupported version", string(e.conf("9.9.9", "", "")), 1, "incompatible CNI versions"},
 	} {

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -146,14 +148,11 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%w: ipam is missing", ErrInvalid)
 	}
 	var raw ipamJSON
-	dec := json.NewDecoder(bytes.NewReader(*n.IPAM))
-	// An unknown field in our own section is almost always a typo
-	// ("subnet_file", "range") that would otherwise be silently ignored.
-	// (encoding/json matches names case-insensitively, so "subnetfile"
-	// is taken for "subnetFile".)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
+	if err := json.Unmarshal(*n.IPAM, &raw); err != nil {
 		return Config{}, fmt.Errorf("%w: ipam: %w", ErrMalformed, err)
+	}
+	if err := checkFields(*n.IPAM); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if raw.Type != PluginType {
 		return Config{}, fmt.Errorf("%w: ipam.type is %q, want %q", ErrInvalid, raw.Type, PluginType)
@@ -215,6 +214,55 @@ func ParseConfig(data []byte) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// An unknown field in our own section is almost always a typo ("rnages",
+// "subnetfile", "rangestart") that would otherwise be silently ignored, so
+// the ipam object and its ranges and routes may hold only the fields we
+// know, spelled exactly (encoding/json alone would match "subnetfile" to
+// subnetFile and drop "rnages"). The rest of the network configuration
+// belongs to the calling plugin and is not checked.
+func checkFields(ipamObj json.RawMessage) error {
+	var top struct {
+		Ranges [][]json.RawMessage `json:"ranges"`
+		Routes []json.RawMessage   `json:"routes"`
+	}
+	// The shapes were decoded successfully before; only the keys matter.
+	_ = json.Unmarshal(ipamObj, &top)
+	if err := knownKeys(ipamObj, "ipam", "type", "subnetFile", "dataDir", "ranges", "routes"); err != nil {
+		return err
+	}
+	for i, set := range top.Ranges {
+		for j, r := range set {
+			if err := knownKeys(r, fmt.Sprintf("ipam.ranges[%d][%d]", i, j), "subnet", "rangeStart", "rangeEnd", "gateway"); err != nil {
+				return err
+			}
+		}
+	}
+	for i, r := range top.Routes {
+		if err := knownKeys(r, fmt.Sprintf("ipam.routes[%d]", i), "dst", "gw"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func knownKeys(obj json.RawMessage, where string, known ...string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &m); err != nil {
+		return nil // null, or not an object: decoding already judged it
+	}
+	var unknown []string
+	for k := range m {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("%s: unknown field %q (known fields: %s)", where, unknown[0], strings.Join(known, ", "))
 }
 
 func isNull(raw json.RawMessage) bool {
