@@ -1,0 +1,398 @@
+package mesh
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// key returns a deterministic valid public key for seed.
+func key(seed int) wgtypes.Key {
+	var k wgtypes.Key
+	k[0], k[1], k[2] = byte(seed), byte(seed>>8), 0xAA
+	return k
+}
+
+func pfx(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
+func node(name string, seed int, cidrs ...string) Node {
+	return Node{Name: name, PublicKey: key(seed).String(), PodCIDRs: pfx(cidrs...), Endpoint: fmt.Sprintf("192.168.0.%d:51820", seed)}
+}
+
+func ep(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func reasons(ps []Problem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Node+":"+p.Reason)
+	}
+	return out
+}
+
+func peerNames(s State) []string {
+	var out []string
+	for _, p := range s.Peers {
+		out = append(out, p.Node)
+	}
+	return out
+}
+
+func TestDesired(t *testing.T) {
+	self := node("a", 1, "10.42.0.0/24")
+	tests := []struct {
+		name      string
+		self      Node
+		nodes     []Node
+		opts      Options
+		wantPeers []string
+		want      func(t *testing.T, s State)
+		problems  []string
+	}{
+		{
+			name:      "self excluded, peers sorted, routes with gateway src",
+			self:      self,
+			nodes:     []Node{node("c", 3, "10.42.2.0/24"), self, node("b", 2, "10.42.1.0/24")},
+			wantPeers: []string{"b", "c"},
+			want: func(t *testing.T, s State) {
+				wantRoutes := []Route{
+					{Node: "b", Dst: netip.MustParsePrefix("10.42.1.0/24"), Src: netip.MustParseAddr("10.42.0.1")},
+					{Node: "c", Dst: netip.MustParsePrefix("10.42.2.0/24"), Src: netip.MustParseAddr("10.42.0.1")},
+				}
+				if !reflect.DeepEqual(s.Routes, wantRoutes) {
+					t.Errorf("routes = %+v, want %+v", s.Routes, wantRoutes)
+				}
+				if !reflect.DeepEqual(s.Subnets, pfx("10.42.0.0/24")) {
+					t.Errorf("subnets = %v", s.Subnets)
+				}
+				if got := s.Peers[0].AllowedIPs; !reflect.DeepEqual(got, pfx("10.42.1.0/24")) {
+					t.Errorf("allowedIPs = %v", got)
+				}
+			},
+		},
+		{
+			name: "missing and invalid keys are problems, not peers",
+			self: self,
+			nodes: []Node{
+				{Name: "b", PodCIDRs: pfx("10.42.1.0/24")},
+				{Name: "c", PodCIDRs: pfx("10.42.2.0/24"), PublicKey: "not-a-key"},
+				node("d", 4, "10.42.3.0/24"),
+			},
+			wantPeers: []string{"d"},
+			problems:  []string{"b:MissingPublicKey", "c:InvalidPublicKey"},
+		},
+		{
+			name:      "node without pod CIDR is not a peer",
+			self:      self,
+			nodes:     []Node{{Name: "b", PublicKey: key(2).String()}},
+			wantPeers: nil,
+			problems:  []string{"b:NoPodCIDR"},
+		},
+		{
+			name:      "overlapping pod CIDRs: neither node programmed",
+			self:      self,
+			nodes:     []Node{node("b", 2, "10.42.1.0/24"), node("c", 3, "10.42.1.0/25"), node("d", 4, "10.42.3.0/24")},
+			wantPeers: []string{"d"},
+			problems:  []string{"b:OverlappingPodCIDR", "c:OverlappingPodCIDR"},
+		},
+		{
+			name:      "equal pod CIDRs: neither node programmed",
+			self:      self,
+			nodes:     []Node{node("b", 2, "10.42.1.0/24"), node("c", 3, "10.42.1.0/24")},
+			wantPeers: nil,
+			problems:  []string{"b:OverlappingPodCIDR", "c:OverlappingPodCIDR"},
+		},
+		{
+			name:      "overlap with this node's own subnet",
+			self:      self,
+			nodes:     []Node{node("b", 2, "10.42.0.0/16"), node("c", 3, "10.43.0.0/24")},
+			wantPeers: []string{"c"},
+			problems:  []string{"b:OverlappingPodCIDR"},
+		},
+		{
+			name:      "overlap via a node without key still excludes the other",
+			self:      self,
+			nodes:     []Node{{Name: "b", PodCIDRs: pfx("10.42.1.0/24")}, node("c", 3, "10.42.1.0/24")},
+			wantPeers: nil,
+			problems:  []string{"b:MissingPublicKey", "b:OverlappingPodCIDR", "c:OverlappingPodCIDR"},
+		},
+		{
+			name:      "duplicate key: both out",
+			self:      self,
+			nodes:     []Node{node("b", 2, "10.42.1.0/24"), node("c", 2, "10.42.2.0/24"), node("d", 4, "10.42.3.0/24")},
+			wantPeers: []string{"d"},
+			problems:  []string{"b:DuplicatePublicKey", "c:DuplicatePublicKey"},
+		},
+		{
+			name:      "a node with our own key is a problem",
+			self:      self,
+			nodes:     []Node{node("b", 1, "10.42.1.0/24")},
+			wantPeers: nil,
+			problems:  []string{"b:DuplicatePublicKey"},
+		},
+		{
+			name:      "dual-stack: one route per family with that family's gateway",
+			self:      node("a", 1, "10.42.0.0/24", "fd42::/64"),
+			nodes:     []Node{node("b", 2, "fd42:0:0:1::/64", "10.42.1.0/24")},
+			wantPeers: []string{"b"},
+			want: func(t *testing.T, s State) {
+				wantRoutes := []Route{
+					{Node: "b", Dst: netip.MustParsePrefix("10.42.1.0/24"), Src: netip.MustParseAddr("10.42.0.1")},
+					{Node: "b", Dst: netip.MustParsePrefix("fd42:0:0:1::/64"), Src: netip.MustParseAddr("fd42::1")},
+				}
+				if !reflect.DeepEqual(s.Routes, wantRoutes) {
+					t.Errorf("routes = %+v", s.Routes)
+				}
+				if got := s.Peers[0].AllowedIPs; !reflect.DeepEqual(got, pfx("10.42.1.0/24", "fd42:0:0:1::/64")) {
+					t.Errorf("allowedIPs = %v (want sorted)", got)
+				}
+			},
+		},
+		{
+			name:      "peer of a family we lack: peer kept, no route, problem on self",
+			self:      self,
+			nodes:     []Node{node("b", 2, "10.42.1.0/24", "fd42:0:0:1::/64")},
+			wantPeers: []string{"b"},
+			problems:  []string{"a:NoGateway"},
+			want: func(t *testing.T, s State) {
+				if len(s.Routes) != 1 || s.Routes[0].Dst.Addr().Is6() {
+					t.Errorf("routes = %+v, want only the IPv4 one", s.Routes)
+				}
+			},
+		},
+		{
+			name:      "self without pod CIDR: no routes",
+			self:      Node{Name: "a", PublicKey: key(1).String()},
+			nodes:     []Node{node("b", 2, "10.42.1.0/24")},
+			wantPeers: []string{"b"},
+			problems:  []string{"a:NoGateway", "a:NoPodCIDR"},
+			want: func(t *testing.T, s State) {
+				if len(s.Routes) != 0 {
+					t.Errorf("routes = %+v", s.Routes)
+				}
+			},
+		},
+		{
+			name: "endpoint: force beats published, default port, hostname invalid",
+			self: self,
+			nodes: []Node{
+				func() Node { n := node("b", 2, "10.42.1.0/24"); n.ForceEndpoint = "203.0.113.7:4000"; return n }(),
+				func() Node { n := node("c", 3, "10.42.2.0/24"); n.Endpoint = "192.168.0.3"; return n }(),
+				func() Node { n := node("d", 4, "10.42.3.0/24"); n.Endpoint = "node-d.example:51820"; return n }(),
+				func() Node { n := node("e", 5, "10.42.4.0/24"); n.Endpoint = "[fd00::5]:51821"; return n }(),
+				func() Node {
+					n := node("f", 6, "10.42.5.0/24")
+					n.ForceEndpoint = "nat.example:1"
+					return n
+				}(),
+				func() Node { n := node("g", 7, "10.42.6.0/24"); n.Endpoint = ""; return n }(),
+			},
+			opts:      Options{ListenPort: 51999},
+			wantPeers: []string{"b", "c", "d", "e", "f", "g"},
+			problems:  []string{"d:InvalidEndpoint", "f:InvalidEndpoint"},
+			want: func(t *testing.T, s State) {
+				want := map[string]netip.AddrPort{
+					"b": ep("203.0.113.7:4000"), "c": ep("192.168.0.3:51999"), "d": {},
+					"e": ep("[fd00::5]:51821"), "f": ep("192.168.0.6:51820"), "g": {},
+				}
+				for _, p := range s.Peers {
+					if p.Endpoint != want[p.Node] {
+						t.Errorf("%s endpoint = %v, want %v", p.Node, p.Endpoint, want[p.Node])
+					}
+				}
+			},
+		},
+		{
+			name: "keepalive: peer's own, and self's for all",
+			self: func() Node { n := self; n.PersistentKeepalive = "30"; return n }(),
+			nodes: []Node{
+				func() Node { n := node("b", 2, "10.42.1.0/24"); n.PersistentKeepalive = "25s"; return n }(),
+				node("c", 3, "10.42.2.0/24"),
+				func() Node { n := node("d", 4, "10.42.3.0/24"); n.PersistentKeepalive = "often"; return n }(),
+			},
+			wantPeers: []string{"b", "c", "d"},
+			problems:  []string{"d:InvalidKeepalive"},
+			want: func(t *testing.T, s State) {
+				want := map[string]time.Duration{"b": 25 * time.Second, "c": 30 * time.Second, "d": 30 * time.Second}
+				for _, p := range s.Peers {
+					if p.PersistentKeepalive != want[p.Node] {
+						t.Errorf("%s keepalive = %v, want %v", p.Node, p.PersistentKeepalive, want[p.Node])
+					}
+				}
+			},
+		},
+		{
+			name: "keepalive only on the peer",
+			self: self,
+			nodes: []Node{
+				func() Node { n := node("b", 2, "10.42.1.0/24"); n.PersistentKeepalive = "25"; return n }(),
+				node("c", 3, "10.42.2.0/24"),
+			},
+			wantPeers: []string{"b", "c"},
+			want: func(t *testing.T, s State) {
+				if s.Peers[0].PersistentKeepalive != 25*time.Second || s.Peers[1].PersistentKeepalive != 0 {
+					t.Errorf("keepalives = %v, %v", s.Peers[0].PersistentKeepalive, s.Peers[1].PersistentKeepalive)
+				}
+			},
+		},
+		{
+			name:      "extra prefixes vouched by the control plane join AllowedIPs and routes",
+			self:      self,
+			nodes:     []Node{node("b", 2, "10.42.1.0/24")},
+			opts:      Options{ExtraPrefixes: map[string][]netip.Prefix{"b": pfx("192.168.0.2/32")}},
+			wantPeers: []string{"b"},
+			want: func(t *testing.T, s State) {
+				if got := s.Peers[0].AllowedIPs; !reflect.DeepEqual(got, pfx("10.42.1.0/24", "192.168.0.2/32")) {
+					t.Errorf("allowedIPs = %v", got)
+				}
+				if len(s.Routes) != 2 {
+					t.Errorf("routes = %+v", s.Routes)
+				}
+			},
+		},
+		{
+			name:      "AllowedIPs never come from an annotation: only pod CIDRs",
+			self:      self,
+			nodes:     []Node{func() Node { n := node("b", 2, "10.42.1.0/24"); n.Endpoint = "10.42.0.5:51820"; return n }()},
+			wantPeers: []string{"b"},
+			want: func(t *testing.T, s State) {
+				if got := s.Peers[0].AllowedIPs; !reflect.DeepEqual(got, pfx("10.42.1.0/24")) {
+					t.Errorf("allowedIPs = %v", got)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, probs := Desired(tt.self, tt.nodes, tt.opts)
+			if got := peerNames(s); !slices.Equal(got, tt.wantPeers) {
+				t.Errorf("peers = %v, want %v", got, tt.wantPeers)
+			}
+			if got := reasons(probs); !slices.Equal(got, tt.problems) {
+				t.Errorf("problems = %v, want %v\n%+v", got, tt.problems, probs)
+			}
+			if tt.want != nil {
+				tt.want(t, s)
+			}
+			// Deterministic: the same input in another order gives the same answer.
+			rev := slices.Clone(tt.nodes)
+			slices.Reverse(rev)
+			s2, probs2 := Desired(tt.self, rev, tt.opts)
+			if !reflect.DeepEqual(s, s2) || !reflect.DeepEqual(probs, probs2) {
+				t.Errorf("result depends on input order")
+			}
+		})
+	}
+}
+
+func TestDesiredNodeRemovalDropsExactlyItsPeerAndRoutes(t *testing.T) {
+	self := node("a", 1, "10.42.0.0/24")
+	nodes := []Node{self, node("b", 2, "10.42.1.0/24"), node("c", 3, "10.42.2.0/24", "10.43.2.0/24")}
+	before, _ := Desired(self, nodes, Options{})
+	after, _ := Desired(self, nodes[:2], Options{})
+	if got := peerNames(after); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("peers after removal = %v", got)
+	}
+	if len(before.Routes)-len(after.Routes) != 2 {
+		t.Fatalf("routes before %d after %d, want 2 fewer", len(before.Routes), len(after.Routes))
+	}
+}
+
+func TestParseEndpoint(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string
+		err      string
+	}{
+		{"10.0.0.1:51820", "10.0.0.1:51820", ""},
+		{"10.0.0.1", "10.0.0.1:51820", ""},
+		{" 10.0.0.1 ", "10.0.0.1:51820", ""},
+		{"[fd00::1]:1", "[fd00::1]:1", ""},
+		{"[fd00::1]", "[fd00::1]:51820", ""},
+		{"fd00::1", "[fd00::1]:51820", ""},
+		{"[::ffff:10.0.0.1]:5", "10.0.0.1:5", ""},
+		{"10.0.0.1:0", "", "port 0"},
+		{"host:51820", "", "hostnames"},
+		{"", "", "hostnames"},
+		{"[fe80::1%eth0]:1", "", "zone"},
+	} {
+		got, err := ParseEndpoint(tt.in, 51820)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseEndpoint(%q) err = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got.String() != tt.want {
+			t.Errorf("ParseEndpoint(%q) = %v, %v; want %s", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseKeepalive(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, true}, {"25", 25 * time.Second, true}, {"25s", 25 * time.Second, true}, {"1m", time.Minute, true},
+		{"0", 0, true}, {"65535", 65535 * time.Second, true}, {"65536", 0, false}, {"-1s", 0, false},
+		{"1.5s", 0, false}, {"x", 0, false},
+	} {
+		got, err := ParseKeepalive(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseKeepalive(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestPodMTU(t *testing.T) {
+	for _, tt := range []struct {
+		explicit, underlay int
+		v6                 bool
+		want               int
+	}{
+		{0, 1500, false, 1440}, {0, 1500, true, 1420}, {0, 9001, false, 8941}, {1380, 1500, false, 1380},
+	} {
+		if got := PodMTU(tt.explicit, tt.underlay, tt.v6); got != tt.want {
+			t.Errorf("PodMTU(%d, %d, %t) = %d, want %d", tt.explicit, tt.underlay, tt.v6, got, tt.want)
+		}
+	}
+}
+
+func FuzzParseEndpoint(f *testing.F) {
+	for _, s := range []string{"10.0.0.1:51820", "[fd00::1]:1", "fd00::1", "host:1", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ap, err := ParseEndpoint(s, 51820)
+		if err != nil {
+			return
+		}
+		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().Is4In6() || ap.Addr().Zone() != "" {
+			t.Fatalf("ParseEndpoint(%q) = %v: invalid result without error", s, ap)
+		}
+	})
+}
+
+func FuzzParseKeepalive(f *testing.F) {
+	for _, s := range []string{"25", "25s", "1m", "", "-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseKeepalive(s)
+		if err == nil && (d < 0 || d > maxKeepalive || d%time.Second != 0) {
+			t.Fatalf("ParseKeepalive(%q) = %v without error", s, d)
+		}
+	})
+}
