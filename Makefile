@@ -63,7 +63,7 @@ test: lint unit fuzz
 BENCH_CNI_N ?= 200
 bench-cni: build ref-plugins
 	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkCNIAddDel$$' \
-		-benchtime $(BENCH_CNI_N)x ./plugins/wgmesh/ 2>&1 | grep -v 'level=INFO'
+		-benchtime $(BENCH_CNI_N)x ./plugins/wgmesh/
 
 clean:
 	rm -rf $(BIN)

@@ -6,12 +6,12 @@ package main
 // the shipped conflist exactly as containerd does.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,11 +19,14 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -118,8 +121,34 @@ func newLab(t testing.TB, writeEnv bool) *lab {
 		l.writeSubnetEnv()
 	}
 	l.list = l.loadConflist(filepath.Join(repoRoot(t), "conflist", "10-wgmesh.conflist"), nil)
-	l.cni = libcni.NewCNIConfigWithCacheDir(binDirs(t), filepath.Join(l.dir, "cache"), nil)
+	// Plugin stderr (their logs) is shown only when the test fails.
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("plugin stderr (last 16 KiB):\n%s", logs.tail(16<<10))
+		}
+	})
+	l.cni = libcni.NewCNIConfigWithCacheDir(binDirs(t), filepath.Join(l.dir, "cache"),
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: logs}, PluginDecoder: version.PluginDecoder{}})
 	return l
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.Bytes()
+	return string(s[max(0, len(s)-n):])
 }
 
 func (l *lab) writeSubnetEnv() {
@@ -323,7 +352,5 @@ func linkIn(t testing.TB, n ns.NetNS, name string) bool {
 	}
 	return found
 }
-
-var _ = net.IPv4len
 
 func removeAll(dir string) error { return os.RemoveAll(dir) }

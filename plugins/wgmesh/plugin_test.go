@@ -357,3 +357,17 @@ func TestAddFailingAfterIPAMReleasesAddress(t *testing.T) {
 	t.Logf("ADD says: %v", err)
 	assertNothingLeft(t, l, p)
 }
+
+// A node whose agent is gone (subnet.env removed) must still tear pods down.
+func TestDelWorksWithoutSubnetEnv(t *testing.T) {
+	l := newLab(t, true)
+	p := l.newPod()
+	l.mustAdd(p)
+	if err := removeAll(l.subnetFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.del(p); err != nil {
+		t.Fatalf("DEL without subnet.env: %v", err)
+	}
+	assertNothingLeft(t, l, p)
+}
