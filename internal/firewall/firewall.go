@@ -273,6 +273,13 @@ func chainRules(lines []string) []string {
 
 func removeChain(h *iptables.IPTables, j jump) (int, error) {
 	changed := 0
+	exists, err := h.ChainExists(j.Table, j.To)
+	if err != nil {
+		return 0, fmt.Errorf("check chain %s/%s: %w", j.Table, j.To, err)
+	}
+	if !exists {
+		return 0, nil // iptables allows no jump to a missing chain
+	}
 	ok, err := h.Exists(j.Table, j.From, j.spec()...)
 	if err != nil {
 		return 0, fmt.Errorf("check jump %s -> %s: %w", j.From, j.To, err)
@@ -283,17 +290,10 @@ func removeChain(h *iptables.IPTables, j jump) (int, error) {
 		}
 		changed++
 	}
-	exists, err := h.ChainExists(j.Table, j.To)
-	if err != nil {
-		return changed, fmt.Errorf("check chain %s/%s: %w", j.Table, j.To, err)
+	if err := h.ClearAndDeleteChain(j.Table, j.To); err != nil {
+		return changed, fmt.Errorf("delete chain %s/%s: %w", j.Table, j.To, err)
 	}
-	if exists {
-		if err := h.ClearAndDeleteChain(j.Table, j.To); err != nil {
-			return changed, fmt.Errorf("delete chain %s/%s: %w", j.Table, j.To, err)
-		}
-		changed++
-	}
-	return changed, nil
+	return changed + 1, nil
 }
 
 // Cleanup removes our jumps and chains, IPv4 and IPv6 (when ip6tables is
@@ -342,6 +342,9 @@ func (m *Manager) ReadForward(v6 bool) (ForwardState, error) {
 		if p, ok := strings.CutPrefix(l, "-P FORWARD "); ok {
 			st.Policy = strings.TrimSpace(p)
 		}
+	}
+	if ok, err := h.ChainExists("filter", ChainForward); err != nil || !ok {
+		return st, err
 	}
 	st.JumpFound, err = h.Exists("filter", "FORWARD", jumps[1].spec()...)
 	if err != nil {

@@ -167,7 +167,9 @@ func (m *Manager) Apply(desired []mesh.Route) (Ops, error) {
 	}
 	for _, r := range diff.Delete {
 		if err := m.deleteRoute(r.Dst); err != nil {
-			errs = append(errs, err)
+			if !errors.Is(err, unix.ESRCH) { // gone already: fine, but not our change
+				errs = append(errs, err)
+			}
 			continue
 		}
 		ops.RoutesDeleted++
@@ -206,8 +208,10 @@ func (m *Manager) netlinkRoute(linkIndex int, r mesh.Route) *netlink.Route {
 // that nobody else's route to the same destination can be hit.
 func (m *Manager) deleteRoute(dst netip.Prefix) error {
 	n := mesh.IPNet(dst)
-	err := netlink.RouteDel(&netlink.Route{Dst: &n, Table: m.cfg.Table, Protocol: mesh.RouteProtocol})
-	if err != nil && !errors.Is(err, unix.ESRCH) {
+	// Scope "nowhere" matches a route of any scope; the default (universe)
+	// would match none of ours, which are link-scoped.
+	err := netlink.RouteDel(&netlink.Route{Dst: &n, Table: m.cfg.Table, Protocol: mesh.RouteProtocol, Scope: netlink.SCOPE_NOWHERE})
+	if err != nil {
 		return fmt.Errorf("delete route %s table %d: %w", dst, m.cfg.Table, err)
 	}
 	return nil
@@ -285,7 +289,9 @@ func (m *Manager) Cleanup() (Ops, error) {
 			continue
 		}
 		if err := m.deleteRoute(dst); err != nil {
-			errs = append(errs, err)
+			if !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		ops.RoutesDeleted++

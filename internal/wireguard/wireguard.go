@@ -265,13 +265,17 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	}
 	log := d.cfg.Logger.With("device", d.cfg.Name)
 	for _, p := range cfg.Peers {
+		var allowed []string
+		for _, n := range p.AllowedIPs {
+			allowed = append(allowed, n.String())
+		}
 		switch {
 		case p.Remove:
 			log.Info("peer removed", "publicKey", p.PublicKey.String())
 		case p.UpdateOnly:
-			log.Info("peer updated", "publicKey", p.PublicKey.String(), "allowedIPs", p.AllowedIPs, "endpoint", p.Endpoint)
+			log.Info("peer updated", "publicKey", p.PublicKey.String(), "allowedIPs", allowed, "endpoint", p.Endpoint)
 		default:
-			log.Info("peer added", "publicKey", p.PublicKey.String(), "allowedIPs", p.AllowedIPs, "endpoint", p.Endpoint)
+			log.Info("peer added", "publicKey", p.PublicKey.String(), "allowedIPs", allowed, "endpoint", p.Endpoint)
 		}
 	}
 	return mesh.CountPeerOps(cfg), nil

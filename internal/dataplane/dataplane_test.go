@@ -1,0 +1,183 @@
+package dataplane
+
+import (
+	"fmt"
+	"os/exec"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/wgmesh/wgmesh/internal/doctor"
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testutil"
+)
+
+// TestMeshConvergesIdempotentlyAndCleansUp drives three nodes through a
+// whole life: mesh up and pods ping across nodes (past a wg-quick style
+// broad route that doctor reports), a second apply changes nothing, a
+// node leaves and exactly its peer and route go, and cleanup leaves
+// nothing of wgmesh behind.
+func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
+	testutil.RequireRoot(t)
+	l := newLab(t, 3)
+	a, b, c := l.nodes[0], l.nodes[1], l.nodes[2]
+	all := l.nodes
+
+	// A user's wg-quick left a broad route to the whole cluster CIDR on node a.
+	do(t, a.netns, func() error {
+		// (a bridge stands in for wg-quick's device: no dummy or wireguard module here)
+		wg0 := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "wg0"}}
+		if err := netlink.LinkAdd(wg0); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(wg0); err != nil {
+			return err
+		}
+		dst := mesh.IPNet(netip.MustParsePrefix("10.42.0.0/16"))
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: wg0.Attrs().Index, Dst: &dst, Scope: netlink.SCOPE_LINK})
+	})
+
+	for _, nd := range all {
+		ch := l.apply(nd, all)
+		// 2 peers, 2 routes; rules: 1 ip rule + iptables writes.
+		if ch.PeersAdded != 2 || ch.RoutesAdded != 2 || ch.PeersRemoved != 0 || ch.RulesChanged == 0 {
+			t.Fatalf("%s first apply: %+v", nd.name, ch)
+		}
+	}
+	for _, pair := range [][2]*labNode{{a, b}, {a, c}, {b, c}, {c, a}} {
+		if err := l.ping(pair[0], pair[1]); err != nil {
+			t.Errorf("ping pod %s -> pod %s: %v", pair[0].name, pair[1].name, err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("node a:\n%s", l.snapshot(a))
+		t.FailNow()
+	}
+
+	t.Run("doctor reports the broad route and the mesh still works", func(t *testing.T) {
+		state, problems := mesh.Desired(l.meshNodes(all)[0], l.meshNodes(all), mesh.Options{})
+		var kernel doctor.Kernel
+		do(t, a.netns, func() error {
+			var err error
+			kernel, err = doctor.Read(doctor.ReadConfig{Device: a.dev, Endpoint: a.under})
+			return err
+		})
+		findings := doctor.Check(t.Context(), doctor.Input{Device: a.dev, Desired: state, Problems: problems, OurTable: 87, Kernel: kernel})
+		var text []string
+		for _, f := range findings {
+			text = append(text, f.String())
+		}
+		t.Logf("doctor on node a:\n%s", strings.Join(text, "\n"))
+		found := false
+		for _, f := range findings {
+			if f.ID == "ShadowingRoute" && strings.Contains(f.Message, "10.42.0.0/16 dev wg0") &&
+				strings.Contains(f.Fix, "ip route del 10.42.0.0/16 dev wg0") && strings.Contains(f.Fix, "AllowedIPs") {
+				found = true
+			}
+			if f.ID == "RouteMissing" || f.ID == "RouteWrongSrc" || f.ID == "IPForwardOff" || f.ID == "MTUTooLarge" {
+				t.Errorf("unexpected finding: %s", f)
+			}
+		}
+		if !found {
+			t.Errorf("no ShadowingRoute finding for 10.42.0.0/16 dev wg0")
+		}
+	})
+
+	t.Run("second apply changes nothing", func(t *testing.T) {
+		for _, nd := range all {
+			before := l.snapshot(nd)
+			if ch := l.apply(nd, all); ch.Total() != 0 {
+				t.Errorf("%s second apply made changes: %+v", nd.name, ch)
+			}
+			if after := l.snapshot(nd); after != before {
+				t.Errorf("%s state changed on a no-op apply:\n--- before\n%s--- after\n%s", nd.name, before, after)
+			}
+		}
+		t.Logf("node a after apply:\n%s", l.snapshot(a))
+	})
+
+	t.Run("a node leaves: exactly its peer and route go", func(t *testing.T) {
+		left := []*labNode{a, b}
+		for _, nd := range left {
+			ch := l.apply(nd, left)
+			want := Changes{PeersRemoved: 1, RoutesDeleted: 1}
+			if ch != want {
+				t.Errorf("%s: changes %+v, want %+v", nd.name, ch, want)
+			}
+			snap := l.snapshot(nd)
+			if strings.Contains(snap, c.key.PublicKey().String()) || strings.Contains(snap, c.subnet.String()) {
+				t.Errorf("%s still has node c:\n%s", nd.name, snap)
+			}
+		}
+		if err := l.ping(a, b); err != nil {
+			t.Errorf("ping a -> b after c left: %v", err)
+		}
+	})
+
+	t.Run("cleanup leaves nothing", func(t *testing.T) {
+		for _, nd := range all {
+			do(t, nd.netns, func() error { return nd.dp.Cleanup(t.Context()) })
+			nd.dp = nil
+			if _, err := os.Stat(filepath.Join("/var/run/wireguard", nd.dev+".sock")); !os.IsNotExist(err) {
+				t.Errorf("%s: UAPI socket still there (%v)", nd.name, err)
+			}
+			out := mustRun(t, nd.netns, "ip", "-d", "link", "show")
+			if strings.Contains(out, nd.dev) {
+				t.Errorf("%s: device still there:\n%s", nd.name, out)
+			}
+			for _, cmd := range [][]string{
+				{"ip", "route", "show", "table", "all", "proto", "87"},
+				{"ip", "rule", "show", "pref", "5787"},
+				{"ip", "-6", "rule", "show", "pref", "5787"},
+			} {
+				if out := mustRun(t, nd.netns, cmd[0], cmd[1:]...); strings.TrimSpace(out) != "" {
+					t.Errorf("%s: %v left:\n%s", nd.name, cmd, out)
+				}
+			}
+			for _, table := range []string{"filter", "nat"} {
+				if out := mustRun(t, nd.netns, "iptables", "-t", table, "-S"); strings.Contains(out, "WGMESH") {
+					t.Errorf("%s: iptables %s still mentions WGMESH:\n%s", nd.name, table, out)
+				}
+			}
+		}
+		// The user's route is not ours: it stays.
+		if out := mustRun(t, a.netns, "ip", "route", "show", "10.42.0.0/16"); !strings.Contains(out, "dev wg0") {
+			t.Errorf("cleanup touched the user's route: %q", out)
+		}
+	})
+}
+
+// TestStalePeerOnDeviceIsRemoved: a peer on the device that the agent
+// did not program (an old key of a reinstalled node, k3s-io/k3s#5216) is
+// removed by the next Apply, and nothing else is touched.
+func TestStalePeerOnDeviceIsRemoved(t *testing.T) {
+	testutil.RequireRoot(t)
+	l := newLab(t, 2)
+	a, b := l.nodes[0], l.nodes[1]
+	l.apply(a, l.nodes)
+	// Someone (an older agent with another key for b) left a stale peer.
+	do(t, a.netns, func() error {
+		_, err := runHere("wg", "set", a.dev, "peer", "hwYaR4QOGmLzrDCnqgjAbx8jE5vl6fXkVYSYSOaUtUQ=", "allowed-ips", "10.99.0.0/24")
+		return err
+	})
+	ch := l.apply(a, l.nodes)
+	if ch != (Changes{PeersRemoved: 1}) {
+		t.Fatalf("changes = %+v, want exactly the stale peer removed", ch)
+	}
+	if out := mustRun(t, a.netns, "wg", "show", a.dev, "peers"); strings.TrimSpace(out) != b.key.PublicKey().String() {
+		t.Fatalf("peers = %q", out)
+	}
+}
+
+// runHere runs a command in the namespace of the calling (locked) thread.
+func runHere(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}

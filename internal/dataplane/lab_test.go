@@ -1,0 +1,316 @@
+package dataplane
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
+)
+
+// lab is a few simulated nodes in network namespaces: each node has an
+// underlay veth to a bridge in a namespace of its own, a cni0 bridge with
+// one pod namespace on it, and a userspace WireGuard device driven by a
+// Dataplane. Every namespace, device and socket goes away in t.Cleanup,
+// also when the test fails.
+type lab struct {
+	t      *testing.T
+	suffix string
+	under  ns.NetNS
+	nodes  []*labNode
+}
+
+type labNode struct {
+	name   string
+	netns  ns.NetNS
+	pod    ns.NetNS
+	podIP  netip.Addr
+	subnet netip.Prefix
+	key    wgtypes.Key
+	under  netip.Addr
+	dp     *Dataplane
+	dev    string
+}
+
+func newNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("new netns: %v", err)
+	}
+	t.Cleanup(func() {
+		n.Close()
+		testutils.UnmountNS(n)
+	})
+	return n
+}
+
+func randSuffix(t *testing.T) string {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// do runs f in netns n on a locked thread, failing the test on error.
+func do(t *testing.T, n ns.NetNS, f func() error) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func run(n ns.NetNS, name string, args ...string) (string, error) {
+	var out []byte
+	var err error
+	nerr := n.Do(func(ns.NetNS) error {
+		out, err = exec.Command(name, args...).CombinedOutput()
+		return nil
+	})
+	if nerr != nil {
+		return "", nerr
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func mustRun(t *testing.T, n ns.NetNS, name string, args ...string) string {
+	t.Helper()
+	out, err := run(n, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeSysctl(path, value string) error {
+	return os.WriteFile(filepath.Join("/proc/sys", path), []byte(value), 0o644)
+}
+
+// newLab builds n nodes; node i has pod subnet 10.42.i.0/24 and underlay
+// address 192.168.77.(i+1).
+func newLab(t *testing.T, n int) *lab {
+	t.Helper()
+	l := &lab{t: t, suffix: randSuffix(t), under: newNS(t)}
+	do(t, l.under, func() error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(br)
+	})
+	for i := range n {
+		l.addNode(i)
+	}
+	return l
+}
+
+func (l *lab) addNode(i int) *labNode {
+	t := l.t
+	nd := &labNode{
+		name:   fmt.Sprintf("node-%d", i),
+		netns:  newNS(t),
+		pod:    newNS(t),
+		subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(i), 0}), 24),
+		podIP:  netip.AddrFrom4([4]byte{10, 42, byte(i), 2}),
+		under:  netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)}),
+		dev:    fmt.Sprintf("wgt%s%d", l.suffix, i), // unique: UAPI sockets are shared by all namespaces
+	}
+	var err error
+	if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
+		t.Fatal(err)
+	}
+	// Underlay: eth0 in the node, its peer on br0 in the underlay namespace.
+	do(t, nd.netns, func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: fmt.Sprintf("ul%d", i)}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add underlay veth: %w", err)
+		}
+		peer, err := netlink.LinkByName(fmt.Sprintf("ul%d", i))
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetNsFd(peer, int(l.under.Fd())); err != nil {
+			return err
+		}
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: nd.under.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(eth0); err != nil {
+			return err
+		}
+		lo, _ := netlink.LinkByName("lo")
+		netlink.LinkSetUp(lo)
+		return writeSysctl("net/ipv4/ip_forward", "1")
+	})
+	do(t, l.under, func() error {
+		peer, err := netlink.LinkByName(fmt.Sprintf("ul%d", i))
+		if err != nil {
+			return err
+		}
+		br, err := netlink.LinkByName("br0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(peer, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(peer)
+	})
+
+	// Data plane first: it creates cni0 with the gateway (Config.Bridge).
+	gw := nd.subnet.Addr().Next()
+	do(t, nd.netns, func() error {
+		t.Cleanup(func() {
+			// Always stop the userspace device and drop its socket, even
+			// if the test failed half-way.
+			nd.netns.Do(func(ns.NetNS) error {
+				if nd.dp != nil {
+					nd.dp.Close()
+				}
+				return nil
+			})
+			os.Remove(filepath.Join("/var/run/wireguard", nd.dev+".sock"))
+		})
+		var err error
+		nd.dp, err = New(Config{
+			Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: 1420,
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, Masquerade: true, Bridge: "cni0",
+		})
+		if err != nil {
+			return fmt.Errorf("dataplane.New: %w", err)
+		}
+		_, err = ensureGateways("cni0", []netip.Prefix{nd.subnet}, 1420)
+		return err
+	})
+	// Pod: eth0 in the pod namespace, its peer on cni0.
+	do(t, nd.netns, func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vpod", MTU: 1420}, PeerName: "podeth"}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add pod veth: %w", err)
+		}
+		host, err := netlink.LinkByName("vpod")
+		if err != nil {
+			return err
+		}
+		br, err := netlink.LinkByName("cni0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(host, br); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(host); err != nil {
+			return err
+		}
+		podEnd, err := netlink.LinkByName("podeth")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(podEnd, int(nd.pod.Fd()))
+	})
+	do(t, nd.pod, func() error {
+		eth, err := netlink.LinkByName("podeth")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: nd.podIP.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(eth); err != nil {
+			return err
+		}
+		lo, _ := netlink.LinkByName("lo")
+		netlink.LinkSetUp(lo)
+		return netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index})
+	})
+	l.nodes = append(l.nodes, nd)
+	return nd
+}
+
+// meshNodes is the Node list the kube layer would produce for members.
+func (l *lab) meshNodes(members []*labNode) []mesh.Node {
+	var out []mesh.Node
+	for _, nd := range members {
+		out = append(out, mesh.Node{
+			Name: nd.name, PodCIDRs: []netip.Prefix{nd.subnet}, PublicKey: nd.key.PublicKey().String(),
+			Endpoint: netip.AddrPortFrom(nd.under, mesh.DefaultListenPort).String(),
+		})
+	}
+	return out
+}
+
+// apply computes nd's desired state from members and applies it in nd's namespace.
+func (l *lab) apply(nd *labNode, members []*labNode) Changes {
+	l.t.Helper()
+	nodes := l.meshNodes(members)
+	var self mesh.Node
+	for _, n := range nodes {
+		if n.Name == nd.name {
+			self = n
+		}
+	}
+	state, problems := mesh.Desired(self, nodes, mesh.Options{})
+	if len(problems) > 0 {
+		l.t.Fatalf("problems: %+v", problems)
+	}
+	var ch Changes
+	do(l.t, nd.netns, func() error {
+		var err error
+		ch, err = nd.dp.Apply(l.t.Context(), state)
+		return err
+	})
+	return ch
+}
+
+// snapshot is what a person would look at: wg show, our routes and rule,
+// and our iptables chains.
+func (l *lab) snapshot(nd *labNode) string {
+	t := l.t
+	t.Helper()
+	var b strings.Builder
+	// dump has handshake times and counters that move; keep the config columns.
+	// wireguard-go lists peers in map order: sort them.
+	lines := strings.Split(strings.TrimSpace(mustRun(t, nd.netns, "wg", "show", nd.dev, "dump")), "\n")
+	slices.Sort(lines[1:])
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) >= 8 { // peer line: key psk endpoint allowed-ips handshake rx tx keepalive
+			f = []string{f[0], f[2], f[3], f[7]}
+		} else if len(f) >= 4 {
+			f = []string{f[1], f[2]} // interface line: public key, listen port
+		}
+		fmt.Fprintln(&b, strings.Join(f, " "))
+	}
+	b.WriteString(mustRun(t, nd.netns, "ip", "route", "show", "table", "all", "proto", "87"))
+	b.WriteString(mustRun(t, nd.netns, "ip", "rule", "show", "pref", "5787"))
+	b.WriteString(mustRun(t, nd.netns, "iptables", "-S", "WGMESH-FORWARD"))
+	b.WriteString(mustRun(t, nd.netns, "iptables", "-t", "nat", "-S", "WGMESH-POSTRTG"))
+	return b.String()
+}
+
+func (l *lab) ping(from, to *labNode) error {
+	_, err := run(from.pod, "ping", "-c", "1", "-W", "3", to.podIP.String())
+	return err
+}
