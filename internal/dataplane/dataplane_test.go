@@ -2,9 +2,9 @@ package dataplane
 
 import (
 	"fmt"
-	"os/exec"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
