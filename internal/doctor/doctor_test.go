@@ -1,0 +1,138 @@
+package doctor
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func TestCheck(t *testing.T) {
+	gw := netip.MustParseAddr("10.42.0.1")
+	desired := mesh.State{
+		Subnets: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")},
+		Routes: []mesh.Route{
+			{Node: "b", Dst: netip.MustParsePrefix("10.42.1.0/24"), Src: gw},
+			{Node: "c", Dst: netip.MustParsePrefix("10.42.2.0/24"), Src: gw},
+		},
+	}
+	ours := func(dst string, src netip.Addr) Route {
+		return Route{Table: 87, Protocol: mesh.RouteProtocol, Type: "unicast", Dst: netip.MustParsePrefix(dst), Dev: "wgmesh0", Src: src}
+	}
+	good := []Route{
+		ours("10.42.1.0/24", gw), ours("10.42.2.0/24", gw),
+		{Table: 254, Protocol: 2, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/24"), Dev: "cni0"},      // our own subnet
+		{Table: 254, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "eth0"},         // default
+		{Table: 255, Protocol: 2, Type: "local", Dst: netip.MustParsePrefix("10.42.0.1/32"), Dev: "cni0"},        // local
+		{Table: 254, Protocol: 2, Type: "unicast", Dst: netip.MustParsePrefix("192.168.1.0/24"), Dev: "eth0"},    // underlay
+		{Table: 100, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("172.16.0.0/12"), Dev: "somevpn0"}, // unrelated
+	}
+	healthy := Kernel{
+		Routes: good, IPv4Forward: ptr(true), ForwardPolicy: "DROP", ForwardJump: true,
+		RPFilterAll: ptr(2), RPFilterDevice: ptr(0), DeviceMTU: 1420, UnderlayMTU: 1500, UnderlayDev: "eth0",
+	}
+	with := func(f func(k *Kernel)) Kernel {
+		k := healthy
+		k.Routes = slices.Clone(healthy.Routes)
+		f(&k)
+		return k
+	}
+	tests := []struct {
+		name     string
+		in       Input
+		want     []string // finding IDs, in order
+		contains string   // in the first finding's message+fix
+	}{
+		{name: "healthy node: nothing", in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: healthy}},
+		{
+			name: "wg-quick broad route in main",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Routes = append(k.Routes, Route{Table: 254, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/16"), Dev: "wg0"})
+			})},
+			want:     []string{"ShadowingRoute"},
+			contains: "ip route del 10.42.0.0/16 dev wg0, and drop 10.42.0.0/16 from wg0's AllowedIPs (wg-quick: Table=off",
+		},
+		{
+			name: "equal route made by someone else with our table = main is an error",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 254, Kernel: with(func(k *Kernel) {
+				for i := range k.Routes {
+					if k.Routes[i].Table == 87 {
+						k.Routes[i].Table = 254
+					}
+				}
+				k.Routes = append(k.Routes, Route{Table: 254, Protocol: 4, Type: "unicast", Dst: netip.MustParsePrefix("10.42.2.0/25"), Dev: "eth1"})
+			})},
+			want:     []string{"ShadowingRoute"},
+			contains: "is inside peer subnet(s) 10.42.2.0/24 (c)",
+		},
+		{
+			name: "route without the gateway as source, and a missing one",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Routes[0].Src = netip.Addr{}
+				k.Routes = slices.Delete(k.Routes, 1, 2)
+			})},
+			want:     []string{"RouteWrongSrc", "RouteMissing"},
+			contains: "src 10.42.0.1",
+		},
+		{
+			name: "forwarding off, FORWARD drop without our jump, strict rp_filter",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.IPv4Forward = ptr(false)
+				k.ForwardJump = false
+				k.RPFilterAll, k.RPFilterDevice = ptr(0), ptr(1)
+			})},
+			want: []string{"IPForwardOff", "ForwardDrop", "RPFilterStrict"},
+		},
+		{
+			name: "rp_filter: the larger of all and device decides",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.RPFilterAll, k.RPFilterDevice = ptr(1), ptr(2)
+			})},
+		},
+		{
+			name: "MTU too large for an IPv6 underlay",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.UnderlayIPv6 = true
+				k.DeviceMTU = 1440
+			})},
+			want:     []string{"MTUTooLarge"},
+			contains: "at most 1420",
+		},
+		{
+			name: "mesh problems are findings",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: healthy, Problems: []mesh.Problem{
+				{Node: "d", Reason: mesh.ReasonOverlappingPodCIDR, Message: "prefix 10.42.3.0/24 overlaps 10.42.3.0/24 of node e"},
+				{Node: "f", Reason: mesh.ReasonInvalidEndpoint, Message: "bad"},
+				{Node: "g", Reason: mesh.ReasonDuplicatePublicKey, Message: "shared"},
+			}},
+			want:     []string{"OverlappingPodCIDR", "DuplicatePublicKey", "InvalidEndpoint"},
+			contains: "distinct spec.podCIDR",
+		},
+		{
+			name: "unknown facts are skipped",
+			in:   Input{Device: "wgmesh0", Desired: desired, OurTable: 87},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := Check(t.Context(), tt.in)
+			var ids []string
+			for _, f := range fs {
+				ids = append(ids, f.ID)
+				if f.Message == "" || f.Fix == "" {
+					t.Errorf("finding without message or fix: %+v", f)
+				}
+			}
+			if !slices.Equal(ids, tt.want) {
+				t.Fatalf("findings = %v, want %v\n%v", ids, tt.want, fs)
+			}
+			if tt.contains != "" && !strings.Contains(fs[0].Message+" "+fs[0].Fix, tt.contains) {
+				t.Errorf("first finding lacks %q:\n%s", tt.contains, fs[0])
+			}
+		})
+	}
+}
