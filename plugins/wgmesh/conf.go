@@ -32,7 +32,8 @@ func readSubnetEnv(path string, notReadyCode uint) (subnetenv.Env, *types.Error)
 		if notReadyCode == CodeNotAvailable {
 			code = CodeNotAvailable
 		}
-		return env, cniError(code, fmt.Sprintf("cannot use %s (written by wgmesh-agent): %v", path, err), nil)
+		// err names the file and line already.
+		return env, cniError(code, fmt.Sprintf("invalid subnet.env (written by wgmesh-agent): %v", err), nil)
 	}
 	return env, nil
 }

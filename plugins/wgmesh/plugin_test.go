@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
 func TestTwoPodsPingEachOtherAndTheGateway(t *testing.T) {
@@ -370,4 +371,35 @@ func TestDelWorksWithoutSubnetEnv(t *testing.T) {
 		t.Fatalf("DEL without subnet.env: %v", err)
 	}
 	assertNothingLeft(t, l, p)
+}
+
+func TestDualStackPodsPingOverIPv6(t *testing.T) {
+	l := newLab(t, false)
+	env := subnetenv.Env{Subnet: l.subnet, Subnet6: netip.MustParsePrefix("fd42:0:0:1::/64"), MTU: 1380}
+	if err := subnetenv.Write(l.subnetFile, env); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := l.newPod(), l.newPod()
+	r1 := l.mustAdd(p1)
+	r2 := l.mustAdd(p2)
+	var ip6 netip.Addr
+	for _, ipc := range r2.IPs {
+		if a, _ := netip.AddrFromSlice(ipc.Address.IP); a.Is6() && !a.Is4In6() {
+			ip6 = a
+		}
+	}
+	if len(r1.IPs) != 2 || !ip6.IsValid() {
+		t.Fatalf("dual-stack results: %v / %v", r1.IPs, r2.IPs)
+	}
+	for _, to := range []netip.Addr{ip6, netip.MustParseAddr("fd42:0:0:1::1"), podIP(t, r2)} {
+		if err := ping(p1.netns, to); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := l.check(p1); err != nil {
+		t.Errorf("CHECK dual-stack: %v", err)
+	}
+	if err := l.del(p1); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -99,7 +99,7 @@ func (e *groupKillExec) FindInPath(plugin string, paths []string) (string, error
 	return invoke.FindInPath(plugin, paths)
 }
 
-// TestStressAddDelWithKilledPlugins runs 240 pod lifecycles, 16 at a time,
+// TestStressAddDelWithKilledPlugins runs 200 pod lifecycles, 16 at a time,
 // through libcni; every fifth ADD is SIGKILLed (with its IPAM) after a
 // random short delay and its pod deleted without a DEL, every tenth pod is
 // kept. Then GC with the kept pods. Invariants: no address is ever held by
@@ -108,7 +108,7 @@ func (e *groupKillExec) FindInPath(plugin string, paths []string) (string, error
 func TestStressAddDelWithKilledPlugins(t *testing.T) {
 	l := newLab(t, true)
 	killer := libcni.NewCNIConfigWithCacheDir(l.cni.Path, l.dir+"/cache", &groupKillExec{})
-	const cycles, parallel = 240, 16
+	const cycles, parallel = 200, 16
 
 	var (
 		mu       sync.Mutex
@@ -141,7 +141,7 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 			defer func() { <-sem; wg.Done() }()
 			p := l.newPod()
 			if i%5 == 0 {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+rand.IntN(120))*time.Millisecond)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+rand.IntN(300))*time.Millisecond)
 				var res types.Result
 				err := l.inNode(func() error {
 					var err error
