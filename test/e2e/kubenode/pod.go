@@ -17,6 +17,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // taskDir is where containerd's runc shims keep each task's bundle (with
@@ -118,4 +119,33 @@ func ProbeUDP(ctx context.Context, netnsPath string, dst netip.Addr, payload []b
 		return fmt.Errorf("udp echo from %s differs: %q", addr, buf[:n])
 	}
 	return nil
+}
+
+// WorkloadPod is a Pod running WorkloadImage, bound to node (the lab runs
+// no scheduler), with the downward API telling it its name and address.
+func WorkloadPod(name, node string) *corev1.Pod {
+	no := false
+	grace := int64(2)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "wgmesh-workload"}},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			AutomountServiceAccountToken:  &no,
+			EnableServiceLinks:            &no,
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name:            "workload",
+				Image:           WorkloadImage.Ref,
+				ImagePullPolicy: corev1.PullNever,
+				Env: []corev1.EnvVar{
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+				},
+				Ports: []corev1.ContainerPort{
+					{Name: "http", ContainerPort: WorkloadHTTPPort, Protocol: corev1.ProtocolTCP},
+					{Name: "echo", ContainerPort: WorkloadUDPPort, Protocol: corev1.ProtocolUDP},
+				},
+			}},
+		},
+	}
 }
