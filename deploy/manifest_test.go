@@ -187,7 +187,6 @@ func TestRBACIsExactlyLeastPrivilege(t *testing.T) {
 		{"", "events", "create,patch"},
 		{"", "nodes", "get,list,patch,watch"},
 		{"", "nodes/status", "patch"},
-		{"events.k8s.io", "events", "create,patch"},
 	}
 	if got := rules(o.clusterRole.Rules); !reflect.DeepEqual(got, wantCluster) {
 		t.Errorf("ClusterRole rules\n got %v\nwant %v", got, wantCluster)
