@@ -111,15 +111,16 @@ type Device struct {
 
 // Ensure creates the device or adopts the existing one, and makes its MTU,
 // up state, private key and listen port right, writing only what differs.
-func Ensure(cfg Config) (d *Device, err error) {
+func Ensure(cfg Config) (*Device, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("wireguard config: %w", err)
 	}
 	log := cfg.Logger.With("device", cfg.Name)
-	d = &Device{cfg: cfg}
+	d := &Device{cfg: cfg}
+	ok := false
 	defer func() {
-		if err != nil {
-			d.Close()
+		if !ok {
+			d.Close() // a userspace device started here stops with us
 		}
 	}()
 
@@ -185,6 +186,7 @@ func Ensure(cfg Config) (d *Device, err error) {
 		log.Info("device configured", "listenPort", cfg.ListenPort, "publicKey", cfg.PrivateKey.PublicKey().String(),
 			"keyChanged", set.PrivateKey != nil, "portChanged", set.ListenPort != nil)
 	}
+	ok = true
 	return d, nil
 }
 

@@ -1,0 +1,207 @@
+package wireguard
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testutil"
+)
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"": ModeAuto, "auto": ModeAuto, "kernel": ModeKernel, "userspace": ModeUserspace} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseMode("wireguard-go"); err == nil {
+		t.Error("ParseMode accepted wireguard-go")
+	}
+}
+
+func newNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
+	return n
+}
+
+// uniqueName: UAPI sockets live in one directory for all namespaces.
+func uniqueName(t *testing.T) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	name := "wgu" + hex.EncodeToString(b)
+	t.Cleanup(func() { os.Remove(filepath.Join(socketDir, name+".sock")) })
+	return name
+}
+
+func key(t *testing.T) wgtypes.Key {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func in(t *testing.T, n ns.NetNS, f func() error) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUserspaceDeviceLifecycle(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newNS(t)
+	name := uniqueName(t)
+	k := key(t)
+	var d *Device
+	in(t, n, func() error {
+		var err error
+		d, err = Ensure(Config{Name: name, Mode: ModeUserspace, PrivateKey: k, MTU: 1380, ListenPort: 51999})
+		return err
+	})
+	t.Cleanup(func() { n.Do(func(ns.NetNS) error { d.Close(); return nil }) })
+	if d.Mode() != ModeUserspace || d.EnsureOps == 0 {
+		t.Fatalf("mode %s ops %d", d.Mode(), d.EnsureOps)
+	}
+	in(t, n, func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if l.Attrs().MTU != 1380 || l.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("link mtu %d flags %v", l.Attrs().MTU, l.Attrs().Flags)
+		}
+		dev, err := d.Read()
+		if err != nil {
+			return err
+		}
+		if dev.PrivateKey != k || dev.ListenPort != 51999 {
+			t.Errorf("device key/port = %v", dev.ListenPort)
+		}
+		return nil
+	})
+	// The UDP socket is in the device's namespace, not the test's.
+	in(t, n, func() error {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: 51999})
+		if err == nil {
+			c.Close()
+			return errors.New("port 51999 is free in the device's namespace: wireguard-go bound elsewhere")
+		}
+		return nil
+	})
+
+	// Apply: add, no-op, remove.
+	peer := mesh.Peer{Node: "b", PublicKey: key(t).PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.1:51820"),
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}, PersistentKeepalive: 25 * time.Second}
+	var ops mesh.PeerOps
+	in(t, n, func() (err error) { ops, err = d.Apply([]mesh.Peer{peer}); return })
+	if ops != (mesh.PeerOps{Added: 1}) {
+		t.Fatalf("add ops %+v", ops)
+	}
+	in(t, n, func() (err error) { ops, err = d.Apply([]mesh.Peer{peer}); return })
+	if ops != (mesh.PeerOps{}) {
+		t.Fatalf("no-op ops %+v", ops)
+	}
+	in(t, n, func() (err error) { ops, err = d.Apply(nil); return })
+	if ops != (mesh.PeerOps{Removed: 1}) {
+		t.Fatalf("remove ops %+v", ops)
+	}
+
+	// A second Ensure finds the running TUN and refuses to take it over.
+	in(t, n, func() error {
+		_, err := Ensure(Config{Name: name, Mode: ModeAuto, PrivateKey: k})
+		if err == nil || !strings.Contains(err.Error(), "TUN") {
+			t.Errorf("second Ensure: %v", err)
+		}
+		return nil
+	})
+
+	// Delete: link and socket gone.
+	in(t, n, func() error { return d.Delete() })
+	in(t, n, func() error {
+		if _, err := netlink.LinkByName(name); err == nil {
+			t.Error("link still there after Delete")
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(socketDir, name+".sock")); !os.IsNotExist(err) {
+		t.Errorf("socket still there: %v", err)
+	}
+}
+
+func TestEnsureRefusesAForeignLink(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newNS(t)
+	in(t, n, func() error {
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "wgmesh0"}}); err != nil {
+			return err
+		}
+		_, err := Ensure(Config{PrivateKey: key(t)})
+		if err == nil || !strings.Contains(err.Error(), `"bridge" link, not a WireGuard device`) {
+			t.Errorf("Ensure over a bridge: %v", err)
+		}
+		if err := Remove("wgmesh0"); err == nil {
+			t.Error("Remove deleted a bridge")
+		}
+		if _, err := netlink.LinkByName("wgmesh0"); err != nil {
+			t.Error("the bridge is gone")
+		}
+		return nil
+	})
+}
+
+func TestAutoFallsBackToUserspaceWithoutModule(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newNS(t)
+	name := uniqueName(t)
+	in(t, n, func() error {
+		_, kerr := Ensure(Config{Name: name, Mode: ModeKernel, PrivateKey: key(t)})
+		if kerr == nil {
+			Remove(name)
+			t.Skip("this kernel has WireGuard: the fallback is not exercised")
+		}
+		if !strings.Contains(kerr.Error(), "use --wireguard=auto or userspace") {
+			t.Errorf("kernel mode error lacks advice: %v", kerr)
+		}
+		d, err := Ensure(Config{Name: name, Mode: ModeAuto, PrivateKey: key(t)})
+		if err != nil {
+			return err
+		}
+		defer d.Delete()
+		if d.Mode() != ModeUserspace {
+			t.Errorf("auto mode = %s", d.Mode())
+		}
+		return nil
+	})
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, c := range []Config{
+		{},
+		{PrivateKey: wgtypes.Key{1}, Mode: "fast"},
+		{PrivateKey: wgtypes.Key{1}, ListenPort: 70000},
+		{PrivateKey: wgtypes.Key{1}, MTU: 100},
+	} {
+		if err := c.setDefaults(); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
