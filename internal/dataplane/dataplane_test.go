@@ -58,6 +58,28 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 		t.FailNow()
 	}
 
+	t.Run("status shows peers with node names, handshakes and traffic", func(t *testing.T) {
+		var st Status
+		do(t, a.netns, func() error {
+			var err error
+			st, err = a.dp.Status(t.Context())
+			return err
+		})
+		if st.Device != a.dev || st.Mode != "userspace" || st.ListenPort != 51820 || st.MTU != 1420 || len(st.Routes) != 2 || st.RouteTable != 87 {
+			t.Errorf("status = %+v", st)
+		}
+		if len(st.Peers) != 2 {
+			t.Fatalf("peers = %+v", st.Peers)
+		}
+		for i, want := range []*labNode{b, c} {
+			p := st.Peers[i]
+			if p.Node != want.name || p.PublicKey != want.key.PublicKey().String() || p.LastHandshake.IsZero() || p.RxBytes == 0 || p.TxBytes == 0 ||
+				p.Endpoint != netip.AddrPortFrom(want.under, 51820) || len(p.AllowedIPs) != 1 || p.AllowedIPs[0] != want.subnet {
+				t.Errorf("peer %d = %+v", i, p)
+			}
+		}
+	})
+
 	t.Run("doctor reports the broad route and the mesh still works", func(t *testing.T) {
 		state, problems := mesh.Desired(l.meshNodes(all)[0], l.meshNodes(all), mesh.Options{})
 		var kernel doctor.Kernel
@@ -170,6 +192,34 @@ func TestStalePeerOnDeviceIsRemoved(t *testing.T) {
 	}
 	if out := mustRun(t, a.netns, "wg", "show", a.dev, "peers"); strings.TrimSpace(out) != b.key.PublicKey().String() {
 		t.Fatalf("peers = %q", out)
+	}
+}
+
+// TestCleanupWithoutRunningAgent: `wgmesh-agent cleanup` after the agent
+// stopped (its userspace device went with it) removes the rest.
+func TestCleanupWithoutRunningAgent(t *testing.T) {
+	testutil.RequireRoot(t)
+	l := newLab(t, 2)
+	a := l.nodes[0]
+	l.apply(a, l.nodes)
+	do(t, a.netns, func() error { return a.dp.Close() })
+	a.dp = nil
+	do(t, a.netns, func() error {
+		return CleanupWithout(t.Context(), Config{Device: a.dev})
+	})
+	for _, cmd := range [][]string{
+		{"ip", "route", "show", "table", "all", "proto", "87"},
+		{"ip", "rule", "show", "pref", "5787"},
+	} {
+		if out := mustRun(t, a.netns, cmd[0], cmd[1:]...); strings.TrimSpace(out) != "" {
+			t.Errorf("%v left:\n%s", cmd, out)
+		}
+	}
+	if out := mustRun(t, a.netns, "iptables-save"); strings.Contains(out, "WGMESH") {
+		t.Errorf("iptables still mentions WGMESH:\n%s", out)
+	}
+	if out := mustRun(t, a.netns, "ip", "link", "show", "cni0"); !strings.Contains(out, "cni0") {
+		t.Errorf("cleanup removed the bridge (the plugin's): %s", out)
 	}
 }
 
