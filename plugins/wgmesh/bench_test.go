@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +29,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		impls = append(impls, "wgmesh-hostlocal")
 	}
 	type row struct {
-		mode string
-		lat  map[string]latencies
+		mode     string
+		lat, cpu map[string]latencies
 	}
 	var rows []row
 	for _, mode := range []struct {
@@ -42,28 +43,36 @@ func BenchmarkCNIAddDel(b *testing.B) {
 				l := newLab(b, true)
 				targets = append(targets, benchTarget{impl: impl, lab: l, list: benchConflist(b, l, impl)})
 			}
-			lat := runAddDel(b, targets, mode.parallel)
+			lat, cpu := runAddDel(b, targets, mode.parallel)
 			for _, impl := range impls {
 				b.ReportMetric(lat[impl].pct(50), impl+"-p50-ms")
 				b.ReportMetric(lat[impl].pct(99), impl+"-p99-ms")
+				if len(cpu[impl]) > 0 {
+					b.ReportMetric(cpu[impl].pct(50), impl+"-cpu-p50-ms")
+				}
 			}
 			// The benchmark framework probes with b.N=1 first: keep the last run.
 			rows = slices.DeleteFunc(rows, func(r row) bool { return r.mode == mode.name })
-			rows = append(rows, row{mode.name, lat})
+			rows = append(rows, row{mode.name, lat, cpu})
 		})
 	}
 	if len(rows) == 0 {
 		return
 	}
 	fmt.Printf("\nADD+DEL latency through libcni, ms (%s)\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Printf("%-7s %-17s %6s %9s %9s %10s %10s\n", "mode", "plugin", "cycles", "p50", "p99", "p50 ratio", "p99 ratio")
+	fmt.Printf("%-7s %-17s %6s %9s %9s %10s %10s %12s %10s\n", "mode", "plugin", "cycles", "p50", "p99", "p50 ratio", "p99 ratio", "CPU p50", "CPU ratio")
 	for _, r := range rows {
-		ref := r.lat["reference"]
+		ref, refCPU := r.lat["reference"], r.cpu["reference"]
 		for _, impl := range impls {
-			l := r.lat[impl]
-			fmt.Printf("%-7s %-17s %6d %9.1f %9.1f %10.2f %10.2f\n", r.mode, impl, len(l), l.pct(50), l.pct(99), l.pct(50)/ref.pct(50), l.pct(99)/ref.pct(99))
+			l, c := r.lat[impl], r.cpu[impl]
+			cpuCols := fmt.Sprintf("%12s %10s", "-", "-")
+			if len(c) > 0 {
+				cpuCols = fmt.Sprintf("%12.1f %10.2f", c.pct(50), c.pct(50)/refCPU.pct(50))
+			}
+			fmt.Printf("%-7s %-17s %6d %9.1f %9.1f %10.2f %10.2f %s\n", r.mode, impl, len(l), l.pct(50), l.pct(99), l.pct(50)/ref.pct(50), l.pct(99)/ref.pct(99), cpuCols)
 		}
 	}
+	fmt.Printf("(wall-clock p50/p99 per ADD+DEL; CPU = user+sys of every plugin process of one cycle, sequential mode only)\n")
 }
 
 type benchTarget struct {
@@ -129,7 +138,7 @@ func firstPlugin(b *testing.B, l *lab) map[string]any {
 // workers; each worker alternates between the targets and reuses one pod
 // netns per target (created before the clock starts). It returns the
 // latency of every cycle per target.
-func runAddDel(b *testing.B, targets []benchTarget, parallel int) map[string]latencies {
+func runAddDel(b *testing.B, targets []benchTarget, parallel int) (lat, cpu map[string]latencies) {
 	netnss := make([][]ns.NetNS, parallel)
 	for w := range netnss {
 		for range targets {
@@ -142,10 +151,10 @@ func runAddDel(b *testing.B, targets []benchTarget, parallel int) map[string]lat
 	}
 	close(work)
 	var (
-		mu  sync.Mutex
-		lat = map[string]latencies{}
-		wg  sync.WaitGroup
+		mu sync.Mutex
+		wg sync.WaitGroup
 	)
+	lat, cpu = map[string]latencies{}, map[string]latencies{}
 	b.ResetTimer()
 	for w := range parallel {
 		wg.Add(1)
@@ -155,6 +164,7 @@ func runAddDel(b *testing.B, targets []benchTarget, parallel int) map[string]lat
 				for k := range targets {
 					t := targets[(i+k)%len(targets)] // alternate which goes first
 					p := newPodIn(netnss[w][(i+k)%len(targets)])
+					cpu0 := childrenCPU()
 					start := time.Now()
 					err := t.lab.inNode(func() error {
 						if _, err := t.lab.cni.AddNetworkList(context.Background(), t.list, p.rt); err != nil {
@@ -163,12 +173,16 @@ func runAddDel(b *testing.B, targets []benchTarget, parallel int) map[string]lat
 						return t.lab.cni.DelNetworkList(context.Background(), t.list, p.rt)
 					})
 					d := time.Since(start)
+					c := childrenCPU() - cpu0
 					if err != nil {
 						b.Errorf("%s: %v", t.impl, err)
 						return
 					}
 					mu.Lock()
 					lat[t.impl] = append(lat[t.impl], d)
+					if parallel == 1 { // children's CPU is only attributable one at a time
+						cpu[t.impl] = append(cpu[t.impl], c)
+					}
 					mu.Unlock()
 				}
 			}
@@ -176,7 +190,16 @@ func runAddDel(b *testing.B, targets []benchTarget, parallel int) map[string]lat
 	}
 	wg.Wait()
 	b.StopTimer()
-	return lat
+	return lat, cpu
+}
+
+// childrenCPU is the user+system CPU time of all reaped child processes:
+// the plugins libcni ran and the IPAMs they ran. Unlike wall time, it does
+// not grow when other programs load the machine.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type latencies []time.Duration
