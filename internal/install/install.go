@@ -105,8 +105,19 @@ func (o *Options) conflistConfig() ConflistConfig {
 	return ConflistConfig{Bridge: o.Bridge, WireguardInterface: o.Interface, SubnetFile: o.SubnetFile}
 }
 
-// onHost maps a host path to where this process sees it.
-func (o *Options) onHost(p string) string { return filepath.Join(o.HostRoot, p) }
+// onHost maps a host path to where this process sees it, following
+// symlinks as the host would (see inRoot).
+func (o *Options) onHost(p string) (string, error) { return inRoot(o.HostRoot, p) }
+
+// fileOnHost maps a host path whose last component must not be followed (a
+// file install replaces or removes, even if it is a symlink).
+func (o *Options) fileOnHost(p string) (string, error) {
+	dir, err := o.onHost(filepath.Dir(p))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, filepath.Base(p)), nil
+}
 
 // Run installs once, or with Watch > 0 keeps the install right until ctx
 // ends. A failing first pass is returned (the container restarts and says
@@ -154,7 +165,10 @@ func ResolveDirs(o Options) (CNIDirs, error) {
 	if o.CNIBinDir != "" && o.CNIConfDir != "" {
 		return CNIDirs{BinDirs: []string{o.CNIBinDir}, ConfDir: o.CNIConfDir, Source: "flags"}, nil
 	}
-	path := o.onHost(o.ContainerdConfig)
+	path, err := o.onHost(o.ContainerdConfig)
+	if err != nil {
+		return CNIDirs{}, err
+	}
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		return CNIDirs{}, fmt.Errorf("read containerd config %s (at %s): %w; pass --cni-bin-dir and --cni-conf-dir to skip it", o.ContainerdConfig, path, err)
@@ -193,7 +207,11 @@ func pass(ctx context.Context, o Options, first bool) error {
 		log.Info("CNI dirs", "source", dirs.Source)
 	}
 	if o.StateDir != "" {
-		if err := ensurePrivateDir(o.onHost(o.StateDir)); err != nil {
+		dir, err := o.onHost(o.StateDir)
+		if err != nil {
+			return err
+		}
+		if err := ensurePrivateDir(dir); err != nil {
 			return err
 		}
 	}
@@ -238,7 +256,10 @@ func ensurePrivateDir(dir string) error {
 // current), and each ChainedPlugin that no bin dir has yet. It returns the
 // names it wrote.
 func installBinaries(o Options, dirs CNIDirs) ([]string, error) {
-	binDir := o.onHost(dirs.BinDirs[0])
+	binDir, err := o.onHost(dirs.BinDirs[0])
+	if err != nil {
+		return nil, err
+	}
 	if fi, err := os.Stat(binDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("CNI bin dir %s (%s) is not a directory at %s: mount the host's directory into this container, or pass --cni-bin-dir", dirs.BinDirs[0], dirs.Source, binDir)
 	}
@@ -283,7 +304,11 @@ func installBinaries(o Options, dirs CNIDirs) ([]string, error) {
 // (a file, or a symlink such as k3s's links to its multi-call binary).
 func findPlugin(o Options, dirs CNIDirs, name string) string {
 	for _, d := range dirs.BinDirs {
-		if _, err := os.Lstat(o.onHost(filepath.Join(d, name))); err == nil {
+		p, err := o.fileOnHost(filepath.Join(d, name))
+		if err != nil {
+			continue
+		}
+		if _, err := os.Lstat(p); err == nil {
 			return filepath.Join(d, name)
 		}
 	}
@@ -295,7 +320,10 @@ func writeConflist(o Options, dirs CNIDirs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	confDir := o.onHost(dirs.ConfDir)
+	confDir, err := o.onHost(dirs.ConfDir)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		return fmt.Errorf("create CNI conf dir %s: %w", dirs.ConfDir, err)
 	}
@@ -360,7 +388,11 @@ func waitReady(ctx context.Context, o Options) error {
 // agentReady is nil once the agent has written a valid subnet file and, if a
 // ready URL is set, answers it with 200.
 func agentReady(ctx context.Context, o Options) error {
-	env, err := subnetenv.Read(o.onHost(o.SubnetFile))
+	path, err := o.onHost(o.SubnetFile)
+	if err != nil {
+		return err
+	}
+	env, err := subnetenv.Read(path)
 	if err != nil {
 		return fmt.Errorf("subnet file: %w", err)
 	}
@@ -400,7 +432,11 @@ func uninstall(o Options) error {
 		paths = append(paths, filepath.Join(dirs.BinDirs[0], name))
 	}
 	for _, p := range paths {
-		err := os.Remove(o.onHost(p))
+		hp, err := o.fileOnHost(p)
+		if err != nil {
+			return fmt.Errorf("uninstall: %w", err)
+		}
+		err = os.Remove(hp)
 		switch {
 		case err == nil:
 			o.Logger.Info("removed", "file", p)

@@ -414,3 +414,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Older k3s: containerd config version 2 names data/current/bin, and
+// data/current is an absolute symlink to data/<id>. Seen from the container
+// (host / at HostRoot) that link must be followed inside the host mount.
+func TestInstallFollowsK3sCurrentSymlinkInsideHostRoot(t *testing.T) {
+	n := newFakeNode(t)
+	mkdir(t, n.host("/var/lib/rancher/k3s/data/0d2f1c/bin"))
+	if err := os.Symlink("/var/lib/rancher/k3s/data/0d2f1c", n.host("/var/lib/rancher/k3s/data/current")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.host(DefaultContainerdConfig), []byte(k3sV2Current), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), n.options(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(append([]string{}, OwnPlugins...), ChainedPlugins...) {
+		if _, err := os.Stat(n.host("/var/lib/rancher/k3s/data/0d2f1c/bin/" + p)); err != nil {
+			t.Errorf("%s not in data/<id>/bin: %v", p, err)
+		}
+	}
+}
