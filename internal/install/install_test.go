@@ -127,6 +127,14 @@ func TestInstallOnK3sFindsDirsFromContainerdConfig(t *testing.T) {
 	if !bytes.Equal(conf, want) {
 		t.Errorf("conflist:\n%s\nwant:\n%s", conf, want)
 	}
+	// What containerd's CNI loader picks from the conf dir is ours.
+	files, err := libcni.ConfFiles(n.host(k3sConfDir), []string{".conf", ".conflist", ".json"})
+	if err != nil || len(files) != 1 || filepath.Base(files[0]) != ConflistName {
+		t.Errorf("libcni sees %q (%v) in the conf dir", files, err)
+	}
+	if list, err := libcni.LoadConfList(n.host(k3sConfDir), "wgmesh"); err != nil || list.Plugins[0].Network.Type != "wgmesh" {
+		t.Errorf("libcni.LoadConfList: %v", err)
+	}
 	if fi, _ := os.Stat(n.host("/var/lib/wgmesh")); fi == nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("state dir mode: %v", fi)
 	}
