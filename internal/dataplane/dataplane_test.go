@@ -223,6 +223,40 @@ func TestCleanupWithoutRunningAgent(t *testing.T) {
 	}
 }
 
+// TestDualStackPodsPingOverIPv4Underlay: IPv6 pod subnets ride the same
+// tunnels; each family's routes carry that family's gateway as source.
+func TestDualStackPodsPingOverIPv4Underlay(t *testing.T) {
+	testutil.RequireRoot(t)
+	l := newLabStack(t, 2, true)
+	a, b := l.nodes[0], l.nodes[1]
+	for _, nd := range l.nodes {
+		if ch := l.apply(nd, l.nodes); ch.PeersAdded != 1 || ch.RoutesAdded != 2 {
+			t.Fatalf("%s: %+v", nd.name, ch)
+		}
+	}
+	for _, pair := range [][2]*labNode{{a, b}, {b, a}} {
+		if err := l.ping(pair[0], pair[1]); err != nil {
+			t.Errorf("ping %s -> %s: %v", pair[0].name, pair[1].name, err)
+		}
+		if err := l.ping6(pair[0], pair[1]); err != nil {
+			t.Errorf("ping6 %s -> %s: %v", pair[0].name, pair[1].name, err)
+		}
+	}
+	snap := l.snapshot(a)
+	t.Logf("node a:\n%s", snap)
+	if !strings.Contains(snap, "fd42:0:0:1::/64 dev "+a.dev+" table 87 src fd42::1") {
+		t.Errorf("no IPv6 route with the IPv6 gateway as source:\n%s", snap)
+	}
+	for _, nd := range l.nodes {
+		if ch := l.apply(nd, l.nodes); ch.Total() != 0 {
+			t.Errorf("%s: second apply %+v", nd.name, ch)
+		}
+	}
+	if out := mustRun(t, a.netns, "ip6tables", "-t", "nat", "-S", "WGMESH-POSTRTG"); !strings.Contains(out, "! -d ff00::/8") {
+		t.Errorf("ip6tables nat:\n%s", out)
+	}
+}
+
 // runHere runs a command in the namespace of the calling (locked) thread.
 func runHere(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()

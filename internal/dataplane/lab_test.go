@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
@@ -29,6 +30,7 @@ import (
 // also when the test fails.
 type lab struct {
 	t      *testing.T
+	dual   bool // IPv6 pod subnets too (the underlay stays IPv4)
 	suffix string
 	under  ns.NetNS
 	nodes  []*labNode
@@ -40,10 +42,13 @@ type labNode struct {
 	pod    ns.NetNS
 	podIP  netip.Addr
 	subnet netip.Prefix
-	key    wgtypes.Key
-	under  netip.Addr
-	dp     *Dataplane
-	dev    string
+	// podIP6 and subnet6 are set in a dual-stack lab.
+	podIP6  netip.Addr
+	subnet6 netip.Prefix
+	key     wgtypes.Key
+	under   netip.Addr
+	dp      *Dataplane
+	dev     string
 }
 
 func newNS(t *testing.T) ns.NetNS {
@@ -106,9 +111,12 @@ func writeSysctl(path, value string) error {
 
 // newLab builds n nodes; node i has pod subnet 10.42.i.0/24 and underlay
 // address 192.168.77.(i+1).
-func newLab(t *testing.T, n int) *lab {
+func newLab(t *testing.T, n int) *lab { return newLabStack(t, n, false) }
+
+// newLabStack builds n nodes; dual adds pod subnet fd42:0:0:i::/64.
+func newLabStack(t *testing.T, n int, dual bool) *lab {
 	t.Helper()
-	l := &lab{t: t, suffix: randSuffix(t), under: newNS(t)}
+	l := &lab{t: t, dual: dual, suffix: randSuffix(t), under: newNS(t)}
 	do(t, l.under, func() error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err := netlink.LinkAdd(br); err != nil {
@@ -132,6 +140,14 @@ func (l *lab) addNode(i int) *labNode {
 		podIP:  netip.AddrFrom4([4]byte{10, 42, byte(i), 2}),
 		under:  netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)}),
 		dev:    fmt.Sprintf("wgt%s%d", l.suffix, i), // unique: UAPI sockets are shared by all namespaces
+	}
+	clusters := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}
+	subnets := []netip.Prefix{nd.subnet}
+	if l.dual {
+		nd.subnet6 = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x42, 6: 0, 7: byte(i)}), 64)
+		nd.podIP6 = netip.AddrFrom16([16]byte{0xfd, 0x42, 6: 0, 7: byte(i), 15: 2})
+		clusters = append(clusters, netip.MustParsePrefix("fd42::/48"))
+		subnets = append(subnets, nd.subnet6)
 	}
 	var err error
 	if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
@@ -162,6 +178,9 @@ func (l *lab) addNode(i int) *labNode {
 		}
 		lo, _ := netlink.LinkByName("lo")
 		netlink.LinkSetUp(lo)
+		if err := writeSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
 		return writeSysctl("net/ipv4/ip_forward", "1")
 	})
 	do(t, l.under, func() error {
@@ -196,12 +215,12 @@ func (l *lab) addNode(i int) *labNode {
 		var err error
 		nd.dp, err = New(Config{
 			Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: 1420,
-			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, Masquerade: true, Bridge: "cni0",
+			ClusterCIDRs: clusters, Masquerade: true, Bridge: "cni0",
 		})
 		if err != nil {
 			return fmt.Errorf("dataplane.New: %w", err)
 		}
-		_, err = ensureGateways("cni0", []netip.Prefix{nd.subnet}, 1420)
+		_, err = ensureGateways("cni0", subnets, 1420)
 		return err
 	})
 	// Pod: eth0 in the pod namespace, its peer on cni0.
@@ -243,7 +262,17 @@ func (l *lab) addNode(i int) *labNode {
 		}
 		lo, _ := netlink.LinkByName("lo")
 		netlink.LinkSetUp(lo)
-		return netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index})
+		if err := netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index}); err != nil {
+			return err
+		}
+		if !nd.podIP6.IsValid() {
+			return nil
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: nd.podIP6.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrAdd(eth, addr); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{Gw: nd.subnet6.Addr().Next().AsSlice(), LinkIndex: eth.Attrs().Index})
 	})
 	l.nodes = append(l.nodes, nd)
 	return nd
@@ -254,7 +283,7 @@ func (l *lab) meshNodes(members []*labNode) []mesh.Node {
 	var out []mesh.Node
 	for _, nd := range members {
 		out = append(out, mesh.Node{
-			Name: nd.name, PodCIDRs: []netip.Prefix{nd.subnet}, PublicKey: nd.key.PublicKey().String(),
+			Name: nd.name, PodCIDRs: nd.podCIDRs(), PublicKey: nd.key.PublicKey().String(),
 			Endpoint: netip.AddrPortFrom(nd.under, mesh.DefaultListenPort).String(),
 		})
 	}
@@ -305,6 +334,7 @@ func (l *lab) snapshot(nd *labNode) string {
 	}
 	b.WriteString(mustRun(t, nd.netns, "ip", "route", "show", "table", "all", "proto", "87"))
 	b.WriteString(mustRun(t, nd.netns, "ip", "rule", "show", "pref", "5787"))
+	b.WriteString(mustRun(t, nd.netns, "ip", "-6", "rule", "show", "pref", "5787"))
 	b.WriteString(mustRun(t, nd.netns, "iptables", "-S", "WGMESH-FORWARD"))
 	b.WriteString(mustRun(t, nd.netns, "iptables", "-t", "nat", "-S", "WGMESH-POSTRTG"))
 	return b.String()
@@ -313,4 +343,16 @@ func (l *lab) snapshot(nd *labNode) string {
 func (l *lab) ping(from, to *labNode) error {
 	_, err := run(from.pod, "ping", "-c", "1", "-W", "3", to.podIP.String())
 	return err
+}
+
+func (l *lab) ping6(from, to *labNode) error {
+	_, err := run(from.pod, "ping", "-6", "-c", "1", "-W", "3", to.podIP6.String())
+	return err
+}
+
+func (nd *labNode) podCIDRs() []netip.Prefix {
+	if nd.subnet6.IsValid() {
+		return []netip.Prefix{nd.subnet, nd.subnet6}
+	}
+	return []netip.Prefix{nd.subnet}
 }
