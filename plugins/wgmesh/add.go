@@ -11,7 +11,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -191,29 +190,38 @@ func (a *addition) ensureGatewayFor(ipc *current.IPConfig) *types.Error {
 }
 
 // configurePodInterface puts the addresses and routes on the pod's
-// interface and brings it up.
+// interface and brings it up. A route without a gateway goes via the
+// gateway of the address of its family.
 func (a *addition) configurePodInterface() *types.Error {
-	err := a.netns.Do(func(ns.NetNS) error {
-		if hasIPv6(a.result) {
-			// The IPAM guarantees the address is ours: skip duplicate
-			// address detection, which would hold the pod for ~1-2 s.
-			_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+a.args.IfName+"/accept_dad", []byte("0"), 0o644)
+	var addrs []netip.Prefix
+	gw := map[bool]netip.Addr{} // is IPv4 -> gateway
+	for _, ipc := range a.result.IPs {
+		addr, _ := netip.AddrFromSlice(ipc.Address.IP)
+		ones, _ := ipc.Address.Mask.Size()
+		addr = addr.Unmap()
+		addrs = append(addrs, netip.PrefixFrom(addr, ones))
+		if g, ok := netip.AddrFromSlice(ipc.Gateway); ok && !gw[addr.Is4()].IsValid() {
+			gw[addr.Is4()] = g.Unmap()
 		}
-		return ipam.ConfigureIface(a.args.IfName, a.result)
+	}
+	var routes []link.Route
+	for _, r := range a.result.Routes {
+		dst, _ := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		dst = dst.Unmap()
+		via, ok := netip.AddrFromSlice(r.GW)
+		if !ok {
+			via = gw[dst.Is4()]
+		}
+		routes = append(routes, link.Route{Dst: netip.PrefixFrom(dst, ones), GW: via.Unmap()})
+	}
+	err := a.netns.Do(func(ns.NetNS) error {
+		return link.ConfigurePodInterface(a.args.IfName, addrs, routes)
 	})
 	if err != nil {
 		return cniError(CodeLinkSetup, fmt.Sprintf("cannot configure %s in the pod", a.args.IfName), err)
 	}
 	return nil
-}
-
-func hasIPv6(r *current.Result) bool {
-	for _, ipc := range r.IPs {
-		if ipc.Address.IP.To4() == nil {
-			return true
-		}
-	}
-	return false
 }
 
 // enableForwarding turns on IP forwarding in the node's namespace, writing
