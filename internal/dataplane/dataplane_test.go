@@ -68,6 +68,7 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 		if st.Device != a.dev || st.Mode != "userspace" || st.ListenPort != 51820 || st.MTU != 1420 || len(st.Routes) != 2 || st.RouteTable != 87 {
 			t.Errorf("status = %+v", st)
 		}
+		t.Logf("wg show:\n%s", mustRun(t, a.netns, "wg", "show", a.dev))
 		if len(st.Peers) != 2 {
 			t.Fatalf("peers = %+v", st.Peers)
 		}
