@@ -151,7 +151,7 @@ func (p *Pool) allocateFrom(idx int, set ipam.RangeSet, att ipam.Attachment, hel
 }
 
 // Release frees every address held by att. Releasing what is not held is
-// not an error. It also removes orphans (see sweepOrphans).
+// not an error. It also removes orphans (see sweep).
 func (p *Pool) Release(att ipam.Attachment) error {
 	if err := p.store.Lock(); err != nil {
 		return fmt.Errorf("lock %s: %w", p.dir, err)
