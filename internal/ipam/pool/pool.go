@@ -83,7 +83,7 @@ func (p *Pool) Close() error { return p.store.Close() }
 //
 // The whole operation runs under the directory lock: it is atomic with
 // respect to every other Allocate, Release and GC.
-func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) (allocs []Allocation, err error) {
+func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) ([]Allocation, error) {
 	if err := p.store.Lock(); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p.dir, err)
 	}
@@ -98,6 +98,7 @@ func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) (allocs []All
 		}
 	}()
 
+	var allocs []Allocation
 	held := p.heldAddrs(att)
 	for i, set := range sets {
 		a, err := p.allocateFrom(i, set, att, held)
