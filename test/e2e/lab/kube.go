@@ -1,0 +1,237 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// AgentServiceAccount is the ServiceAccount deploy/ grants the agent's RBAC to.
+const AgentServiceAccount = "wgmesh"
+
+// AgentRBACFiles are the manifests whose ServiceAccount, (Cluster)Roles and
+// bindings the lab's agents run under: the same least privilege as the
+// DaemonSet, never admin.
+func (l *Lab) AgentRBACFiles() []string {
+	return []string{
+		filepath.Join(l.Repo, "deploy", "base", "serviceaccount.yaml"),
+		filepath.Join(l.Repo, "deploy", "base", "rbac.yaml"),
+	}
+}
+
+// DecodeManifests reads every object of a multi-document YAML file.
+func DecodeManifests(path string) ([]runtime.Object, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r := utilyaml.NewYAMLReader(bufioReader(b))
+	var objs []runtime.Object
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		objs = append(objs, obj)
+	}
+}
+
+func stripComments(doc []byte) []byte {
+	var out [][]byte
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out = append(out, line)
+		}
+	}
+	return bytes.Join(out, []byte("\n"))
+}
+
+// ApplyAgentRBAC creates the agent's ServiceAccount, roles and bindings from
+// deploy/ (idempotent).
+func (l *Lab) ApplyAgentRBAC(ctx context.Context) error {
+	for _, f := range l.AgentRBACFiles() {
+		objs, err := DecodeManifests(f)
+		if err != nil {
+			return fmt.Errorf("lab: agent RBAC: %w", err)
+		}
+		for _, o := range objs {
+			if err := l.create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("lab: agent RBAC from %s: %w", f, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (l *Lab) create(ctx context.Context, o runtime.Object) error {
+	c := l.Client
+	var err error
+	switch o := o.(type) {
+	case *corev1.ServiceAccount:
+		_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.ClusterRole:
+		_, err = c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.ClusterRoleBinding:
+		_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.Role:
+		_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *rbacv1.RoleBinding:
+		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	default:
+		return fmt.Errorf("unexpected %T in agent RBAC manifests", o)
+	}
+	return err
+}
+
+// AgentToken returns a ServiceAccount token (TokenRequest) for the agent's
+// ServiceAccount, as the kubelet projects one into the DaemonSet's pods.
+func (l *Lab) AgentToken(ctx context.Context) (string, error) {
+	exp := int64((72 * time.Hour).Seconds())
+	tr, err := l.Client.CoreV1().ServiceAccounts(AgentNamespace).CreateToken(ctx, AgentServiceAccount,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("lab: token for serviceaccount %s/%s: %w", AgentNamespace, AgentServiceAccount, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// RegisterNode creates n's Node object as a kubelet would: InternalIP = its
+// underlay address, Hostname, and a Ready condition.
+func (l *Lab) RegisterNode(ctx context.Context, n *Node) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
+		"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux",
+	}}}
+	created, err := l.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("lab: register node %s: %w", n.Name, err)
+	}
+	now := metav1.Now()
+	created.Status.Addresses = []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: n.Addr.String()},
+		{Type: corev1.NodeHostName, Address: n.Name},
+	}
+	created.Status.Conditions = []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+		Message: "lab node (no kubelet)", LastHeartbeatTime: now, LastTransitionTime: now,
+	}}
+	if _, err := l.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("lab: node %s status: %w", n.Name, err)
+	}
+	return nil
+}
+
+// DeleteNodeObject deletes a Node object (absent is fine).
+func (l *Lab) DeleteNodeObject(ctx context.Context, name string) error {
+	err := l.Client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("lab: delete node %s: %w", name, err)
+	}
+	return nil
+}
+
+// Node paths the agent uses, inside the node.
+const (
+	AgentInterface  = "wgmesh0"
+	AgentBridge     = "cni0"
+	AgentKeyFile    = "/var/lib/wgmesh/private.key"
+	AgentSubnetFile = "/run/wgmesh/subnet.env"
+	AgentMetrics    = "127.0.0.1:9918"
+)
+
+// AgentArgs are the `wgmesh-agent run` flags the lab uses, as the DaemonSet
+// passes them.
+func (l *Lab) AgentArgs(n *Node) []string {
+	return []string{
+		"run",
+		"--kubeconfig", filepath.Join(n.Dir, "agent.kubeconfig"),
+		"--node-name", n.Name,
+		"--interface", AgentInterface,
+		"--wireguard", "auto",
+		"--listen-port", strconv.Itoa(ListenPort),
+		"--private-key", AgentKeyFile,
+		"--subnet-file", AgentSubnetFile,
+		"--cluster-cidr", ClusterCIDR,
+		"--node-cidr-mask-size", strconv.Itoa(NodeCIDRMaskSize),
+		"--namespace", AgentNamespace,
+		"--metrics-addr", AgentMetrics,
+		"--bridge", AgentBridge,
+	}
+}
+
+// StartAgent runs the real wgmesh-agent inside n with a ServiceAccount
+// token bound to deploy/'s RBAC. A running agent is stopped first.
+func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
+	kc := filepath.Join(n.Dir, "agent.kubeconfig")
+	if !exists(kc) {
+		if err := l.ApplyAgentRBAC(ctx); err != nil {
+			return err
+		}
+		tok, err := l.AgentToken(ctx)
+		if err != nil {
+			return err
+		}
+		if err := l.writeKubeconfig(kc, "system:serviceaccount:"+AgentNamespace+":"+AgentServiceAccount, tok); err != nil {
+			return err
+		}
+	}
+	if n.Agent != nil {
+		n.Agent.Stop(10 * time.Second)
+	}
+	p, err := n.Start("wgmesh-agent", nil, append([]string{filepath.Join(l.Bin, "wgmesh-agent")}, l.AgentArgs(n)...)...)
+	if err != nil {
+		return err
+	}
+	n.Agent = p
+	return nil
+}
+
+// StopAgent stops n's agent with SIGTERM (a graceful shutdown).
+func (l *Lab) StopAgent(n *Node) {
+	if n.Agent != nil {
+		n.Agent.Stop(10 * time.Second)
+		n.Agent = nil
+	}
+}
+
+// AddNode is NewNode + RegisterNode + StartAgent: an agent-only node.
+func (l *Lab) AddNode(ctx context.Context, name string) (*Node, error) {
+	n, err := l.NewNode(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.RegisterNode(ctx, n); err != nil {
+		return nil, err
+	}
+	if err := l.StartAgent(ctx, n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }

@@ -1,0 +1,95 @@
+//go:build e2e
+
+package lab
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
+)
+
+// newBareLab is a lab with the underlay and no control plane: enough to
+// test nodes, mounts and CNI.
+func newBareLab(t *testing.T) *Lab {
+	t.Helper()
+	testutil.RequireRoot(t)
+	cfg := Config{Dir: filepath.Join(t.TempDir(), "lab"), Log: slog.Default()}
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l := &Lab{Config: cfg, ID: newID(), nodes: map[string]*Node{}, nextIP: 11}
+	t.Cleanup(l.Down)
+	if err := l.buildLabpod(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.makeUnderlay(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestNodesHaveTheirOwnMountsAndMeetOnTheUnderlay(t *testing.T) {
+	l := newBareLab(t)
+	ctx := t.Context()
+	a, err := l.NewNode(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.NewNode(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Run(ctx, "sh", "-c", "echo a > /run/wgmesh/who"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.Run(ctx, "cat", "/run/wgmesh/who"); err == nil {
+		t.Errorf("node b sees node a's /run/wgmesh: %q", out)
+	}
+	if _, err := os.Stat("/run/wgmesh/who"); err == nil {
+		t.Errorf("the machine sees node a's /run/wgmesh")
+	}
+	if got, err := os.ReadFile(filepath.Join(a.Dir, "run-wgmesh", "who")); err != nil || string(got) != "a\n" {
+		t.Errorf("node a's /run/wgmesh is not %s: %q %v", filepath.Join(a.Dir, "run-wgmesh"), got, err)
+	}
+	if _, err := a.Run(ctx, "ping", "-c", "1", "-W", "2", b.Addr.String()); err != nil {
+		t.Errorf("a cannot reach b on the underlay: %v", err)
+	}
+	if _, err := a.Run(ctx, "ping", "-c", "1", "-W", "2", ControlPlaneIP.String()); err != nil {
+		t.Errorf("a cannot reach the control plane on the underlay: %v", err)
+	}
+}
+
+func TestPodGetsAnAddressThroughTheShippedConflist(t *testing.T) {
+	l := newBareLab(t)
+	ctx := t.Context()
+	n, err := l.NewNode(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the agent would write.
+	env := "WGMESH_NETWORK=10.42.0.0/16\nWGMESH_SUBNET=10.42.7.0/24\nWGMESH_MTU=1420\nWGMESH_IPMASQ=true\n"
+	if err := os.WriteFile(filepath.Join(n.Dir, "run-wgmesh", "subnet.env"), []byte(env), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.AddPod(ctx, n, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.IP.String(), "10.42.7.") {
+		t.Errorf("pod IP %s not in the node subnet", p.IP)
+	}
+	if _, err := n.Run(ctx, "ping", "-c", "1", "-W", "2", p.IP.String()); err != nil {
+		t.Errorf("node cannot reach its pod: %v", err)
+	}
+	if err := l.DelPod(context.Background(), p); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+}
