@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
@@ -100,8 +101,10 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	if _, err := opts.Root.Resolve("/"); err != nil {
-		return Report{}, fmt.Errorf("host root %s: %w", opts.Root.Dir, err)
+	if fi, err := os.Stat(opts.Root.Dir); err != nil {
+		return Report{}, fmt.Errorf("host root: %w", err)
+	} else if !fi.IsDir() {
+		return Report{}, fmt.Errorf("host root %s is not a directory", opts.Root.Dir)
 	}
 	r := &run{
 		opts: opts,

@@ -10,14 +10,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wgmesh/wgmesh/internal/hostprep/fakehost"
 	"github.com/wgmesh/wgmesh/internal/hostprep/iqn"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestNixOSCheckOnlyLooks(t *testing.T) {
-	tr := nixosTree(t)
-	before := tr.listing()
+	tr := fakehost.NixOS(t)
+	before := tr.Listing()
 	rep := runChecks(t, Options{Root: tr.Root(), Log: quiet()})
 	c := byID(t, rep)
 
@@ -55,15 +56,15 @@ func TestNixOSCheckOnlyLooks(t *testing.T) {
 	if rep.Ready() {
 		t.Error("Ready() = true on a NixOS host without links or initiator name")
 	}
-	if after := tr.listing(); after != before {
+	if after := tr.Listing(); after != before {
 		t.Errorf("check without --fix changed the tree:\n%s", diffLines(before, after))
 	}
 }
 
 func TestNixOSFixIdempotentAndUndo(t *testing.T) {
-	tr := nixosTree(t)
-	before := tr.listing()
-	rec := &recorder{tr: tr}
+	tr := fakehost.NixOS(t)
+	before := tr.Listing()
+	rec := &fakehost.Recorder{Tree: tr}
 	opts := Options{Root: tr.Root(), Fix: true, LoadModules: true, Runner: rec, Log: quiet()}
 
 	rep := runChecks(t, opts)
@@ -84,15 +85,15 @@ func TestNixOSFixIdempotentAndUndo(t *testing.T) {
 		"usr/local/sbin/blkid":    "/run/current-system/sw/bin/blkid",
 		"sbin/lvm":                "/run/current-system/sw/bin/lvm",
 	} {
-		if got := tr.readlink(link); got != target {
+		if got := tr.Readlink(link); got != target {
 			t.Errorf("%s -> %s, want %s", link, got, target)
 		}
 	}
-	fi, err := os.Lstat(filepath.Join(tr.root, "etc/iscsi/initiatorname.iscsi"))
+	fi, err := os.Lstat(filepath.Join(tr.Dir, "etc/iscsi/initiatorname.iscsi"))
 	if err != nil || fi.Mode() != 0o600 {
 		t.Fatalf("initiator name file: %v, mode %v; want a regular file with mode 0600", err, fi.Mode())
 	}
-	name, err := iqn.ParseFile(strings.NewReader(tr.read("etc/iscsi/initiatorname.iscsi")))
+	name, err := iqn.ParseFile(strings.NewReader(tr.Read("etc/iscsi/initiatorname.iscsi")))
 	if err != nil || iqn.Validate(name) != nil || !strings.HasPrefix(name, iqn.OpenISCSIPrefix+":") {
 		t.Fatalf("written initiator name %q: %v", name, err)
 	}
@@ -100,12 +101,12 @@ func TestNixOSFixIdempotentAndUndo(t *testing.T) {
 		"/run/current-system/sw/bin/modprobe iscsi_tcp [PATH=" + LonghornPATH + ":" + ExtraHostPATH + " MODULE_DIR=/run/booted-system/kernel-modules/lib/modules]",
 		"/run/current-system/sw/bin/modprobe nfsv4 [PATH=" + LonghornPATH + ":" + ExtraHostPATH + " MODULE_DIR=/run/booted-system/kernel-modules/lib/modules]",
 	}
-	if strings.Join(rec.calls, "\n") != strings.Join(wantCalls, "\n") {
-		t.Errorf("host commands:\n%s\nwant:\n%s", strings.Join(rec.calls, "\n"), strings.Join(wantCalls, "\n"))
+	if strings.Join(rec.Calls, "\n") != strings.Join(wantCalls, "\n") {
+		t.Errorf("host commands:\n%s\nwant:\n%s", strings.Join(rec.Calls, "\n"), strings.Join(wantCalls, "\n"))
 	}
 
 	// A second --fix run changes nothing.
-	afterFirst := tr.listing()
+	afterFirst := tr.Listing()
 	rep2 := runChecks(t, opts)
 	for _, ch := range rep2.Checks {
 		if ch.Status == StatusFixed || len(ch.Changed) > 0 {
@@ -115,10 +116,10 @@ func TestNixOSFixIdempotentAndUndo(t *testing.T) {
 	if !rep2.Ready() {
 		t.Errorf("second run not ready: %+v", rep2.Blocking())
 	}
-	if len(rec.calls) != 2 {
-		t.Errorf("second run ran host commands: %q", rec.calls[2:])
+	if len(rec.Calls) != 2 {
+		t.Errorf("second run ran host commands: %q", rec.Calls[2:])
 	}
-	if after := tr.listing(); after != afterFirst {
+	if after := tr.Listing(); after != afterFirst {
 		t.Errorf("second --fix run changed the tree:\n%s", diffLines(afterFirst, after))
 	}
 	if s := byID(t, rep2)["program.iscsiadm"].Summary; !strings.Contains(s, "link made by wgmesh-hostprep") {
@@ -134,7 +135,7 @@ func TestNixOSFixIdempotentAndUndo(t *testing.T) {
 	if len(res.Kept) != 0 {
 		t.Errorf("undo kept %q", res.Kept)
 	}
-	if after := tr.listing("proc/modules"); after != listingWithout(before, "proc/modules") {
+	if after := tr.Listing("proc/modules"); after != listingWithout(before, "proc/modules") {
 		t.Errorf("undo did not restore the tree:\n%s", diffLines(listingWithout(before, "proc/modules"), after))
 	}
 	// Undo twice is harmless.
@@ -152,10 +153,10 @@ func TestNixOSStoreOwnedInitiatorNameNeverRewritten(t *testing.T) {
 		{"malformed", "InitiatorName=iqn.2020\u201301.org.nixos:node1\n", StatusMissing},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := nixosTree(t)
-			tr.file("nix/store/0a1b2c-etc/etc/iscsi/initiatorname.iscsi", tt.content, 0o444)
-			tr.link("etc/iscsi/initiatorname.iscsi", "/etc/static/iscsi/initiatorname.iscsi")
-			before := tr.listing()
+			tr := fakehost.NixOS(t)
+			tr.File("nix/store/0a1b2c-etc/etc/iscsi/initiatorname.iscsi", tt.content, 0o444)
+			tr.Link("etc/iscsi/initiatorname.iscsi", "/etc/static/iscsi/initiatorname.iscsi")
+			before := tr.Listing()
 			rep := runChecks(t, Options{Root: tr.Root(), Fix: true, Log: quiet()})
 			c := wantStatus(t, byID(t, rep), "iscsi.initiator-name", tt.want)
 			if !strings.Contains(c.Summary, "owned by the NixOS configuration") {
@@ -169,15 +170,15 @@ func TestNixOSStoreOwnedInitiatorNameNeverRewritten(t *testing.T) {
 					t.Errorf("evidence %q does not flag the en dash", c.Evidence)
 				}
 			}
-			if tr.readlink("etc/iscsi/initiatorname.iscsi") != "/etc/static/iscsi/initiatorname.iscsi" ||
-				tr.read("nix/store/0a1b2c-etc/etc/iscsi/initiatorname.iscsi") != tt.content {
+			if tr.Readlink("etc/iscsi/initiatorname.iscsi") != "/etc/static/iscsi/initiatorname.iscsi" ||
+				tr.Read("nix/store/0a1b2c-etc/etc/iscsi/initiatorname.iscsi") != tt.content {
 				t.Fatal("store-owned initiator name was touched")
 			}
 			// Other fixes happened; undo leaves exactly the starting tree.
 			if _, err := Undo(tr.Root(), quiet()); err != nil {
 				t.Fatal(err)
 			}
-			if after := tr.listing(); after != before {
+			if after := tr.Listing(); after != before {
 				t.Errorf("undo:\n%s", diffLines(before, after))
 			}
 		})
@@ -185,9 +186,9 @@ func TestNixOSStoreOwnedInitiatorNameNeverRewritten(t *testing.T) {
 }
 
 func TestDebianHostIsReadyAndUntouched(t *testing.T) {
-	tr := debianTree(t)
-	before := tr.listing()
-	rec := &recorder{tr: tr}
+	tr := fakehost.Debian(t)
+	before := tr.Listing()
+	rec := &fakehost.Recorder{Tree: tr}
 	rep := runChecks(t, Options{Root: tr.Root(), Fix: true, LoadModules: true, Runner: rec, V2Engine: true, Log: quiet()})
 	c := byID(t, rep)
 	for _, ch := range rep.Checks {
@@ -214,29 +215,29 @@ func TestDebianHostIsReadyAndUntouched(t *testing.T) {
 	if m := wantStatus(t, c, "module.userspace-pci-driver", StatusMissing); !strings.Contains(m.Fix, "linux-modules-extra") {
 		t.Errorf("pci driver fix %q", m.Fix)
 	}
-	if len(rec.calls) != 1 || !strings.HasPrefix(rec.calls[0], "/usr/local/sbin/modprobe nvme_tcp") && !strings.HasPrefix(rec.calls[0], "/usr/sbin/modprobe nvme_tcp") {
-		t.Errorf("host commands %q", rec.calls)
+	if len(rec.Calls) != 1 || !strings.HasPrefix(rec.Calls[0], "/usr/local/sbin/modprobe nvme_tcp") && !strings.HasPrefix(rec.Calls[0], "/usr/sbin/modprobe nvme_tcp") {
+		t.Errorf("host commands %q", rec.Calls)
 	}
-	if after := tr.listing("proc/modules"); after != listingWithout(before, "proc/modules") {
+	if after := tr.Listing("proc/modules"); after != listingWithout(before, "proc/modules") {
 		t.Errorf("--fix on a healthy host changed files:\n%s", diffLines(before, after))
 	}
 }
 
 func TestBrokenHost(t *testing.T) {
-	tr := newTree(t)
-	tr.file("etc/os-release", "ID=ubuntu\nID_LIKE=debian\nPRETTY_NAME=\"Ubuntu 24.04 LTS\"\n", 0o644)
-	tr.exe("usr/bin/mount").exe("usr/bin/umount").exe("usr/bin/findmnt").exe("usr/bin/lsblk").exe("usr/sbin/blkid").exe("bin/sh")
-	tr.link("usr/local/sbin/iscsiadm", "/opt/iscsi/iscsiadm") // dangling: someone else's
-	tr.exe("run/current-system/sw/bin/iscsiadm")              // a stray copy outside the PATH
-	tr.dir("sbin/lvm")                                        // a directory where lvm should be
-	tr.exe("usr/sbin/lvm")
+	tr := fakehost.New(t)
+	tr.File("etc/os-release", "ID=ubuntu\nID_LIKE=debian\nPRETTY_NAME=\"Ubuntu 24.04 LTS\"\n", 0o644)
+	tr.Exe("usr/bin/mount").Exe("usr/bin/umount").Exe("usr/bin/findmnt").Exe("usr/bin/lsblk").Exe("usr/sbin/blkid").Exe("bin/sh")
+	tr.Link("usr/local/sbin/iscsiadm", "/opt/iscsi/iscsiadm") // dangling: someone else's
+	tr.Exe("run/current-system/sw/bin/iscsiadm")              // a stray copy outside the PATH
+	tr.Mkdir("sbin/lvm")                                      // a directory where lvm should be
+	tr.Exe("usr/sbin/lvm")
 	badName := "## my name\nInitiatorName=iqn.2016\u201304.com.open-iscsi:abc\n"
-	tr.file("etc/iscsi/initiatorname.iscsi", badName, 0o640)
-	tr.proc(privateMountinfo, map[int]string{1: "systemd", 99: "multipathd"})
-	tr.file("etc/multipath.conf", "defaults {\n    user_friendly_names yes\n}\nblacklist_exceptions {\n    devnode \"^sd[a-z0-9]+\"\n}\n", 0o644)
-	tr.file("proc/modules", "", 0o444)
-	tr.file("boot/config-"+testKernel, "# CONFIG_ISCSI_TCP is not set\nCONFIG_DM_CRYPT=m\n", 0o644)
-	before := tr.listing()
+	tr.File("etc/iscsi/initiatorname.iscsi", badName, 0o640)
+	tr.Proc(fakehost.PrivateMountinfo, map[int]string{1: "systemd", 99: "multipathd"})
+	tr.File("etc/multipath.conf", "defaults {\n    user_friendly_names yes\n}\nblacklist_exceptions {\n    devnode \"^sd[a-z0-9]+\"\n}\n", 0o644)
+	tr.File("proc/modules", "", 0o444)
+	tr.File("boot/config-"+fakehost.Kernel, "# CONFIG_ISCSI_TCP is not set\nCONFIG_DM_CRYPT=m\n", 0o644)
+	before := tr.Listing()
 
 	rep := runChecks(t, Options{Root: tr.Root(), Log: quiet()})
 	c := byID(t, rep)
@@ -280,32 +281,32 @@ func TestBrokenHost(t *testing.T) {
 	if m := wantStatus(t, c, "program.iscsiadm", StatusMissing); !strings.Contains(strings.Join(m.Evidence, " "), "not replaced") {
 		t.Errorf("iscsiadm evidence %q", m.Evidence)
 	}
-	if tr.readlink("usr/local/sbin/iscsiadm") != "/opt/iscsi/iscsiadm" {
+	if tr.Readlink("usr/local/sbin/iscsiadm") != "/opt/iscsi/iscsiadm" {
 		t.Error("someone else's symlink was replaced")
 	}
 	wantStatus(t, c, "lvm.sbin", StatusMissing)
-	if fi, err := os.Lstat(filepath.Join(tr.root, "sbin/lvm")); err != nil || !fi.IsDir() {
+	if fi, err := os.Lstat(filepath.Join(tr.Dir, "sbin/lvm")); err != nil || !fi.IsDir() {
 		t.Error("directory /sbin/lvm was replaced")
 	}
 	if _, err := Undo(tr.Root(), quiet()); err != nil {
 		t.Fatal(err)
 	}
-	if after := tr.listing(); after != before {
+	if after := tr.Listing(); after != before {
 		t.Errorf("undo did not restore the malformed file:\n%s", diffLines(before, after))
 	}
-	if got := tr.read("etc/iscsi/initiatorname.iscsi"); got != badName {
+	if got := tr.Read("etc/iscsi/initiatorname.iscsi"); got != badName {
 		t.Errorf("restored %q", got)
 	}
 }
 
 func TestUndoKeepsWhatChangedSince(t *testing.T) {
-	tr := nixosTree(t)
+	tr := fakehost.NixOS(t)
 	runChecks(t, Options{Root: tr.Root(), Fix: true, Log: quiet()})
 	// A person repoints one link and edits the name file afterwards.
-	link := filepath.Join(tr.root, "usr/local/sbin/iscsiadm")
+	link := filepath.Join(tr.Dir, "usr/local/sbin/iscsiadm")
 	os.Remove(link)
 	os.Symlink("/opt/bin/iscsiadm", link)
-	tr.file("etc/iscsi/initiatorname.iscsi", "InitiatorName=iqn.2020-01.org.example:mine\n", 0o600)
+	tr.File("etc/iscsi/initiatorname.iscsi", "InitiatorName=iqn.2020-01.org.example:mine\n", 0o600)
 
 	res, err := Undo(tr.Root(), quiet())
 	if err != nil {
@@ -314,14 +315,14 @@ func TestUndoKeepsWhatChangedSince(t *testing.T) {
 	if len(res.Kept) < 2 {
 		t.Errorf("kept %q, want the changed link and file", res.Kept)
 	}
-	if tr.readlink("usr/local/sbin/iscsiadm") != "/opt/bin/iscsiadm" || !strings.Contains(tr.read("etc/iscsi/initiatorname.iscsi"), "mine") {
+	if tr.Readlink("usr/local/sbin/iscsiadm") != "/opt/bin/iscsiadm" || !strings.Contains(tr.Read("etc/iscsi/initiatorname.iscsi"), "mine") {
 		t.Error("undo removed something changed since")
 	}
-	if _, err := os.Lstat(filepath.Join(tr.root, "usr/local/sbin/blkid")); err == nil {
+	if _, err := os.Lstat(filepath.Join(tr.Dir, "usr/local/sbin/blkid")); err == nil {
 		t.Error("undo left an unchanged link")
 	}
 	var rec Record
-	if err := json.Unmarshal([]byte(tr.read(strings.TrimPrefix(RecordPath, "/"))), &rec); err != nil || len(rec.Entries) == 0 {
+	if err := json.Unmarshal([]byte(tr.Read(strings.TrimPrefix(RecordPath, "/"))), &rec); err != nil || len(rec.Entries) == 0 {
 		t.Errorf("record after partial undo: %v %+v", err, rec)
 	}
 }
@@ -329,27 +330,27 @@ func TestUndoKeepsWhatChangedSince(t *testing.T) {
 func TestModuleDetection(t *testing.T) {
 	tests := []struct {
 		name  string
-		build func(tr *tree)
+		build func(tr *fakehost.Tree)
 		want  Status
 	}{
-		{"proc modules", func(tr *tree) { tr.file("proc/modules", "iscsi_tcp 1 0 - Live 0x0\n", 0o444) }, StatusOK},
-		{"sys module live", func(tr *tree) { tr.file("sys/module/iscsi_tcp/initstate", "live\n", 0o444) }, StatusOK},
-		{"sys module builtin", func(tr *tree) { tr.dir("sys/module/iscsi_tcp/parameters") }, StatusOK},
-		{"modules.builtin", func(tr *tree) {
-			tr.file("lib/modules/"+testKernel+"/modules.builtin", "kernel/drivers/scsi/iscsi_tcp.ko\n", 0o444)
+		{"proc modules", func(tr *fakehost.Tree) { tr.File("proc/modules", "iscsi_tcp 1 0 - Live 0x0\n", 0o444) }, StatusOK},
+		{"sys module live", func(tr *fakehost.Tree) { tr.File("sys/module/iscsi_tcp/initstate", "live\n", 0o444) }, StatusOK},
+		{"sys module builtin", func(tr *fakehost.Tree) { tr.Mkdir("sys/module/iscsi_tcp/parameters") }, StatusOK},
+		{"modules.builtin", func(tr *fakehost.Tree) {
+			tr.File("lib/modules/"+fakehost.Kernel+"/modules.builtin", "kernel/drivers/scsi/iscsi_tcp.ko\n", 0o444)
 		}, StatusOK},
-		{"nixos modules.builtin", func(tr *tree) {
-			tr.file("run/booted-system/kernel-modules/lib/modules/"+testKernel+"/modules.builtin", "kernel/drivers/scsi/iscsi_tcp.ko\n", 0o444)
+		{"nixos modules.builtin", func(tr *fakehost.Tree) {
+			tr.File("run/booted-system/kernel-modules/lib/modules/"+fakehost.Kernel+"/modules.builtin", "kernel/drivers/scsi/iscsi_tcp.ko\n", 0o444)
 		}, StatusOK},
-		{"proc config.gz y", func(tr *tree) { tr.gz("proc/config.gz", "CONFIG_ISCSI_TCP=y\n") }, StatusOK},
-		{"boot config y", func(tr *tree) { tr.file("boot/config-"+testKernel, "CONFIG_ISCSI_TCP=y\n", 0o444) }, StatusOK},
-		{"config m", func(tr *tree) { tr.file("boot/config-"+testKernel, "CONFIG_ISCSI_TCP=m\n", 0o444) }, StatusMissing},
-		{"nothing", func(tr *tree) {}, StatusMissing},
+		{"proc config.gz y", func(tr *fakehost.Tree) { tr.Gz("proc/config.gz", "CONFIG_ISCSI_TCP=y\n") }, StatusOK},
+		{"boot config y", func(tr *fakehost.Tree) { tr.File("boot/config-"+fakehost.Kernel, "CONFIG_ISCSI_TCP=y\n", 0o444) }, StatusOK},
+		{"config m", func(tr *fakehost.Tree) { tr.File("boot/config-"+fakehost.Kernel, "CONFIG_ISCSI_TCP=m\n", 0o444) }, StatusMissing},
+		{"nothing", func(tr *fakehost.Tree) {}, StatusMissing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := newTree(t)
-			tr.file("proc/sys/kernel/osrelease", testKernel+"\n", 0o444)
+			tr := fakehost.New(t)
+			tr.File("proc/sys/kernel/osrelease", fakehost.Kernel+"\n", 0o444)
 			tt.build(tr)
 			rep := runChecks(t, Options{Root: tr.Root(), Log: quiet()})
 			wantStatus(t, byID(t, rep), "module.iscsi_tcp", tt.want)
@@ -358,8 +359,8 @@ func TestModuleDetection(t *testing.T) {
 }
 
 func TestModprobeFailureIsReported(t *testing.T) {
-	tr := nixosTree(t)
-	rec := &recorder{tr: tr, fail: true}
+	tr := fakehost.NixOS(t)
+	rec := &fakehost.Recorder{Tree: tr, Fail: true}
 	rep := runChecks(t, Options{Root: tr.Root(), Fix: true, LoadModules: true, Runner: rec, Log: quiet()})
 	m := wantStatus(t, byID(t, rep), "module.iscsi_tcp", StatusMissing)
 	if !strings.Contains(strings.Join(m.Evidence, " "), "Module not found") {
@@ -368,12 +369,12 @@ func TestModprobeFailureIsReported(t *testing.T) {
 }
 
 func TestIscsidSocketActivated(t *testing.T) {
-	tr := debianTree(t)
-	os.RemoveAll(filepath.Join(tr.root, "proc/640"))
-	os.RemoveAll(filepath.Join(tr.root, "proc/641"))
+	tr := fakehost.Debian(t)
+	os.RemoveAll(filepath.Join(tr.Dir, "proc/640"))
+	os.RemoveAll(filepath.Join(tr.Dir, "proc/641"))
 	rep := runChecks(t, Options{Root: tr.Root(), Log: quiet()})
 	wantStatus(t, byID(t, rep), "iscsi.iscsid", StatusMissing)
-	tr.file("proc/1/net/unix", "Num       RefCount Protocol Flags    Type St Inode Path\n"+
+	tr.File("proc/1/net/unix", "Num       RefCount Protocol Flags    Type St Inode Path\n"+
 		"0000000000000000: 00000002 00000000 00010000 0001 01 20841 @ISCSIADM_ABSTRACT_NAMESPACE\n", 0o444)
 	rep = runChecks(t, Options{Root: tr.Root(), Log: quiet()})
 	wantStatus(t, byID(t, rep), "iscsi.iscsid", StatusOK)
@@ -401,7 +402,7 @@ func TestBlacklistsLonghorn(t *testing.T) {
 }
 
 func TestJSONHasLonghornctlShape(t *testing.T) {
-	tr := nixosTree(t)
+	tr := fakehost.NixOS(t)
 	rep := runChecks(t, Options{Root: tr.Root(), Log: quiet()})
 	var b bytes.Buffer
 	if err := rep.WriteJSON(&b); err != nil {
