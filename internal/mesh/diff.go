@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -24,7 +25,26 @@ import (
 // ReplacePeers is never set: a change to one peer never disturbs the
 // tunnels of the others. PrivateKey and ListenPort are left nil. A desired
 // peer without endpoint keeps whatever endpoint the device learned.
+//
+// DiffPeers sets a differing endpoint unconditionally; DiffPeersAt spares
+// live sessions.
 func DiffPeers(current []wgtypes.Peer, desired []Peer) wgtypes.Config {
+	return DiffPeersAt(current, desired, time.Time{})
+}
+
+// SessionLifetime is WireGuard's Reject-After-Time: a handshake younger
+// than this means the session, and so the endpoint it runs on, works.
+const SessionLifetime = 180 * time.Second
+
+// DiffPeersAt is DiffPeers, except that an existing peer whose last
+// handshake is younger than SessionLifetime at now keeps its current
+// endpoint even when the desired one differs. That endpoint works: it is
+// the one WireGuard learned from the peer's own packets (a node behind NAT
+// publishes an address nobody can reach, and its real one is learned when
+// it connects; overwriting it on every resync would cut the tunnel until
+// the next keepalive). Once the session dies, the desired endpoint is set.
+// A zero now disables this.
+func DiffPeersAt(current []wgtypes.Peer, desired []Peer, now time.Time) wgtypes.Config {
 	have := make(map[wgtypes.Key]*wgtypes.Peer, len(current))
 	for i := range current {
 		have[current[i].PublicKey] = &current[i]
@@ -58,7 +78,8 @@ func DiffPeers(current []wgtypes.Peer, desired []Peer) wgtypes.Config {
 			pc.AllowedIPs = ipNets(d.AllowedIPs)
 			changed = true
 		}
-		if d.Endpoint.IsValid() && endpointOf(cur) != d.Endpoint {
+		live := !now.IsZero() && !cur.LastHandshakeTime.IsZero() && now.Sub(cur.LastHandshakeTime) < SessionLifetime
+		if d.Endpoint.IsValid() && endpointOf(cur) != d.Endpoint && !live {
 			pc.Endpoint = net.UDPAddrFromAddrPort(d.Endpoint)
 			changed = true
 		}

@@ -104,6 +104,26 @@ func TestDiffPeers(t *testing.T) {
 			t.Errorf("keepalive update = %+v", cfg.Peers[1])
 		}
 	})
+	t.Run("a live session keeps its learned endpoint; a dead one gets the published", func(t *testing.T) {
+		now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+		dev := deviceFrom(desired.Peers)
+		for i := range dev {
+			if dev[i].PublicKey == desired.Peers[0].PublicKey {
+				dev[i].Endpoint = net.UDPAddrFromAddrPort(ep("198.51.100.9:40000")) // learned behind NAT
+				dev[i].LastHandshakeTime = now.Add(-time.Minute)
+			}
+		}
+		if cfg := DiffPeersAt(dev, desired.Peers, now); len(cfg.Peers) != 0 {
+			t.Fatalf("live session disturbed: %+v", cfg.Peers)
+		}
+		cfg := DiffPeersAt(dev, desired.Peers, now.Add(SessionLifetime))
+		if len(cfg.Peers) != 1 || cfg.Peers[0].Endpoint.String() != desired.Peers[0].Endpoint.String() {
+			t.Fatalf("dead session not repaired: %+v", cfg.Peers)
+		}
+		if cfg := DiffPeers(dev, desired.Peers); len(cfg.Peers) != 1 {
+			t.Fatalf("DiffPeers (no clock) should set the endpoint: %+v", cfg.Peers)
+		}
+	})
 	t.Run("no published endpoint keeps the learned one", func(t *testing.T) {
 		dev := deviceFrom(desired.Peers)
 		d2 := append([]Peer(nil), desired.Peers...)

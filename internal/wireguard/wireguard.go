@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
@@ -258,7 +259,7 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	if err != nil {
 		return mesh.PeerOps{}, err
 	}
-	cfg := mesh.DiffPeers(dev.Peers, desired)
+	cfg := mesh.DiffPeersAt(dev.Peers, desired, time.Now())
 	if len(cfg.Peers) == 0 {
 		return mesh.PeerOps{}, nil
 	}
