@@ -1,6 +1,7 @@
 # wgmesh image: wgmesh-agent (and its `install` step), the wgmesh and
-# wgmesh-ipam CNI plugins, wgmesh-hostprep, and the reference portmap and
-# bandwidth plugins for runtimes whose CNI bin dir lacks them.
+# wgmesh-ipam CNI plugins, wgmesh-hostprep, and the reference portmap,
+# bandwidth and loopback plugins for runtimes whose CNI bin dir lacks them
+# (k3s with --flannel-backend=none uses a bare /opt/cni/bin).
 #
 #   make image IMAGE=registry.example.com/wgmesh:v0.1.0
 #   docker build -t wgmesh:dev .
@@ -19,7 +20,8 @@ RUN go build -trimpath -ldflags="-s -w" -o /out/ \
         ./plugins/wgmesh ./cmd/wgmesh-ipam ./cmd/wgmesh-agent ./cmd/wgmesh-hostprep \
     && go build -trimpath -ldflags="-s -w" -o /out/ \
         github.com/containernetworking/plugins/plugins/meta/portmap \
-        github.com/containernetworking/plugins/plugins/meta/bandwidth
+        github.com/containernetworking/plugins/plugins/meta/bandwidth \
+        github.com/containernetworking/plugins/plugins/main/loopback
 
 # Not distroless: the agent programs iptables through the iptables binaries
 # (coreos/go-iptables executes them), and must use the host's backend (nft or

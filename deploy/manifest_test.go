@@ -455,9 +455,19 @@ func flagValues(args []string) map[string]string {
 	return out
 }
 
+// Whatever k3s's containerd config says, the dirs are mounted: containerd's
+// defaults (k3s with --flannel-backend=none) and k3s's own dirs of every
+// release.
 func TestInstallArgsAreInstallFlags(t *testing.T) {
 	ds := shipped(t).ds
-	checkInstallContainers(t, ds, "/var/lib/rancher/k3s/data/cni", "/var/lib/rancher/k3s/agent/etc/cni/net.d")
+	for _, dirs := range [][2]string{
+		{"/opt/cni/bin", "/etc/cni/net.d"},
+		{"/var/lib/rancher/k3s/data/cni", "/var/lib/rancher/k3s/agent/etc/cni/net.d"},
+		{"/var/lib/rancher/k3s/data/current/bin", "/var/lib/rancher/k3s/agent/etc/cni/net.d"},
+		{"/var/lib/rancher/k3s/data/3f1a9c/bin", "/var/lib/rancher/k3s/agent/etc/cni/net.d"},
+	} {
+		checkInstallContainers(t, ds, dirs[0], dirs[1])
+	}
 }
 
 // The agent's args must be flags `wgmesh-agent run` defines, and the probes

@@ -85,9 +85,13 @@ func RenderConflist(c ConflistConfig) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// ChainedPlugins are the conflist's plugins that wgmesh does not build; the
-// image carries the reference builds for runtimes whose bin dir lacks them.
-var ChainedPlugins = []string{"portmap", "bandwidth"}
+// SupportPlugins are reference plugins the node needs besides wgmesh's own:
+// portmap and bandwidth (chained in the conflist) and loopback (containerd's
+// CRI brings up the pod's lo with it). The image carries the reference
+// builds; install copies each only into a bin dir that has none, never over
+// the distribution's. k3s started with --flannel-backend=none points
+// containerd at the bare /opt/cni/bin, which has none of them.
+var SupportPlugins = []string{"portmap", "bandwidth", "loopback"}
 
 // OwnPlugins are the binaries wgmesh builds and install always keeps current.
 var OwnPlugins = []string{"wgmesh", "wgmesh-ipam"}

@@ -253,7 +253,7 @@ func ensurePrivateDir(dir string) error {
 }
 
 // installBinaries copies OwnPlugins into the first bin dir (always kept
-// current), and each ChainedPlugin that no bin dir has yet. It returns the
+// current), and each SupportPlugin that no bin dir has yet. It returns the
 // names it wrote.
 func installBinaries(o Options, dirs CNIDirs) ([]string, error) {
 	binDir, err := o.onHost(dirs.BinDirs[0])
@@ -286,12 +286,12 @@ func installBinaries(o Options, dirs CNIDirs) ([]string, error) {
 			return changed, err
 		}
 	}
-	for _, name := range ChainedPlugins {
+	for _, name := range SupportPlugins {
 		if found := findPlugin(o, dirs, name); found != "" {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(o.SourceDir, name)); err != nil {
-			return changed, fmt.Errorf("the conflist chains %s, which is in no CNI bin dir (%s) and not in %s", name, strings.Join(dirs.BinDirs, ", "), o.SourceDir)
+			return changed, fmt.Errorf("pods need the %s plugin, which is in no CNI bin dir (%s) and not in %s", name, strings.Join(dirs.BinDirs, ", "), o.SourceDir)
 		}
 		if err := install(name); err != nil {
 			return changed, err
@@ -420,7 +420,7 @@ func agentReady(ctx context.Context, o Options) error {
 }
 
 // uninstall removes what install wrote: the conflist, then our plugins. The
-// chained plugins stay: install cannot tell whether it or the distribution
+// support plugins stay: install cannot tell whether it or the distribution
 // put them there.
 func uninstall(o Options) error {
 	dirs, err := ResolveDirs(o)

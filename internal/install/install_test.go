@@ -49,7 +49,7 @@ func newFakeNode(t *testing.T) fakeNode {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range append(append([]string{}, OwnPlugins...), ChainedPlugins...) {
+	for _, p := range append(append([]string{}, OwnPlugins...), SupportPlugins...) {
 		if err := os.WriteFile(filepath.Join(n.src, p), []byte("#!binary "+p+"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -113,8 +113,8 @@ func TestInstallOnK3sFindsDirsFromContainerdConfig(t *testing.T) {
 			t.Errorf("%s mode %v, want 0755", p, fi.Mode().Perm())
 		}
 	}
-	// k3s's own portmap and bandwidth are left alone.
-	for _, p := range ChainedPlugins {
+	// k3s's own portmap, bandwidth and loopback are left alone.
+	for _, p := range SupportPlugins {
 		if fi, err := os.Lstat(n.host(filepath.Join(k3sBinDir, p))); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			t.Errorf("k3s's %s was replaced", p)
 		}
@@ -188,8 +188,9 @@ func TestInstallKubeletPathsFromFlags(t *testing.T) {
 	if err := Run(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	// A bare /opt/cni/bin (kind ships no bandwidth) gets the chained plugins.
-	for _, p := range append(append([]string{}, OwnPlugins...), ChainedPlugins...) {
+	// A bare /opt/cni/bin (k3s with --flannel-backend=none; kind has no
+	// bandwidth) gets the support plugins.
+	for _, p := range append(append([]string{}, OwnPlugins...), SupportPlugins...) {
 		if _, err := os.Stat(n.host("/opt/cni/bin/" + p)); err != nil {
 			t.Errorf("%s not installed: %v", p, err)
 		}
@@ -211,7 +212,7 @@ func TestInstallErrorsSayWhatToDo(t *testing.T) {
 		{"chained plugin nowhere", func(n fakeNode, o *Options) {
 			os.Remove(n.host(filepath.Join(k3sBinDir, "bandwidth")))
 			os.Remove(filepath.Join(n.src, "bandwidth"))
-		}, "chains bandwidth, which is in no CNI bin dir"},
+		}, "pods need the bandwidth plugin, which is in no CNI bin dir"},
 		{"bad mode", func(n fakeNode, o *Options) { o.WriteConflist = "later" }, "want never, now or when-ready"},
 		{"relative path", func(n fakeNode, o *Options) { o.CNIBinDir = "opt/cni/bin" }, "must be an absolute path"},
 	} {
@@ -438,9 +439,34 @@ func TestInstallFollowsK3sCurrentSymlinkInsideHostRoot(t *testing.T) {
 	if err := Run(context.Background(), n.options(t)); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range append(append([]string{}, OwnPlugins...), ChainedPlugins...) {
+	for _, p := range append(append([]string{}, OwnPlugins...), SupportPlugins...) {
 		if _, err := os.Stat(n.host("/var/lib/rancher/k3s/data/0d2f1c/bin/" + p)); err != nil {
 			t.Errorf("%s not in data/<id>/bin: %v", p, err)
 		}
+	}
+}
+
+// k3s with --flannel-backend=none leaves containerd at its defaults: wgmesh
+// goes to /opt/cni/bin and /etc/cni/net.d, with the support plugins k3s
+// keeps in its own data dir.
+func TestInstallOnK3sWithFlannelNoneUsesContainerdDefaults(t *testing.T) {
+	n := newFakeNode(t)
+	mkdir(t, n.host(DefaultCNIBinDir))
+	if err := os.WriteFile(n.host(DefaultContainerdConfig), []byte(k3sV3FlannelNone), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), n.options(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(append([]string{}, OwnPlugins...), SupportPlugins...) {
+		if _, err := os.Stat(n.host(filepath.Join(DefaultCNIBinDir, p))); err != nil {
+			t.Errorf("%s not in %s: %v", p, DefaultCNIBinDir, err)
+		}
+	}
+	if _, err := os.Stat(n.host(filepath.Join(DefaultCNIConfDir, ConflistName))); err != nil {
+		t.Error(err)
+	}
+	if entries, _ := os.ReadDir(n.host(k3sConfDir)); len(entries) > 0 {
+		t.Errorf("wrote into k3s's flannel conf dir: %v", entries)
 	}
 }
