@@ -9,6 +9,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
 )
 
 // ensureGateways makes bridge exist, be up, and hold the gateway address
@@ -51,7 +53,10 @@ func ensureGateways(bridge string, subnets []netip.Prefix, mtu int) (int, error)
 		have[netip.PrefixFrom(ip.Unmap(), ones)] = true
 	}
 	for _, s := range subnets {
-		gw := netip.PrefixFrom(s.Masked().Addr().Next(), s.Bits())
+		if s.Bits() > s.Addr().BitLen()-2 {
+			continue // too small for a gateway; mesh.Desired reports it
+		}
+		gw := netip.PrefixFrom(mesh.Gateway(s), s.Bits())
 		if have[gw] {
 			continue
 		}

@@ -59,8 +59,12 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 	}
 	gateways := map[bool]netip.Addr{} // is IPv6 -> our cni0 gateway
 	for _, p := range selfCIDRs {
+		if p.Bits() > p.Addr().BitLen()-2 {
+			report(self.Name, ReasonInvalidPodCIDR, "this node's pod CIDR %s is too small for a gateway and pods", p)
+			continue
+		}
 		if _, ok := gateways[p.Addr().Is6()]; !ok {
-			gateways[p.Addr().Is6()] = p.Addr().Next()
+			gateways[p.Addr().Is6()] = Gateway(p)
 		}
 	}
 	selfKeepalive, err := parseKeepalive(self.PersistentKeepalive)
@@ -206,6 +210,9 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 	problems = slices.Compact(problems)
 	return state, problems
 }
+
+// Gateway is the cni0 address of a node subnet: its first address.
+func Gateway(subnet netip.Prefix) netip.Addr { return subnet.Masked().Addr().Next() }
 
 // chooseEndpoint returns the endpoint of n: the force-endpoint a person set,
 // else the one its agent published. An invalid force-endpoint is reported

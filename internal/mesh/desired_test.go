@@ -396,3 +396,67 @@ func FuzzParseKeepalive(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDesired builds a cluster from fuzz bytes (small address space, so
+// overlaps, duplicate keys and bad values are frequent) and checks the
+// invariants the data plane relies on.
+func FuzzDesired(f *testing.F) {
+	f.Add([]byte{0, 1, 24, 1, 1, 2, 24, 2, 2, 2, 25, 3})
+	f.Add([]byte{0, 0, 16, 0, 1, 0, 24, 1, 2, 9, 0, 2})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var nodes []Node
+		for i := 0; i+3 < len(data) && len(nodes) < 64; i += 4 {
+			n := Node{Name: fmt.Sprintf("n%d", data[i]%16)}
+			bits := int(data[i+2] % 33)
+			n.PodCIDRs = []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, data[i+1] % 8, 0}), bits)}
+			if data[i+3]%7 != 0 {
+				n.PublicKey = key(int(data[i+3] % 12)).String()
+			}
+			switch data[i+3] % 5 {
+			case 1:
+				n.Endpoint = fmt.Sprintf("192.168.0.%d", data[i+1])
+			case 2:
+				n.ForceEndpoint = "host.example:1"
+			case 3:
+				n.PersistentKeepalive = fmt.Sprintf("%d", data[i+1])
+			}
+			nodes = append(nodes, n)
+		}
+		if len(nodes) == 0 {
+			return
+		}
+		self := nodes[0]
+		s, _ := Desired(self, nodes, Options{})
+		seen := map[wgtypes.Key]bool{}
+		var all []netip.Prefix
+		for _, p := range s.Peers {
+			if p.Node == self.Name {
+				t.Fatalf("self %s is a peer", self.Name)
+			}
+			if seen[p.PublicKey] {
+				t.Fatalf("key %s programmed twice", p.PublicKey)
+			}
+			seen[p.PublicKey] = true
+			all = append(all, p.AllowedIPs...)
+		}
+		for _, own := range s.Subnets {
+			for _, a := range all {
+				if a.Overlaps(own) {
+					t.Fatalf("peer AllowedIPs %s overlap our subnet %s", a, own)
+				}
+			}
+		}
+		for i := range all {
+			for j := i + 1; j < len(all); j++ {
+				if all[i].Overlaps(all[j]) {
+					t.Fatalf("AllowedIPs %s and %s overlap", all[i], all[j])
+				}
+			}
+		}
+		for _, r := range s.Routes {
+			if !slices.ContainsFunc(s.Subnets, func(p netip.Prefix) bool { return p.Contains(r.Src) }) {
+				t.Fatalf("route %s src %s not in our subnets %v", r.Dst, r.Src, s.Subnets)
+			}
+		}
+	})
+}
