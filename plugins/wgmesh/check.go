@@ -39,7 +39,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return delegateError(conf.IPAM.Type, "CHECK", err)
 	}
 	var problems []string
-	problems = append(problems, checkHostSide(args, conf.Bridge)...)
+	problems = append(problems, checkHostSide(args, conf.Bridge, prev)...)
 	// perr is a *types.Error: kept out of err (an error) so that a nil
 	// pointer never becomes a non-nil interface.
 	podProblems, perr := checkPodSide(args, prev)
@@ -53,8 +53,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	return nil
 }
 
-// checkHostSide: the host veth exists, is up and is a port of the bridge.
-func checkHostSide(args *skel.CmdArgs, bridge string) []string {
+// checkHostSide: the host veth exists, is up and is a port of the bridge,
+// and the bridge carries the gateway of every pod address.
+func checkHostSide(args *skel.CmdArgs, bridge string, prev *current.Result) []string {
 	name := link.HostVethName(args.ContainerID, args.IfName)
 	host, err := netlinksafe.LinkByName(name)
 	if err != nil {
@@ -70,6 +71,28 @@ func checkHostSide(args *skel.CmdArgs, bridge string) []string {
 	}
 	if host.Attrs().Flags&net.FlagUp == 0 {
 		out = append(out, fmt.Sprintf("host veth %s is down", name))
+	}
+	return append(out, checkGateways(br, prev)...)
+}
+
+func checkGateways(br netlink.Link, prev *current.Result) []string {
+	addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot list addresses of %s: %v", br.Attrs().Name, err)}
+	}
+	var out []string
+	for _, ipc := range prev.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		gw := net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
+		found := false
+		for _, a := range addrs {
+			found = found || a.IPNet.String() == gw.String()
+		}
+		if !found {
+			out = append(out, fmt.Sprintf("gateway %s missing on %s", gw.String(), br.Attrs().Name))
+		}
 	}
 	return out
 }

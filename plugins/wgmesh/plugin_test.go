@@ -403,3 +403,58 @@ func TestDualStackPodsPingOverIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestAddWhenPodAlreadyHasTheInterface(t *testing.T) {
+	l := newLab(t, true)
+	p := l.newPod()
+	err := p.netns.Do(func(ns.NetNS) error {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = "eth0"
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "other0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.add(context.Background(), p)
+	if cniCode(err) != CodeIfaceExists {
+		t.Fatalf("ADD with eth0 taken = %v (code %d), want %d", err, cniCode(err), CodeIfaceExists)
+	}
+	if a := l.allocations(); len(a) != 0 {
+		t.Errorf("allocations: %v", a)
+	}
+	if v := l.hostVeths(); len(v) != 0 {
+		t.Errorf("host veths: %v", v)
+	}
+}
+
+func TestCheckDetectsMissingGatewayAndMTU(t *testing.T) {
+	l := newLab(t, true)
+	p := l.newPod()
+	l.mustAdd(p)
+	err := l.inNode(func() error {
+		br, err := netlinksafe.LinkByName("cni0")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrDel(br, &netlink.Addr{IPNet: link.IPNet(netip.MustParsePrefix("10.42.1.1/24"))})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.netns.Do(func(ns.NetNS) error {
+		eth0, err := netlinksafe.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetMTU(eth0, 1300)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.check(p)
+	for _, want := range []string{"gateway 10.42.1.1/24 missing on cni0", "eth0 has MTU 1300, want 1380"} {
+		if cniCode(err) != CodeCheckFailed || !strings.Contains(err.Error(), want) {
+			t.Errorf("CHECK = %v, want code %d with %q", err, CodeCheckFailed, want)
+		}
+	}
+}

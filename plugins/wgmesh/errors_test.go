@@ -1,0 +1,47 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/wgmesh/wgmesh/internal/cniconf"
+)
+
+func TestConfErrorCodes(t *testing.T) {
+	_, decodeErr := cniconf.Parse([]byte(`{"name":"n","mtu":"x"}`))
+	_, invalidErr := cniconf.Parse([]byte(`{"name":"n","mtu":5}`))
+	if c := confError(decodeErr).Code; c != CodeDecode {
+		t.Errorf("decode error -> code %d, want %d", c, CodeDecode)
+	}
+	if c := confError(invalidErr).Code; c != CodeInvalidConf {
+		t.Errorf("invalid value -> code %d, want %d", c, CodeInvalidConf)
+	}
+}
+
+func TestDelegateErrorKeepsTheIPAMCode(t *testing.T) {
+	exhausted := &types.Error{Code: 100, Msg: "address range exhausted", Details: "10.42.1.0/24"}
+	got := delegateError("wgmesh-ipam", "ADD", fmt.Errorf("wrapped: %w", exhausted))
+	if got.Code != 100 || got.Msg != "ipam wgmesh-ipam ADD: address range exhausted" || got.Details != "10.42.1.0/24" {
+		t.Errorf("delegateError = %+v", got)
+	}
+	got = delegateError("wgmesh-ipam", "DEL", errors.New(`failed to find plugin "wgmesh-ipam" in path`))
+	if got.Code != CodeIPAM {
+		t.Errorf("plain error -> code %d, want %d", got.Code, CodeIPAM)
+	}
+}
+
+func TestCleanupStackRunsNewestFirstOnce(t *testing.T) {
+	var order []int
+	var s cleanupStack
+	for i := range 3 {
+		s.push(func() { order = append(order, i) })
+	}
+	s.run()
+	s.run()
+	if fmt.Sprint(order) != "[2 1 0]" {
+		t.Errorf("undo order %v, want [2 1 0] once", order)
+	}
+}
