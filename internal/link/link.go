@@ -1,11 +1,13 @@
-// Package link creates and removes the node-side kernel links of the wgmesh
-// CNI plugin: the pod bridge (with the node subnets' gateway addresses) and
-// the veth pairs that connect pods to it.
+// Package link creates and removes the kernel links of the wgmesh CNI
+// plugin: the pod bridge (with the node subnets' gateway addresses), the
+// veth pairs that connect pods to it, and the addresses and routes of the
+// pod end.
 //
 // It owns the bridge it is told to use (created when absent, adopted when
-// present, never deleted) and the veths whose alias it wrote (see Owner).
-// It never touches other links, routes or addresses, and it runs in whatever
-// network namespace its caller is in: callers switch namespaces, not it.
+// present, never deleted), the veths whose alias it wrote (see Owner) and
+// the pod interface it configures. It never touches other links, routes or
+// addresses, and it runs in whatever network namespace its caller is in:
+// callers switch namespaces, not it.
 package link
 
 import (
