@@ -140,3 +140,65 @@ func TestDeleteHostVethRefusesForeignLink(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestConfigurePodInterface(t *testing.T) {
+	testutil.RequireRoot(t)
+	node, pod := newNS(t), newNS(t)
+	err := node.Do(func(ns.NetNS) error {
+		br, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400, Gateways: []netip.Prefix{netip.MustParsePrefix("10.77.1.1/24")}})
+		if err != nil {
+			return err
+		}
+		_, err = CreateVeth(VethConfig{Owner: Owner{"t", "c", "eth0"}, ContainerName: "eth0", NetNSFd: int(pod.Fd()), MTU: 1400, Bridge: br})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pod.Do(func(ns.NetNS) error {
+		addrs := []netip.Prefix{netip.MustParsePrefix("10.77.1.5/24"), netip.MustParsePrefix("fd77::5/64")}
+		routes := []Route{
+			{Dst: netip.MustParsePrefix("0.0.0.0/0"), GW: netip.MustParseAddr("10.77.1.1")},
+			{Dst: netip.MustParsePrefix("::/0"), GW: netip.MustParseAddr("fd77::1")},
+			{Dst: netip.MustParsePrefix("192.0.2.0/24")}, // on-link
+		}
+		if err := ConfigurePodInterface("eth0", addrs, routes); err != nil {
+			return err
+		}
+		l, err := netlinksafe.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		got, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		have := map[string]bool{}
+		for _, a := range got {
+			have[a.IPNet.String()] = true
+			if a.IP.String() == "fd77::5" && a.Flags&0x40 /* IFA_F_TENTATIVE */ != 0 {
+				return fmt.Errorf("fd77::5 is tentative: DAD was not skipped")
+			}
+		}
+		if !have["10.77.1.5/24"] || !have["fd77::5/64"] {
+			return fmt.Errorf("addresses %v", got)
+		}
+		rs, err := netlinksafe.RouteList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		var n int
+		for _, r := range rs {
+			if r.Gw != nil || (r.Dst != nil && r.Dst.String() == "192.0.2.0/24") {
+				n++
+			}
+		}
+		if n != 3 {
+			return fmt.Errorf("want 2 default routes and 1 on-link route, got %v", rs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
