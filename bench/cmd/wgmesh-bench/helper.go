@@ -1,0 +1,34 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/wgmesh/wgmesh/bench"
+)
+
+// helper runs the sub-processes the benchmarks start: the two ends of the
+// latency test (inside a pod's namespace) and the agent-like process whose
+// memory is measured.
+func helper(name string, args []string) int {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	listen := fs.String("listen", "", "rr-server: address to listen on")
+	addr := fs.String("addr", "", "rr-client: server address")
+	n := fs.Int("n", 1000, "rr-client: round trips; rss: peers")
+	_ = fs.Parse(args)
+	var err error
+	switch name {
+	case "rr-server":
+		err = bench.RRServe(*listen)
+	case "rr-client":
+		err = bench.RRClient(*addr, *n)
+	default:
+		err = fmt.Errorf("unknown helper %q", name)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wgmesh-bench %s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}

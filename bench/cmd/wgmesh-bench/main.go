@@ -1,0 +1,72 @@
+// Command wgmesh-bench runs wgmesh's benchmarks (make bench) and prints one
+// table; it also writes it as Markdown and JSON under -out. It needs root:
+// every measurement runs in network namespaces it creates and removes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wgmesh/wgmesh/bench"
+)
+
+func main() {
+	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
+		os.Exit(helper(os.Args[1], os.Args[2:]))
+	}
+	out := flag.String("out", "results", "directory for bench.md and bench.json")
+	only := flag.String("only", "cni,net,scale,converge", "sections to run, comma-separated")
+	secs := flag.Float64("seconds", 2, "seconds per iperf3 run")
+	mtu := flag.Int("mtu", 1420, "WireGuard device and pod MTU in the network lab")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "wgmesh-bench: needs root (network namespaces, links, iptables)")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if removed, err := bench.Sweep(); err != nil || len(removed) > 0 {
+		fmt.Fprintf(os.Stderr, "swept leftovers of earlier runs: %v %v\n", removed, err)
+	}
+	rep := &bench.Report{Date: time.Now(), Machine: bench.Describe()}
+	run := func(name string, f func() ([]bench.Row, error)) {
+		if !strings.Contains(","+*only+",", ","+name+",") || ctx.Err() != nil {
+			return
+		}
+		start := time.Now()
+		fmt.Fprintf(os.Stderr, "== %s\n", name)
+		rows, err := f()
+		rep.Rows = append(rep.Rows, rows...)
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", name, err))
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		}
+		fmt.Fprintf(os.Stderr, "== %s done in %s\n", name, time.Since(start).Round(time.Second))
+	}
+	run("net", func() ([]bench.Row, error) {
+		rows, info, err := bench.Net(ctx, bench.NetOptions{Seconds: *secs, MTU: *mtu})
+		if info != "" {
+			fmt.Fprintln(os.Stderr, info)
+		}
+		return rows, err
+	})
+	fmt.Println()
+	rep.WriteText(os.Stdout)
+	paths, err := rep.Save(*out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("\nwritten: %s\n", strings.Join(paths, " "))
+	_ = runtime.NumCPU
+	if len(rep.Errors) > 0 {
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,107 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// NetOptions bound the throughput and latency runs.
+type NetOptions struct {
+	Seconds    float64 // per iperf3 run; default 2
+	RoundTrips int     // per latency run; default 2000
+	MTU        int     // WireGuard device and pod MTU; default 1420
+}
+
+// Net measures TCP throughput (1 and 4 streams) and 64-byte request/response
+// latency from node 0 to node 1 of a two-node lab, on the three paths. Runs
+// of the paths being compared are interleaved (pod, tunnel, underlay,
+// tunnel, pod) so that load from elsewhere on the machine hits them alike.
+func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err error) {
+	if opt.Seconds == 0 {
+		opt.Seconds = 2
+	}
+	if opt.RoundTrips == 0 {
+		opt.RoundTrips = 2000
+	}
+	if opt.MTU == 0 {
+		opt.MTU = 1420
+	}
+	c := &Cleanup{}
+	defer c.Run()
+	l, err := newLab(c, opt.MTU)
+	if err != nil {
+		return nil, "", err
+	}
+	var nodes []*labNode
+	for i := range 2 {
+		nd, err := l.addNode(i)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := l.startAgent(nd); err != nil {
+			return nil, "", err
+		}
+		nodes = append(nodes, nd)
+	}
+	if err := l.applyAll(ctx, nodes, nodes); err != nil {
+		return nil, "", err
+	}
+	a, b := nodes[0], nodes[1]
+	if err := ping(a.pod, b.podIP, 5*time.Second); err != nil {
+		return nil, "", fmt.Errorf("pod-to-pod ping before measuring: %w", err)
+	}
+	info = fmt.Sprintf("TUN %s (MTU %d): %s; underlay eth0: %s", a.dev, opt.MTU, linkFeatures(a.netns, a.dev), linkFeatures(a.netns, "eth0"))
+
+	ps := paths(a, b)
+	pod, tun, raw := ps[0], ps[1], ps[2]
+	order := []path{pod, tun, raw, tun, pod}
+	port := 15201
+	section := fmt.Sprintf("network (MTU %d)", opt.MTU)
+	for _, streams := range []int{1, 4} {
+		sum := map[string]float64{}
+		cnt := map[string]int{}
+		for _, p := range order {
+			port++
+			g, err := iperf3(ctx, p, port, streams, opt.Seconds)
+			if err != nil {
+				return rows, info, err
+			}
+			sum[p.name] += g
+			cnt[p.name]++
+		}
+		avg := func(p path) float64 { return sum[p.name] / float64(cnt[p.name]) }
+		name := fmt.Sprintf("TCP throughput, %d stream(s)", streams)
+		rows = append(rows,
+			compared(section, name+": pod-to-pod / tunnel", avg(pod), avg(tun), "Gbit/s").goalAtLeast(0.9),
+			compared(section, name+": tunnel / raw underlay", avg(tun), avg(raw), "Gbit/s"),
+		)
+	}
+	lat := map[string]durations{}
+	for _, p := range order {
+		port++
+		d, err := rr(ctx, p, port, opt.RoundTrips/2)
+		if err != nil {
+			return rows, info, err
+		}
+		lat[p.name] = append(lat[p.name], d...)
+	}
+	for _, q := range []int{50, 99} {
+		name := fmt.Sprintf("TCP 64 B request/response p%d", q)
+		rows = append(rows,
+			compared(section, name+": pod-to-pod / tunnel", lat[pod.name].pct(q), lat[tun.name].pct(q), "ms"),
+			compared(section, name+": tunnel / raw underlay", lat[tun.name].pct(q), lat[raw.name].pct(q), "ms"),
+		)
+	}
+	return rows, info, nil
+}
+
+// goalAtLeast marks the row against ratio >= min.
+func (r Row) goalAtLeast(min float64) Row {
+	return r.goal(fmt.Sprintf(">= %.1fx", min), r.Ratio >= min)
+}
+
+// goalAtMost marks the row against ratio <= max.
+func (r Row) goalAtMost(max float64) Row {
+	return r.goal(fmt.Sprintf("<= %.1fx", max), r.Ratio <= max)
+}
