@@ -22,7 +22,7 @@ const socketDir = "/var/run/wireguard"
 // userspace is a wireguard-go device served on its UAPI socket, so that
 // `wg show` and wgctrl see it like a kernel device.
 type userspace struct {
-	netns    ns.NetNS
+	netns    *netnsHandle
 	dev      *device.Device
 	uapi     net.Listener
 	accepted sync.WaitGroup
@@ -45,9 +45,11 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 			u.close()
 		}
 	}()
-	if u.netns, err = ns.GetCurrentNS(); err != nil {
+	cur, err := ns.GetCurrentNS()
+	if err != nil {
 		return nil, fmt.Errorf("open current netns: %w", err)
 	}
+	u.netns = &netnsHandle{netns: cur}
 	t, err := tun.CreateTUN(name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create TUN: %w", err)
@@ -95,7 +97,7 @@ func (u *userspace) close() error {
 		<-u.dev.Wait()
 	}
 	if u.netns != nil {
-		errs = append(errs, u.netns.Close())
+		errs = append(errs, u.netns.close())
 	}
 	return errors.Join(errs...)
 }
@@ -104,11 +106,11 @@ func (u *userspace) close() error {
 // namespace it was created in, so only Open needs it.
 type nsBind struct {
 	conn.Bind
-	netns ns.NetNS
+	netns *netnsHandle
 }
 
 func (b *nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
-	nerr := b.netns.Do(func(ns.NetNS) error {
+	nerr := b.netns.do(func() error {
 		fns, actual, err = b.Bind.Open(port)
 		return nil
 	})
@@ -121,11 +123,11 @@ func (b *nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err e
 // nsTUN reads the MTU (an ioctl by interface name) inside netns.
 type nsTUN struct {
 	tun.Device
-	netns ns.NetNS
+	netns *netnsHandle
 }
 
 func (t *nsTUN) MTU() (mtu int, err error) {
-	nerr := t.netns.Do(func(ns.NetNS) error {
+	nerr := t.netns.do(func() error {
 		mtu, err = t.Device.MTU()
 		return nil
 	})
@@ -133,4 +135,34 @@ func (t *nsTUN) MTU() (mtu int, err error) {
 		return 0, nerr
 	}
 	return mtu, err
+}
+
+// netnsHandle is the device's namespace, shared by the bind and the TUN
+// wrappers, whose wireguard-go goroutines may still run while the device
+// closes: closing waits for a running do, and a later do fails cleanly.
+type netnsHandle struct {
+	mu     sync.RWMutex
+	netns  ns.NetNS
+	closed bool
+}
+
+var errDeviceClosed = errors.New("userspace device closed")
+
+func (h *netnsHandle) do(f func() error) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.closed {
+		return errDeviceClosed
+	}
+	return h.netns.Do(func(ns.NetNS) error { return f() })
+}
+
+func (h *netnsHandle) close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	return h.netns.Close()
 }
