@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +25,11 @@ func main() {
 	only := flag.String("only", "cni,net,scale,converge", "sections to run, comma-separated")
 	secs := flag.Float64("seconds", 2, "seconds per iperf3 run")
 	mtu := flag.Int("mtu", 1420, "WireGuard device and pod MTU in the network lab")
+	repo := flag.String("repo", ".", "repository root (for conflist/10-wgmesh.conflist)")
+	bin := flag.String("bin", envOr("WGMESH_BIN", "bin"), "directory with wgmesh and wgmesh-ipam")
+	refBin := flag.String("ref-bin", envOr("WGMESH_REF_BIN", "bin/ref"), "directory with the reference plugins")
+	cycles := flag.Int("cni-cycles", 20, "ADD+DEL cycles per chain, sequential")
+	rounds := flag.Int("cni-rounds", 1, "ADD+DEL cycles per worker and chain, concurrent")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "wgmesh-bench: needs root (network namespaces, links, iptables)")
@@ -50,6 +55,9 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "== %s done in %s\n", name, time.Since(start).Round(time.Second))
 	}
+	run("cni", func() ([]bench.Row, error) {
+		return bench.CNI(ctx, bench.CNIOptions{Repo: *repo, Bin: abs(*bin), RefBin: abs(*refBin), Cycles: *cycles, ConcRounds: *rounds})
+	})
 	run("net", func() ([]bench.Row, error) {
 		rows, info, err := bench.Net(ctx, bench.NetOptions{Seconds: *secs, MTU: *mtu})
 		if info != "" {
@@ -65,8 +73,24 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("\nwritten: %s\n", strings.Join(paths, " "))
-	_ = runtime.NumCPU
 	if len(rep.Errors) > 0 {
 		os.Exit(1)
 	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// abs makes a plugin directory absolute: libcni looks plugins up from the
+// node namespace's thread, and a relative path would be the same, but the
+// error messages are clearer with the full path.
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
+)
+
+// CNIOptions say where the plugins are and how many cycles to run.
+type CNIOptions struct {
+	Repo   string // repository root, for conflist/10-wgmesh.conflist
+	Bin    string // wgmesh, wgmesh-ipam
+	RefBin string // bridge, host-local, portmap, bandwidth
+	// Cycles per chain at concurrency 1; at concurrency C, C*ConcRounds.
+	Cycles     int
+	ConcRounds int
+	Conc       []int // default 1, 32
+}
+
+const cniSubnet = "10.42.1.0/24"
+
+// cniTarget is one chain in its own node namespace (both chains use cni0
+// and the same subnet, as on a real node).
+type cniTarget struct {
+	impl string
+	node *netNS
+	list *libcni.NetworkConfigList
+	cni  *libcni.CNIConfig
+}
+
+// CNI measures ADD+DEL of the shipped conflist (wgmesh + wgmesh-ipam +
+// portmap + bandwidth) against bridge + host-local + portmap + bandwidth
+// through libcni, as containerd calls them. The chains alternate within
+// every worker so machine load hits both alike.
+func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
+	if opt.Cycles == 0 {
+		opt.Cycles = 20
+	}
+	if opt.ConcRounds == 0 {
+		opt.ConcRounds = 1
+	}
+	if len(opt.Conc) == 0 {
+		opt.Conc = []int{1, 32}
+	}
+	for _, p := range []string{filepath.Join(opt.Bin, "wgmesh"), filepath.Join(opt.Bin, "wgmesh-ipam"),
+		filepath.Join(opt.RefBin, "bridge"), filepath.Join(opt.RefBin, "host-local"), filepath.Join(opt.RefBin, "portmap"), filepath.Join(opt.RefBin, "bandwidth")} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("%s is missing (make build ref-plugins): %w", p, err)
+		}
+	}
+	c := &Cleanup{}
+	defer c.Run()
+	dir, err := os.MkdirTemp("", "wgbench-cni-")
+	if err != nil {
+		return nil, err
+	}
+	c.Add(func() { os.RemoveAll(dir) })
+
+	var targets []*cniTarget
+	for _, impl := range []string{"wgmesh", "reference"} {
+		t, err := newCNITarget(c, opt, filepath.Join(dir, impl), impl)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
+	var rows []Row
+	for _, conc := range opt.Conc {
+		cycles := opt.Cycles
+		if conc > 1 {
+			cycles = conc * opt.ConcRounds
+		}
+		lat, cpu, err := runCNI(ctx, c, targets, conc, cycles)
+		if err != nil {
+			return rows, err
+		}
+		w, r := lat["wgmesh"], lat["reference"]
+		sec := "pod setup (ADD+DEL, libcni)"
+		name := fmt.Sprintf("%d concurrent, %d cycles", conc, cycles)
+		rows = append(rows,
+			compared(sec, name+": p50", w.pct(50), r.pct(50), "ms").goalAtMost(1.0),
+			compared(sec, name+": p99", w.pct(99), r.pct(99), "ms").goalAtMost(1.0),
+		)
+		if conc == 1 {
+			rows = append(rows, compared(sec, name+": plugin CPU p50", cpu["wgmesh"].pct(50), cpu["reference"].pct(50), "ms").
+				note("user+sys of every plugin process of a cycle"))
+		}
+	}
+	return rows, nil
+}
+
+func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, error) {
+	node, err := newNetNS(c, "cni-"+impl)
+	if err != nil {
+		return nil, err
+	}
+	subnetFile := filepath.Join(dir, "run", "subnet.env")
+	dataDir := filepath.Join(dir, "ipam")
+	env := subnetenv.Env{Network: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix(cniSubnet), MTU: 1380, IPMasq: true}
+	if err := subnetenv.Write(subnetFile, env); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(opt.Repo, "conflist", "10-wgmesh.conflist"))
+	if err != nil {
+		return nil, err
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(data, &conf); err != nil {
+		return nil, fmt.Errorf("shipped conflist: %w", err)
+	}
+	plugins := conf["plugins"].([]any)
+	first := plugins[0].(map[string]any)
+	if impl == "wgmesh" {
+		first["subnetFile"] = subnetFile
+		first["ipam"].(map[string]any)["dataDir"] = dataDir
+	} else {
+		// The reference: the same chain with bridge + host-local in front,
+		// same bridge, MTU, hairpin and subnet.
+		plugins[0] = map[string]any{
+			"type": "bridge", "bridge": "cni0", "isGateway": true, "mtu": 1380, "hairpinMode": true,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]string{{{"subnet": cniSubnet}}},
+				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+				"dataDir": dataDir,
+			},
+		}
+	}
+	conf["name"] = "bench-" + impl
+	out, _ := json.Marshal(conf)
+	list, err := libcni.NetworkConfFromBytes(out)
+	if err != nil {
+		return nil, fmt.Errorf("%s conflist: %w", impl, err)
+	}
+	return &cniTarget{impl: impl, node: node, list: list,
+		// Plugin logs go to a buffer nobody reads: the table is the output.
+		cni: libcni.NewCNIConfigWithCacheDir([]string{opt.Bin, opt.RefBin}, filepath.Join(dir, "cache"),
+			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: io.Discard}, PluginDecoder: version.PluginDecoder{}})}, nil
+}
+
+// runCNI does cycles ADD+DEL of every target with conc workers, each with
+// its own pod namespace per target.
+func runCNI(ctx context.Context, c *Cleanup, targets []*cniTarget, conc, cycles int) (lat, cpu map[string]durations, err error) {
+	pods := make([][]*netNS, conc)
+	for w := range pods {
+		for k := range targets {
+			p, err := newNetNS(c, fmt.Sprintf("pod%d-%d-%d", conc, w, k))
+			if err != nil {
+				return nil, nil, err
+			}
+			pods[w] = append(pods[w], p)
+		}
+	}
+	work := make(chan int, cycles)
+	for i := range cycles {
+		work <- i
+	}
+	close(work)
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+	)
+	lat, cpu = map[string]durations{}, map[string]durations{}
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				for k := range targets {
+					j := (i + k) % len(targets) // alternate which goes first
+					t := targets[j]
+					id := fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+					rt := &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/" + pods[w][j].name, IfName: "eth0",
+						Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "bench-" + id[:8]}, {"K8S_POD_INFRA_CONTAINER_ID", id}}}
+					cpu0 := childrenCPU()
+					start := time.Now()
+					err := t.node.do(func() error {
+						if _, err := t.cni.AddNetworkList(ctx, t.list, rt); err != nil {
+							return fmt.Errorf("%s ADD: %w", t.impl, err)
+						}
+						if err := t.cni.DelNetworkList(ctx, t.list, rt); err != nil {
+							return fmt.Errorf("%s DEL: %w", t.impl, err)
+						}
+						return nil
+					})
+					d := time.Since(start)
+					used := childrenCPU() - cpu0
+					mu.Lock()
+					if err != nil {
+						errs = append(errs, err)
+						mu.Unlock()
+						return
+					}
+					lat[t.impl] = append(lat[t.impl], d)
+					if conc == 1 { // children's CPU is attributable only one at a time
+						cpu[t.impl] = append(cpu[t.impl], used)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return lat, cpu, fmt.Errorf("%d failed cycles, first: %w", len(errs), errs[0])
+	}
+	return lat, cpu, nil
+}
+
+// childrenCPU is the user+system time of all reaped child processes.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
