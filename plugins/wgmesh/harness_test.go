@@ -12,15 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -31,6 +32,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/wgmesh/wgmesh/internal/link"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
@@ -320,13 +324,57 @@ func podIP(t testing.TB, r *current.Result) netip.Addr {
 	return netip.Addr{}
 }
 
-// ping sends one ICMP echo from inside n and waits for the reply.
+// ping sends ICMP echo requests from inside n until one is answered (up
+// to 3 tries, 2 s each). In Go rather than the ping program, which minimal
+// machines lack.
 func ping(n ns.NetNS, to netip.Addr) error {
-	out, err := exec.Command("nsenter", "--net="+n.Path(), "ping", "-c", "1", "-W", "2", to.String()).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ping %s from %s: %w\n%s", to, n.Path(), err, out)
+	return n.Do(func(ns.NetNS) error {
+		network, proto, typ := "ip4:icmp", 1, icmp.Type(ipv4.ICMPTypeEcho)
+		if to.Is6() {
+			network, proto, typ = "ip6:ipv6-icmp", 58, ipv6.ICMPTypeEchoRequest
+		}
+		c, err := icmp.ListenPacket(network, "")
+		if err != nil {
+			return fmt.Errorf("ping %s: %w", to, err)
+		}
+		defer c.Close()
+		id := int(rand.Uint32() & 0xffff)
+		var lastErr error
+		for seq := 1; seq <= 3; seq++ {
+			msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("wgmesh")}}
+			b, _ := msg.Marshal(nil)
+			if _, err := c.WriteTo(b, &net.IPAddr{IP: to.AsSlice()}); err != nil {
+				lastErr = err
+				continue
+			}
+			if lastErr = awaitEcho(c, proto, to, id, seq); lastErr == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("ping %s from %s: %w", to, n.Path(), lastErr)
+	})
+}
+
+// awaitEcho reads until the echo reply with id/seq from `from` arrives.
+func awaitEcho(c *icmp.PacketConn, proto int, from netip.Addr, id, seq int) error {
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, peer, err := c.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		m, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil {
+			continue
+		}
+		echo, ok := m.Body.(*icmp.Echo)
+		p, _ := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
+		if ok && (m.Type == ipv4.ICMPTypeEchoReply || m.Type == ipv6.ICMPTypeEchoReply) &&
+			echo.ID == id && echo.Seq == seq && p.Unmap() == from {
+			return nil
+		}
 	}
-	return nil
 }
 
 // cniCode is the CNI error code of err, or 0 if err is not a CNI error.

@@ -34,6 +34,13 @@ func TestTwoPodsPingEachOtherAndTheGateway(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	// And the check is real: a deleted pod no longer answers.
+	if err := l.del(p2); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(p1.netns, ip2); err == nil {
+		t.Errorf("ping %s answered after its pod was deleted", ip2)
+	}
 	// The pod interface carries the MTU from subnet.env.
 	err := p1.netns.Do(func(ns.NetNS) error {
 		eth0, err := netlinksafe.LinkByName("eth0")
