@@ -51,7 +51,7 @@ type labNode struct {
 	dev     string
 }
 
-func newNS(t *testing.T) ns.NetNS {
+func newNS(t testing.TB) ns.NetNS {
 	t.Helper()
 	n, err := testutils.NewNS()
 	if err != nil {
@@ -64,7 +64,7 @@ func newNS(t *testing.T) ns.NetNS {
 	return n
 }
 
-func randSuffix(t *testing.T) string {
+func randSuffix(t testing.TB) string {
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

@@ -204,9 +204,9 @@ func applyFamily(h *iptables.IPTables, want map[string][]Rule) (int, error) {
 		if err != nil {
 			return changed, err
 		}
-		ok, err := h.Exists(j.Table, j.From, j.spec()...)
+		ok, err := hasJump(h, j)
 		if err != nil {
-			return changed, fmt.Errorf("check jump %s -> %s: %w", j.From, j.To, err)
+			return changed, err
 		}
 		if ok {
 			continue
@@ -224,25 +224,47 @@ func applyFamily(h *iptables.IPTables, want map[string][]Rule) (int, error) {
 	return changed, nil
 }
 
+// listChain returns the "-A" lines of chain, and false if it does not exist.
+// One iptables -S per chain: a resync that changes nothing costs two per
+// jump (our chain, and the built-in chain holding the jump).
+func listChain(h *iptables.IPTables, table, chain string) ([]string, bool, error) {
+	lines, err := h.List(table, chain)
+	var ierr *iptables.Error
+	if errors.As(err, &ierr) && (ierr.IsNotExist() || ierr.ExitStatus() == 1) {
+		// Exit 1 as go-iptables' ChainExists reads it: iptables-nft in a
+		// namespace whose table was never used says "incompatible" there.
+		// A real problem shows up when the chain is then written.
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("list chain %s/%s: %w", table, chain, err)
+	}
+	return chainRules(lines), true, nil
+}
+
+func hasJump(h *iptables.IPTables, j jump) (bool, error) {
+	lines, _, err := listChain(h, j.Table, j.From)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(lines, renderRule(j.From, j.spec())), nil
+}
+
 // syncChain makes chain hold exactly rules, in order. When what iptables
 // lists already equals them, it writes nothing; otherwise it flushes the
 // chain and appends the rules (a moment without the chain's rules is
 // harmless: the jumps fall through to the built-in chain).
 func syncChain(h *iptables.IPTables, table, chain string, rules []Rule) (int, error) {
-	exists, err := h.ChainExists(table, chain)
+	cur, exists, err := listChain(h, table, chain)
 	if err != nil {
-		return 0, fmt.Errorf("check chain %s/%s: %w", table, chain, err)
+		return 0, err
 	}
 	if exists {
-		cur, err := h.List(table, chain)
-		if err != nil {
-			return 0, fmt.Errorf("list chain %s/%s: %w", table, chain, err)
-		}
-		var want []string
+		want := make([]string, 0, len(rules))
 		for _, r := range rules {
 			want = append(want, r.String())
 		}
-		if slices.Equal(chainRules(cur), want) {
+		if slices.Equal(cur, want) {
 			return 0, nil
 		}
 	}
@@ -260,7 +282,7 @@ func syncChain(h *iptables.IPTables, table, chain string, rules []Rule) (int, er
 	return changed, nil
 }
 
-// chainRules drops the "-N CHAIN" line of a List output.
+// chainRules drops the "-N CHAIN" / "-P CHAIN" lines of a List output.
 func chainRules(lines []string) []string {
 	out := lines[:0:0]
 	for _, l := range lines {
@@ -273,16 +295,16 @@ func chainRules(lines []string) []string {
 
 func removeChain(h *iptables.IPTables, j jump) (int, error) {
 	changed := 0
-	exists, err := h.ChainExists(j.Table, j.To)
+	_, exists, err := listChain(h, j.Table, j.To)
 	if err != nil {
-		return 0, fmt.Errorf("check chain %s/%s: %w", j.Table, j.To, err)
+		return 0, err
 	}
 	if !exists {
 		return 0, nil // iptables allows no jump to a missing chain
 	}
-	ok, err := h.Exists(j.Table, j.From, j.spec()...)
+	ok, err := hasJump(h, j)
 	if err != nil {
-		return 0, fmt.Errorf("check jump %s -> %s: %w", j.From, j.To, err)
+		return 0, err
 	}
 	if ok {
 		if err := h.Delete(j.Table, j.From, j.spec()...); err != nil {
@@ -343,12 +365,6 @@ func (m *Manager) ReadForward(v6 bool) (ForwardState, error) {
 			st.Policy = strings.TrimSpace(p)
 		}
 	}
-	if ok, err := h.ChainExists("filter", ChainForward); err != nil || !ok {
-		return st, err
-	}
-	st.JumpFound, err = h.Exists("filter", "FORWARD", jumps[1].spec()...)
-	if err != nil {
-		return st, fmt.Errorf("check FORWARD jump: %w", err)
-	}
+	st.JumpFound = slices.Contains(chainRules(lines), renderRule("FORWARD", jumps[1].spec()))
 	return st, nil
 }
