@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/route"
 )
 
 // Severity of a finding.
@@ -80,7 +81,8 @@ type Input struct {
 	// Desired is this node's desired state; Problems came with it.
 	Desired  mesh.State
 	Problems []mesh.Problem
-	// OurTable is the table holding our routes (87, or 254 for main).
+	// OurTable is the table holding our routes; 0 means route.DefaultTable
+	// (87). 254 when the agent puts its routes in main.
 	OurTable int
 	Kernel   Kernel
 }
@@ -110,6 +112,9 @@ type Kernel struct {
 
 // Check returns the findings for in, most severe first, in a stable order.
 func Check(ctx context.Context, in Input) []Finding {
+	if in.OurTable == 0 {
+		in.OurTable = route.DefaultTable
+	}
 	var out []Finding
 	out = append(out, problemFindings(in.Problems)...)
 	out = append(out, routeFindings(in)...)
