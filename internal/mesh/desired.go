@@ -40,6 +40,9 @@ const maxKeepalive = 65535 * time.Second
 // overlap no other node's (nor ours), and a key no other node uses. Every
 // node left out, and every value ignored, is explained by a Problem.
 func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
+	if self.Name == "" {
+		self.Name = opts.Self
+	}
 	listenPort := opts.ListenPort
 	if listenPort == 0 {
 		listenPort = DefaultListenPort

@@ -9,7 +9,8 @@ import (
 
 // Options are this node's settings that shape its desired state.
 type Options struct {
-	// Self is this node's name; it is never its own peer.
+	// Self is this node's name; it is never its own peer. Desired takes
+	// the name from its self argument and uses Self only when that is empty.
 	Self string
 	// ListenPort is the WireGuard port assumed for an endpoint given without
 	// one; 0 means DefaultListenPort.
