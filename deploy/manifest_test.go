@@ -513,22 +513,24 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-// agentBinary is WGMESH_BIN/wgmesh-agent, or a fresh build of it.
-func agentBinary(t *testing.T) string {
+// binary is WGMESH_BIN/name, or a fresh build of ./cmd/name.
+func binary(t *testing.T, name string) string {
 	t.Helper()
 	if dir := os.Getenv("WGMESH_BIN"); dir != "" {
-		if p := filepath.Join(dir, "wgmesh-agent"); fileExists(p) {
+		if p := filepath.Join(dir, name); fileExists(p) {
 			return p
 		}
 	}
-	out := filepath.Join(t.TempDir(), "wgmesh-agent")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/wgmesh-agent")
+	out := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
 	cmd.Dir = filepath.Dir(deployDir(t))
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build wgmesh-agent to read its flags: %v\n%s", err, b)
+		t.Fatalf("build %s to read its flags: %v\n%s", name, err, b)
 	}
 	return out
 }
+
+func agentBinary(t *testing.T) string { return binary(t, "wgmesh-agent") }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
@@ -624,6 +626,19 @@ func TestHostprepComponentAddsThePrivilegedSidecar(t *testing.T) {
 	}
 	if !reflect.DeepEqual(hp.Command, []string{"wgmesh-hostprep", "run"}) || !slices.Contains(hp.Args, "--host-root=/host") || !mountedAt(hp, "/", "/host") {
 		t.Errorf("hostprep: command %q args %q mounts %+v", hp.Command, hp.Args, hp.VolumeMounts)
+	}
+	known := helpFlags(t, binary(t, "wgmesh-hostprep"), "run", "-h")
+	for name := range flagValues(hp.Args) {
+		if !known[name] {
+			t.Errorf("hostprep arg --%s is not a `wgmesh-hostprep run` flag (it has %v)", name, keys(known))
+		}
+	}
+	if port := portOf(flagValues(hp.Args)["health-addr"]); hp.LivenessProbe == nil || hp.LivenessProbe.HTTPGet == nil ||
+		len(hp.Ports) != 1 || fmt.Sprint(hp.Ports[0].ContainerPort) != port || hp.LivenessProbe.HTTPGet.Port.String() != hp.Ports[0].Name {
+		t.Errorf("hostprep liveness probe does not hit --health-addr")
+	}
+	if hp.ReadinessProbe != nil {
+		t.Error("a hostprep readiness probe would make the CNI pod unready while Longhorn's dependencies are missing")
 	}
 	agent := container(t, spec.Containers, "agent")
 	if agent.SecurityContext.Privileged != nil && *agent.SecurityContext.Privileged {
