@@ -45,3 +45,20 @@ func TestCleanupStackRunsNewestFirstOnce(t *testing.T) {
 		t.Errorf("undo order %v, want [2 1 0] once", order)
 	}
 }
+
+func TestValidAttachmentsTellsAbsentFromEmpty(t *testing.T) {
+	for _, c := range []struct {
+		in      string
+		wantNil bool
+		wantLen int
+	}{
+		{`{"name":"n"}`, true, 0},
+		{`{"name":"n","cni.dev/valid-attachments":[]}`, false, 0},
+		{`{"name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`, false, 1},
+	} {
+		got, err := validAttachments([]byte(c.in))
+		if err != nil || (got == nil) != c.wantNil || len(got) != c.wantLen {
+			t.Errorf("validAttachments(%s) = %v, %v", c.in, got, err)
+		}
+	}
+}

@@ -29,6 +29,11 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err := invoke.DelegateGC(context.TODO(), conf.IPAM.Type, conf.IPAMStdin, nil); err != nil {
 		return delegateError(conf.IPAM.Type, "GC", err)
 	}
+	if valid == nil {
+		// No list at all is not "nothing is valid": do not guess.
+		fmt.Fprintf(os.Stderr, "wgmesh: GC without cni.dev/valid-attachments: no veth removed\n")
+		return nil
+	}
 	owned, err := link.OwnedVeths(conf.Name)
 	if err != nil {
 		return cniError(CodeLinkSetup, "cannot list veths for GC", err)
@@ -47,15 +52,20 @@ func cmdGC(args *skel.CmdArgs) error {
 
 type attachment struct{ containerID, ifName string }
 
+// validAttachments reads cni.dev/valid-attachments; nil when it is absent
+// (an empty list gives an empty, non-nil set).
 func validAttachments(stdin []byte) (map[attachment]bool, error) {
 	var c struct {
-		Valid []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		Valid *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
 	}
 	if err := json.Unmarshal(stdin, &c); err != nil {
 		return nil, err
 	}
-	out := make(map[attachment]bool, len(c.Valid))
-	for _, a := range c.Valid {
+	if c.Valid == nil {
+		return nil, nil
+	}
+	out := make(map[attachment]bool, len(*c.Valid))
+	for _, a := range *c.Valid {
 		out[attachment{a.ContainerID, a.IfName}] = true
 	}
 	return out, nil
