@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -23,6 +25,11 @@ func helper(name string, args []string) int {
 		err = bench.RRServe(*listen)
 	case "rr-client":
 		err = bench.RRClient(*addr, *n)
+	case "rss":
+		var res bench.AgentResult
+		if res, err = bench.RunAgentLike(context.Background(), *n); err == nil {
+			err = json.NewEncoder(os.Stdout).Encode(res)
+		}
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}

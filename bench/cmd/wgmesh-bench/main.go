@@ -58,6 +58,19 @@ func main() {
 	run("cni", func() ([]bench.Row, error) {
 		return bench.CNI(ctx, bench.CNIOptions{Repo: *repo, Bin: abs(*bin), RefBin: abs(*refBin), Cycles: *cycles, ConcRounds: *rounds})
 	})
+	run("scale", func() ([]bench.Row, error) {
+		rows, err := bench.Reconcile(ctx, []int{100, 1000, 5000})
+		if err != nil {
+			return rows, err
+		}
+		more, err := bench.Memory(ctx, []int{1000, 5000})
+		rows = append(rows, more...)
+		if err != nil {
+			return rows, err
+		}
+		more, err = bench.APILoad(ctx, 1000, 3*time.Second)
+		return append(rows, more...), err
+	})
 	run("net", func() ([]bench.Row, error) {
 		rows, info, err := bench.Net(ctx, bench.NetOptions{Seconds: *secs, MTU: *mtu})
 		if info != "" {

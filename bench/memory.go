@@ -1,0 +1,203 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/internal/dataplane"
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
+)
+
+// AgentResult is what the agent-like process reports.
+type AgentResult struct {
+	Peers       int               `json:"peers"`
+	ApplyMS     float64           `json:"apply_ms"`
+	First       dataplane.Changes `json:"first"`
+	Steady      dataplane.Changes `json:"steady"`       // the same state again
+	JoinOne     dataplane.Changes `json:"join_one"`     // one node joins
+	EndpointOne dataplane.Changes `json:"endpoint_one"` // one node's endpoint changes
+	LeaveOne    dataplane.Changes `json:"leave_one"`    // one node leaves
+	RSSKiB      int               `json:"rss_kib"`      // VmRSS after GC
+	HWMKiB      int               `json:"hwm_kib"`      // VmHWM (peak)
+	HeapKiB     uint64            `json:"heap_kib"`
+	Goroutines  int               `json:"goroutines"`
+}
+
+// RunAgentLike is the agent-like process (`wgmesh-bench rss -n N`): in a
+// namespace of its own it starts a userspace WireGuard device through
+// dataplane.New, applies a mesh of n peers with their routes and firewall
+// rules, then one-node changes, and reports its own memory after GC.
+func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
+	c := &Cleanup{}
+	defer c.Run()
+	node, err := newNetNS(c, fmt.Sprintf("rss%d", n))
+	if err != nil {
+		return res, err
+	}
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return res, err
+	}
+	nodes := make([]mesh.Node, n+2) // self, n peers, one that joins later
+	for i := range nodes {
+		k := key
+		if i > 0 {
+			if k, err = wgtypes.GeneratePrivateKey(); err != nil {
+				return res, err
+			}
+		}
+		nodes[i] = mesh.Node{
+			Name:      fmt.Sprintf("node-%05d", i),
+			PublicKey: k.PublicKey().String(),
+			PodCIDRs:  []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i / 256), byte(i % 256), 0}), 24)},
+			Endpoint:  fmt.Sprintf("192.168.%d.%d:51820", i/250, i%250+1),
+		}
+	}
+	dev := devName(900000 + n%1000)
+	var dp *dataplane.Dataplane
+	apply := func(members []mesh.Node) (dataplane.Changes, error) {
+		s, problems := mesh.Desired(nodes[0], members, mesh.Options{})
+		if len(problems) > 0 {
+			return dataplane.Changes{}, fmt.Errorf("mesh problems: %+v", problems[0])
+		}
+		var ch dataplane.Changes
+		err := node.do(func() error {
+			var err error
+			ch, err = dp.Apply(ctx, s)
+			return err
+		})
+		return ch, err
+	}
+	err = node.do(func() error {
+		var err error
+		dp, err = dataplane.New(dataplane.Config{
+			Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key,
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Masquerade: true, Bridge: "cni0",
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("dataplane.New: %w", err)
+	}
+	c.Add(func() { _ = node.do(func() error { return dp.Cleanup(context.Background()) }) })
+
+	members := nodes[:n+1]
+	start := time.Now()
+	if res.First, err = apply(members); err != nil {
+		return res, err
+	}
+	res.ApplyMS = float64(time.Since(start)) / 1e6
+	if res.Steady, err = apply(members); err != nil {
+		return res, err
+	}
+	if res.JoinOne, err = apply(nodes); err != nil {
+		return res, err
+	}
+	moved := slices_clone(nodes)
+	moved[n/2].Endpoint = "192.168.250.250:51820"
+	if res.EndpointOne, err = apply(moved); err != nil {
+		return res, err
+	}
+	if res.LeaveOne, err = apply(append(slices_clone(moved[:n/2]), moved[n/2+1:]...)); err != nil {
+		return res, err
+	}
+	res.Peers = n
+	runtime.GC()
+	debug.FreeOSMemory()
+	time.Sleep(200 * time.Millisecond)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapKiB = ms.HeapAlloc >> 10
+	res.Goroutines = runtime.NumGoroutine()
+	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
+	return res, nil
+}
+
+func slices_clone(n []mesh.Node) []mesh.Node { return append([]mesh.Node(nil), n...) }
+
+func procStatus(field string) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return kb
+		}
+	}
+	return 0
+}
+
+// Memory runs the agent-like process for each size and reports its RSS,
+// the time of the first full apply, and the kernel writes of one-node
+// changes.
+func Memory(ctx context.Context, sizes []int) ([]Row, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	sec := "agent at scale"
+	for _, n := range sizes {
+		cmd := exec.CommandContext(ctx, self, "rss", "-n", strconv.Itoa(n))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return rows, fmt.Errorf("agent-like process with %d peers: %w", n, err)
+		}
+		var r AgentResult
+		if err := json.Unmarshal(out, &r); err != nil {
+			return rows, fmt.Errorf("agent-like process output: %w", err)
+		}
+		mib := float64(r.RSSKiB) / 1024
+		row := Row{Section: sec, Name: fmt.Sprintf("RSS of agent-like process, %d peers + routes (userspace device)", n), Value: mib, Unit: "MiB",
+			Note: fmt.Sprintf("after GC; peak %.1f MiB, Go heap %.1f MiB, %d goroutines", float64(r.HWMKiB)/1024, float64(r.HeapKiB)/1024, r.Goroutines)}
+		if n == 1000 {
+			row = row.goal("< 40 MiB", mib < 40)
+		}
+		rows = append(rows, row,
+			Row{Section: sec, Name: fmt.Sprintf("first apply of %d peers (dataplane.Apply)", n), Value: r.ApplyMS, Unit: "ms",
+				Note: fmt.Sprintf("%d peers, %d routes, %d rules, %d links written", r.First.PeersAdded, r.First.RoutesAdded, r.First.RulesChanged, r.First.LinksChanged)},
+		)
+		if n == sizes[0] {
+			ok := r.JoinOne == (dataplane.Changes{PeersAdded: 1, RoutesAdded: 1}) && r.Steady.Total() == 0 &&
+				r.EndpointOne == (dataplane.Changes{PeersUpdated: 1}) && r.LeaveOne == (dataplane.Changes{PeersRemoved: 1, RoutesDeleted: 1})
+			rows = append(rows, Row{Section: sec, Name: fmt.Sprintf("kernel writes of a one-node change (%d peers)", n), Value: float64(r.JoinOne.Total()), Unit: "writes",
+				Note: fmt.Sprintf("join %s; endpoint change %s; leave %s; same state again %s", fmtChanges(r.JoinOne), fmtChanges(r.EndpointOne), fmtChanges(r.LeaveOne), fmtChanges(r.Steady))}.
+				goal("1 peer op + its routes", ok))
+		}
+	}
+	return rows, nil
+}
+
+func fmtChanges(c dataplane.Changes) string {
+	var parts []string
+	for _, f := range []struct {
+		n    int
+		what string
+	}{{c.PeersAdded, "peer added"}, {c.PeersUpdated, "peer updated"}, {c.PeersRemoved, "peer removed"},
+		{c.RoutesAdded, "route added"}, {c.RoutesDeleted, "route deleted"}, {c.RulesChanged, "rule"}, {c.LinksChanged, "link"}} {
+		if f.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", f.n, f.what))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, " + ")
+}

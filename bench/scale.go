@@ -1,0 +1,243 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/wgmesh/wgmesh/internal/kube"
+	"github.com/wgmesh/wgmesh/internal/mesh"
+)
+
+// clusterNodes are n Node objects as the control plane and the agents
+// leave them: a pod CIDR, a public key and an endpoint annotation, an
+// internal address. Node i has pod CIDR 10.(i/256).(i%256).0/24.
+func clusterNodes(n int) ([]*corev1.Node, error) {
+	out := make([]*corev1.Node, n)
+	for i := range out {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			return nil, err
+		}
+		ip := netip.AddrFrom4([4]byte{192, 168, byte(i / 250), byte(i%250 + 1)})
+		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i / 256), byte(i % 256), 0}), 24).String()
+		out[i] = &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-%05d", i), Annotations: map[string]string{
+				mesh.AnnotationPublicKey: k.PublicKey().String(),
+				mesh.AnnotationEndpoint:  netip.AddrPortFrom(ip, 51820).String(),
+			}},
+			Spec:   corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}},
+		}
+	}
+	return out, nil
+}
+
+// devicePeers is what the WireGuard device reports once desired is applied.
+func devicePeers(desired []mesh.Peer) []wgtypes.Peer {
+	out := make([]wgtypes.Peer, len(desired))
+	for i, p := range desired {
+		out[i] = wgtypes.Peer{PublicKey: p.PublicKey, PersistentKeepaliveInterval: p.PersistentKeepalive}
+		if p.Endpoint.IsValid() {
+			out[i].Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
+		}
+		for _, a := range p.AllowedIPs {
+			out[i].AllowedIPs = append(out[i].AllowedIPs, mesh.IPNet(a))
+		}
+	}
+	return out
+}
+
+// watched is a kube.Watcher started on a fake clientset holding n Nodes.
+type watched struct {
+	client *fake.Clientset
+	w      *kube.Watcher
+	objs   []*corev1.Node
+}
+
+func startWatcher(ctx context.Context, n int) (*watched, error) {
+	objs, err := clusterNodes(n)
+	if err != nil {
+		return nil, err
+	}
+	rt := make([]runtime.Object, len(objs))
+	for i, o := range objs {
+		rt[i] = o
+	}
+	client := fake.NewClientset(rt...)
+	w := kube.NewWatcher(client, "kube-system", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	if err := w.OnChange("node-00000", func(kube.Change) {}); err != nil {
+		return nil, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return &watched{client: client, w: w, objs: objs}, nil
+}
+
+// Reconcile measures one full reconcile of node-00000 in a cluster of n
+// Nodes held by the agent's informer cache (kube.Watcher on a fake
+// clientset): Watcher.Nodes, mesh.Desired, and the diffs against a device
+// and a route table that already match (the steady state: no writes).
+func Reconcile(ctx context.Context, sizes []int) ([]Row, error) {
+	var rows []Row
+	for _, n := range sizes {
+		ctx, cancel := context.WithCancel(ctx)
+		wd, err := startWatcher(ctx, n)
+		if err != nil {
+			cancel()
+			return rows, err
+		}
+		nodes := wd.w.Nodes()
+		if len(nodes) != n {
+			cancel()
+			return rows, fmt.Errorf("informer cache holds %d of %d nodes", len(nodes), n)
+		}
+		prev, problems := mesh.Desired(nodes[0], nodes, mesh.Options{})
+		if len(problems) > 0 {
+			cancel()
+			return rows, fmt.Errorf("problems: %+v", problems[0])
+		}
+		dev, routes := devicePeers(prev.Peers), prev.Routes
+		var failed string
+		res := testing.Benchmark(func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				nodes := wd.w.Nodes()
+				s, _ := mesh.Desired(nodes[0], nodes, mesh.Options{})
+				if cfg := mesh.DiffPeers(dev, s.Peers); len(cfg.Peers) != 0 {
+					failed = fmt.Sprintf("steady state has %d peer ops", len(cfg.Peers))
+				}
+				if d := mesh.DiffRoutes(routes, s.Routes); !d.Empty() {
+					failed = "steady state has route ops"
+				}
+			}
+		})
+		cancel()
+		if failed != "" {
+			return rows, fmt.Errorf("%d nodes: %s", n, failed)
+		}
+		ms := float64(res.NsPerOp()) / 1e6
+		sec := "agent at scale"
+		r := Row{Section: sec, Name: fmt.Sprintf("full reconcile, %d nodes (informer cache -> Desired -> diff)", n), Value: ms, Unit: "ms CPU/op",
+			Note: fmt.Sprintf("%d allocs, %.1f MiB per reconcile; %d runs", res.AllocsPerOp(), float64(res.AllocedBytesPerOp())/(1<<20), res.N)}
+		if n == 1000 {
+			r = r.goal("< 100 ms", ms < 100)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// APILoad starts the Watcher on a cluster of n Nodes, then for window
+// lets the kubelets update their Node status (heartbeats) while the agent
+// reconciles every 100 ms, and counts the requests the agent made, by verb
+// and resource. An informer-based agent makes one list and one watch per
+// resource at start and nothing afterwards.
+func APILoad(ctx context.Context, n int, window time.Duration) ([]Row, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Count through a reactor on a fresh clientset so that the
+	// heartbeats written below (by the "kubelets") are told apart.
+	objs, err := clusterNodes(n)
+	if err != nil {
+		return nil, err
+	}
+	rt := make([]runtime.Object, len(objs))
+	for i, o := range objs {
+		rt[i] = o
+	}
+	client := fake.NewClientset(rt...)
+	var mu sync.Mutex
+	counts := map[string]int{}
+	kubelet := false
+	count := func(a k8stesting.Action) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !kubelet || a.GetVerb() != "update" {
+			counts[a.GetVerb()+" "+a.GetResource().Resource]++
+		}
+	}
+	client.PrependReactor("*", "*", func(a k8stesting.Action) (bool, runtime.Object, error) { count(a); return false, nil, nil })
+	client.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) { count(a); return false, nil, nil })
+
+	w := kube.NewWatcher(client, "kube-system", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	changes := 0
+	if err := w.OnChange("node-00000", func(kube.Change) { mu.Lock(); changes++; mu.Unlock() }); err != nil {
+		return nil, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	atStart := fmtCounts(counts)
+	clear(counts)
+	kubelet = true
+	mu.Unlock()
+
+	reconciles, heartbeats := 0, 0
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(window)
+	for time.Now().Before(end) {
+		<-tick.C
+		nodes := w.Nodes()
+		mesh.Desired(nodes[0], nodes, mesh.Options{})
+		reconciles++
+		// Ten kubelets post status, as every node does every 10 s or so.
+		for j := range 10 {
+			o := objs[(heartbeats+j)%n].DeepCopy()
+			o.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now()}}
+			if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, o, metav1.UpdateOptions{}); err != nil {
+				return nil, fmt.Errorf("heartbeat: %w", err)
+			}
+		}
+		heartbeats += 10
+	}
+	mu.Lock()
+	during := fmtCounts(counts)
+	total := 0
+	for _, v := range counts {
+		total += v
+	}
+	mu.Unlock()
+	sec := "agent at scale"
+	return []Row{
+		{Section: sec, Name: fmt.Sprintf("API requests at start, %d nodes", n), Value: float64(sumCounts(atStart)), Unit: "requests", Note: strings.Join(atStart, ", ")},
+		Row{Section: sec, Name: fmt.Sprintf("API requests over %s: %d reconciles, %d node heartbeats", window, reconciles, heartbeats), Value: float64(total), Unit: "requests",
+			Note: "reads come from the informer cache; " + strings.Join(during, ", ")}.goal("0 (watch only)", total == 0),
+	}, nil
+}
+
+func fmtCounts(m map[string]int) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, fmt.Sprintf("%s=%d", k, v))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sumCounts(s []string) int {
+	t := 0
+	for _, e := range s {
+		var v int
+		fmt.Sscanf(e[strings.LastIndex(e, "=")+1:], "%d", &v)
+		t += v
+	}
+	return t
+}
