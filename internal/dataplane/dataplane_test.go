@@ -258,6 +258,33 @@ func TestDualStackPodsPingOverIPv4Underlay(t *testing.T) {
 	}
 }
 
+// TestAgentRestartRewritesNothingThatSurvived: a stopped and restarted
+// agent finds its ip rule and iptables chains as it left them and writes
+// none of them again. (A userspace device dies with its process, taking
+// its routes with it, so those are rebuilt; a kernel device would keep
+// them too.)
+func TestAgentRestartRewritesNothingThatSurvived(t *testing.T) {
+	testutil.RequireRoot(t)
+	l := newLab(t, 2)
+	a, b := l.nodes[0], l.nodes[1]
+	for _, nd := range l.nodes {
+		l.apply(nd, l.nodes)
+	}
+	do(t, a.netns, func() error { return a.dp.Close() }) // SIGTERM
+	do(t, a.netns, func() error {
+		var err error
+		a.dp, err = New(a.cfg)
+		return err
+	})
+	ch := l.apply(a, l.nodes)
+	if ch != (Changes{PeersAdded: 1, RoutesAdded: 1}) {
+		t.Fatalf("restart apply: %+v, want only the userspace device's peer and route rebuilt", ch)
+	}
+	if err := l.ping(a, b); err != nil {
+		t.Fatalf("ping after restart: %v", err)
+	}
+}
+
 // runHere runs a command in the namespace of the calling (locked) thread.
 func runHere(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()

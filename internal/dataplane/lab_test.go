@@ -48,6 +48,7 @@ type labNode struct {
 	key     wgtypes.Key
 	under   netip.Addr
 	dp      *Dataplane
+	cfg     Config
 	dev     string
 }
 
@@ -213,10 +214,11 @@ func (l *lab) addNode(i int) *labNode {
 			os.Remove(filepath.Join("/var/run/wireguard", nd.dev+".sock"))
 		})
 		var err error
-		nd.dp, err = New(Config{
+		nd.cfg = Config{
 			Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: 1420,
 			ClusterCIDRs: clusters, Masquerade: true, Bridge: "cni0",
-		})
+		}
+		nd.dp, err = New(nd.cfg)
 		if err != nil {
 			return fmt.Errorf("dataplane.New: %w", err)
 		}
