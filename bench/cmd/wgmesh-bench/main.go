@@ -78,6 +78,7 @@ func main() {
 		}
 		return rows, err
 	})
+	run("converge", func() ([]bench.Row, error) { return bench.Converge(ctx, []int{3, 8}) })
 	fmt.Println()
 	rep.WriteText(os.Stdout)
 	paths, err := rep.Save(*out)
