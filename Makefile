@@ -67,6 +67,18 @@ bench-cni: build ref-plugins
 	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkCNIAddDel$$' \
 		-benchtime $(BENCH_CNI_N)x ./plugins/wgmesh/
 
+# Every benchmark as one table (pod setup vs the reference plugins, pod
+# throughput/latency vs the tunnel and the underlay, agent at scale,
+# convergence), printed and written to results/bench.{md,json}. Root; all
+# traffic stays in network namespaces it creates. BENCH_FLAGS, e.g.
+# "-only net -seconds 5" (see bin/wgmesh-bench -h).
+BENCH_FLAGS ?=
+bench: ref-plugins
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./plugins/wgmesh ./cmd/wgmesh-ipam
+	$(GO) build -o $(BIN)/wgmesh-bench ./bench/cmd/wgmesh-bench
+	$(BIN)/wgmesh-bench -repo $(CURDIR) -bin $(BIN) -ref-bin $(REF_BIN) -out $(CURDIR)/results $(BENCH_FLAGS)
+
 # The lab: real etcd, kube-apiserver, kube-controller-manager (built once
 # from Go modules into $(WGMESH_CACHE)/bin) and N nodes in network namespaces,
 # each running the real wgmesh-agent. Root; never touches the host network.
