@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -45,6 +46,9 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	t.Helper()
 	testutil.RequireRoot(t)
 	ctx := t.Context()
+	// Pods of kubelet labs that died without Teardown (TestMain swept
+	// their namespaces; their containers and cgroups are left).
+	kubenode.Sweep(slog.Default())
 	dir, err := os.MkdirTemp("", "wgmesh-lab-kubelet-")
 	if err != nil {
 		t.Fatal(err)

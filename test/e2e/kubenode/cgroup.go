@@ -3,11 +3,16 @@ package kubenode
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
 
 // cgroupMount is where this machine mounts its cgroup hierarchies (v1, one
@@ -118,4 +123,47 @@ func removeCgroupRoot(root string) error {
 		_ = os.Remove(filepath.Dir(filepath.Join(h, root))) // only if empty
 	}
 	return errors.Join(errs...)
+}
+
+// cgroupParent holds every lab node's cgroup root: /wgmesh-lab/<lab id>-<node>.
+const cgroupParent = "/wgmesh-lab"
+
+// Sweep kills the pod processes and removes the cgroups of kubelet nodes
+// whose lab is gone (its registry file in lab.RegistryDir was removed by
+// lab.Down, lab.DownDir or lab.Sweep, or the lab never registered). Run it
+// after those: the kubelet and containerd of a live lab would restart what
+// it kills.
+func Sweep(log *slog.Logger) {
+	hs, _ := cgroupHierarchies()
+	roots := map[string]bool{}
+	for _, h := range hs {
+		entries, _ := os.ReadDir(filepath.Join(h, cgroupParent))
+		for _, e := range entries {
+			if e.IsDir() {
+				roots[e.Name()] = true
+			}
+		}
+	}
+	for name := range roots {
+		id, _, _ := strings.Cut(name, "-")
+		if _, err := os.Stat(filepath.Join(lab.RegistryDir, id+".json")); err == nil {
+			continue
+		}
+		root := filepath.Join(cgroupParent, name)
+		for range 3 {
+			pids := cgroupPIDs(root)
+			if len(pids) == 0 {
+				break
+			}
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err := removeCgroupRoot(root); err != nil {
+			log.Warn("kubenode: sweep cgroups of a removed lab", "cgroup", root, "err", err)
+			continue
+		}
+		log.Info("kubenode: swept cgroups of a removed lab", "cgroup", root)
+	}
 }

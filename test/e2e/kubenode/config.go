@@ -47,7 +47,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.CgroupRoot == "" {
-		c.CgroupRoot = "/wgmesh-lab/" + c.Name
+		c.CgroupRoot = cgroupParent + "/" + c.Name
 	}
 	if c.CNIBinDir == "" {
 		c.CNIBinDir = DefaultCNIBinDir

@@ -58,7 +58,7 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 			NodeIP:     n.Addr,
 			APIServer:  lab.APIServerURL(),
 			Token:      l.AdminToken,
-			CgroupRoot: "/wgmesh-lab/" + l.ID + "-" + n.Name,
+			CgroupRoot: cgroupParent + "/" + l.ID + "-" + n.Name,
 		},
 		confDir: filepath.Join(n.Dir, "kubenode"),
 	}
