@@ -136,7 +136,7 @@ func (r *run) writeInitiatorName(c Check, what string) Check {
 	if r.distro.Family == FamilyNixOS {
 		c.Fix = fmt.Sprintf(`in configuration.nix: services.openiscsi = { enable = true; name = "%s"; }; then nixos-rebuild switch`, fresh)
 	} else {
-		c.Fix = fmt.Sprintf("echo InitiatorName=$(iscsi-iname) > %s && chmod 0600 %s && %s  (wgmesh-hostprep check --fix does the write)", InitiatorNamePath, InitiatorNamePath, restart)
+		c.Fix = fmt.Sprintf("echo InitiatorName=$(iscsi-iname) > %s && chmod 0600 %s   (what --fix does)\nthen: %s", InitiatorNamePath, InitiatorNamePath, restart)
 	}
 	return c
 }

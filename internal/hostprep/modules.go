@@ -81,13 +81,13 @@ type moduleSpec struct {
 
 func (r *run) moduleSpecs() []moduleSpec {
 	specs := []moduleSpec{
-		{id: "module.iscsi_tcp", names: []string{"iscsi_tcp"}, required: true, why: "the v1 engine attaches volumes over iSCSI"},
+		{id: "module.iscsi_tcp", names: []string{"iscsi_tcp"}, required: true, why: "v1 volumes, attached over iSCSI"},
 		{id: "module.dm_crypt", names: []string{"dm_crypt"}, required: false, why: "encrypted volumes"},
 	}
 	if r.opts.V2Engine {
 		specs = append(specs,
-			moduleSpec{id: "module.nvme_tcp", names: []string{"nvme_tcp"}, required: true, why: "the v2 engine attaches volumes over NVMe/TCP"},
-			moduleSpec{id: "module.userspace-pci-driver", names: []string{"vfio_pci", "uio_pci_generic"}, required: true, why: "the v2 engine (SPDK) drives disks from user space"},
+			moduleSpec{id: "module.nvme_tcp", names: []string{"nvme_tcp"}, required: true, why: "v2 volumes, attached over NVMe/TCP"},
+			moduleSpec{id: "module.userspace-pci-driver", names: []string{"vfio_pci", "uio_pci_generic"}, required: true, why: "the v2 engine (SPDK), which drives disks from user space"},
 		)
 	}
 	return specs
@@ -126,14 +126,14 @@ func (r *run) checkModule(ctx context.Context, s moduleSpec) Check {
 			c.Status = StatusFixed
 			c.Summary = fmt.Sprintf("%s was not loaded; loaded it", loadable)
 			c.Changed = []string{changed}
-			c.Fix = r.persistModuleFix(loadable)
+			c.Fix = "to load it at every boot: " + r.persistModuleFix(loadable)
 			return c
 		}
 	}
 	c.Status = StatusMissing
 	if loadable != "" {
 		c.Summary = fmt.Sprintf("%s is not loaded (needed for %s)", label, s.why)
-		c.Fix = fmt.Sprintf("modprobe %s; to load it at boot: %s", loadable, r.persistModuleFix(loadable))
+		c.Fix = fmt.Sprintf("modprobe %s   (what --fix does)\nto load it at every boot: %s", loadable, r.persistModuleFix(loadable))
 	} else {
 		c.Summary = fmt.Sprintf("%s is not in this kernel (needed for %s)", label, s.why)
 		c.Fix = r.kernelModulesFix(s.names[0])
@@ -229,7 +229,7 @@ func (r *run) checkNFS(ctx context.Context) Check {
 		}
 		c.Status = StatusWarning
 		c.Summary = "NFSv4 client is a module that is not loaded yet (the kernel loads it on the first NFSv4 mount)"
-		c.Fix = "modprobe nfsv4; " + r.persistModuleFix("nfsv4")
+		c.Fix = "modprobe nfsv4   (what --fix does)\nto load it at every boot: " + r.persistModuleFix("nfsv4")
 		return c
 	}
 	c.Status = StatusMissing

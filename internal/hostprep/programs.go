@@ -20,19 +20,19 @@ type program struct {
 // programs Longhorn's manager, instance manager and CSI plugin run on the
 // host through nsenter.
 var programs = []program{
-	{name: "iscsiadm", required: true, why: "attach v1 volumes over iSCSI", pkg: pkgOpenISCSI},
-	{name: "mount", required: true, why: "mount volumes", pkg: pkgMount},
-	{name: "umount", required: true, why: "unmount volumes", pkg: pkgMount},
-	{name: "findmnt", required: true, why: "find mount points", pkg: pkgUtilLinux},
-	{name: "blkid", required: true, why: "detect file systems", pkg: pkgUtilLinux},
-	{name: "lsblk", required: true, why: "list block devices", pkg: pkgUtilLinux},
-	{name: "sh", required: true, why: "run host commands", pkg: pkgShell},
+	{name: "iscsiadm", required: true, why: "attaching v1 volumes over iSCSI", pkg: pkgOpenISCSI},
+	{name: "mount", required: true, why: "mounting volumes", pkg: pkgMount},
+	{name: "umount", required: true, why: "unmounting volumes", pkg: pkgMount},
+	{name: "findmnt", required: true, why: "finding mount points", pkg: pkgUtilLinux},
+	{name: "blkid", required: true, why: "detecting file systems", pkg: pkgUtilLinux},
+	{name: "lsblk", required: true, why: "listing block devices", pkg: pkgUtilLinux},
+	{name: "sh", required: true, why: "running host commands", pkg: pkgShell},
 	{name: "mount.nfs", required: false, why: "RWX volumes and NFS backups", pkg: pkgNFS},
 	{name: "mount.nfs4", required: false, why: "RWX volumes and NFS backups", pkg: pkgNFS},
 	{name: "cryptsetup", required: false, why: "encrypted volumes", pkg: pkgCryptsetup},
 	{name: "dmsetup", required: false, why: "encrypted volumes and device-mapper devices", pkg: pkgDmsetup},
 	{name: "fstrim", required: false, why: "trimming volumes", pkg: pkgUtilLinux},
-	{name: "nvme", required: true, why: "attach v2 volumes over NVMe/TCP", pkg: pkgNVMe, v2only: true},
+	{name: "nvme", required: true, why: "attaching v2 volumes over NVMe/TCP", pkg: pkgNVMe, v2only: true},
 }
 
 func (r *run) checkPrograms() []Check {
@@ -64,7 +64,7 @@ func (r *run) checkProgram(p program) Check {
 	real, err := r.root.LookPath(p.name, hostfs.SplitPath(ExtraHostPATH))
 	if err != nil {
 		c.Status = StatusMissing
-		c.Summary = fmt.Sprintf("%s is not installed (needed to %s)", p.name, p.why)
+		c.Summary = fmt.Sprintf("%s is not installed (needed for %s)", p.name, p.why)
 		c.Fix = r.distro.installFix(p.pkg)
 		return c
 	}
@@ -81,17 +81,17 @@ func (r *run) checkProgram(p program) Check {
 		c.Evidence = append(c.Evidence, err.Error())
 	}
 	c.Status = StatusMissing
-	c.Summary = fmt.Sprintf("%s is at %s, which is not on Longhorn's PATH (needed to %s)", p.name, real.Path, p.why)
+	c.Summary = fmt.Sprintf("%s is at %s, which is not on Longhorn's PATH (needed for %s)", p.name, real.Path, p.why)
 	c.Fix = r.linkFix(link, real.Path)
 	return c
 }
 
 // linkFix tells a person how to make a host program reachable.
 func (r *run) linkFix(link, target string) string {
-	fix := fmt.Sprintf("ln -s %s %s  (wgmesh-hostprep run/check --fix does this)", target, link)
+	fix := fmt.Sprintf("ln -s %s %s   (what --fix does)", target, link)
 	if r.distro.Family == FamilyNixOS {
-		fix += fmt.Sprintf(`; or in configuration.nix: systemd.tmpfiles.rules = [ "L+ %s - - - - %s" ];`, link, target) +
-			"; or add /run/wrappers/bin:/run/current-system/sw/bin to the PATH of Longhorn's manager (see the NixOS guide)"
+		fix += fmt.Sprintf("\nor in configuration.nix: systemd.tmpfiles.rules = [ \"L+ %s - - - - %s\" ];", link, target) +
+			"\nor add /run/wrappers/bin:/run/current-system/sw/bin to the PATH of Longhorn's manager (see the NixOS guide)"
 	}
 	return fix
 }

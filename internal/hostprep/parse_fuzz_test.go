@@ -1,0 +1,30 @@
+package hostprep
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzHostFileParsers feeds arbitrary bytes to every parser of host files:
+// none may panic, and what they return must be consistent with the input.
+func FuzzHostFileParsers(f *testing.F) {
+	f.Add("blacklist {\n devnode \"^sd[a-z0-9]+\"\n}\n")
+	f.Add("22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n")
+	f.Add("ID=nixos\nPRETTY_NAME=\"NixOS 24.11 (Vicuna)\"\nID_LIKE='x y'\n")
+	f.Add("\"unterminated { } # \" {{{ }}}")
+	f.Fuzz(func(t *testing.T, s string) {
+		if pat, ok := blacklistsLonghorn(s); ok && !strings.Contains(s, pat) {
+			t.Fatalf("blacklist pattern %q not in input", pat)
+		}
+		for _, m := range parseMountInfo([]byte(s)) {
+			if m.mountPoint == "" {
+				t.Fatalf("empty mount point from %q", s)
+			}
+		}
+		d := distroFrom(parseOSRelease([]byte(s)), false)
+		if d.Family == "" {
+			t.Fatal("empty family")
+		}
+		_ = modName(s)
+	})
+}
