@@ -162,6 +162,9 @@ authentication:
 authorization:
   mode: AlwaysAllow
 readOnlyPort: 0
+# The kubelet would lower its own oom_score_adj to -999, which needs
+# CAP_SYS_RESOURCE (absent here; see restrict_oom_score_adj in containerd).
+oomScoreAdj: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 serializeImagePulls: false

@@ -25,6 +25,24 @@ var privateDirs = map[string]string{
 	"var-lib-containerd": ContainerdRoot,
 	"run-containerd":     ContainerdState,
 	"var-log-pods":       PodLogsDir,
+	// The kubelet links every container log here; the path is fixed.
+	"var-log-containers": "/var/log/containers",
+}
+
+// kernelTunables are the machine-wide sysctls the kubelet sets at start
+// (pkg/kubelet/cm setupKernelTunables) unless protectKernelDefaults, which
+// instead refuses to start when they differ. They are not namespaced: a lab
+// kubelet would change the machine's kernel.panic_on_oops, among others.
+// Inside the node's mount namespace each is covered by a bind-mounted file
+// that already holds the kubelet's value, so the kubelet finds nothing to
+// change and the machine's settings stay as they are.
+var kernelTunables = map[string]string{
+	"/proc/sys/vm/overcommit_memory":      "1",
+	"/proc/sys/vm/panic_on_oom":           "0",
+	"/proc/sys/kernel/panic":              "10",
+	"/proc/sys/kernel/panic_on_oops":      "1",
+	"/proc/sys/kernel/keys/root_maxkeys":  "1000000",
+	"/proc/sys/kernel/keys/root_maxbytes": "25000000",
 }
 
 // Programs the node runs, found in the lab's Kubernetes binary cache
@@ -88,6 +106,9 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 	if err := os.MkdirAll(k.confDir, 0o755); err != nil {
 		return nil, err
 	}
+	if err := k.maskKernelTunables(ctx); err != nil {
+		return nil, err
+	}
 	for name, content := range map[string]string{
 		"containerd.toml":    ContainerdConfig(k.Config),
 		"kubelet.yaml":       KubeletConfig(k.Config),
@@ -101,6 +122,25 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 		return nil, fmt.Errorf("kubenode: node %s: %w", n.Name, err)
 	}
 	return k, nil
+}
+
+// maskKernelTunables covers each of kernelTunables, inside the node only,
+// with a file holding the kubelet's value (see kernelTunables).
+func (k *Node) maskKernelTunables(ctx context.Context) error {
+	dir := filepath.Join(k.confDir, "sysctl")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for path, value := range kernelTunables {
+		f := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(path, "/proc/sys/"), "/", "."))
+		if err := os.WriteFile(f, []byte(value+"\n"), 0o644); err != nil {
+			return err
+		}
+		if out, err := k.Run(ctx, "mount", "--bind", f, path); err != nil {
+			return fmt.Errorf("kubenode: node %s: cover %s: %w: %s", k.Name, path, err, out)
+		}
+	}
+	return nil
 }
 
 // env is the environment of containerd and kubelet: the cache first in
