@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -117,6 +118,7 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 		keptIPs  = map[netip.Addr]string{}
 		killed   int
 		survived int
+		addTime  = 300 * time.Millisecond
 	)
 	claim := func(ip netip.Addr, p *pod) {
 		mu.Lock()
@@ -141,7 +143,12 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 			defer func() { <-sem; wg.Done() }()
 			p := l.newPod()
 			if i%5 == 0 {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+rand.IntN(300))*time.Millisecond)
+				// Kill anywhere in the ADD: a delay up to 1.2x the time a
+				// normal ADD takes right now (it grows a lot under load).
+				mu.Lock()
+				limit := max(50*time.Millisecond, addTime*12/10)
+				mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond+rand.N(limit))
 				var res types.Result
 				err := l.inNode(func() error {
 					var err error
@@ -150,6 +157,9 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 				})
 				cancel()
 				if err != nil {
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("ADD %s failed other than by the kill: %v", p.name, err)
+					}
 					// The pod sandbox dies with its ADD: no DEL, only GC.
 					closeNetNS(p.netns)
 					mu.Lock()
@@ -173,11 +183,15 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 				}
 				return
 			}
+			start := time.Now()
 			r, err := l.add(context.Background(), p)
 			if err != nil {
 				t.Errorf("ADD %s: %v", p.name, err)
 				return
 			}
+			mu.Lock()
+			addTime = (addTime*7 + time.Since(start)) / 8 // moving average
+			mu.Unlock()
 			ip := podIP(t, r)
 			claim(ip, p)
 			if i%10 == 1 {
@@ -204,6 +218,13 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 		t.Errorf("no ADD was killed: the stress did not stress")
 	}
 
+	leaked := 0
+	for _, id := range l.allocations() {
+		if !slices.ContainsFunc(kept, func(p *pod) bool { return p.rt.ContainerID == id }) {
+			leaked++
+		}
+	}
+	t.Logf("before GC: %d addresses held by killed ADDs, %d host veths", leaked, len(l.hostVeths()))
 	if err := l.gc(kept); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
