@@ -102,6 +102,7 @@ type jsonReport struct {
 func (r Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(jsonReport{Ready: r.Ready(), Log: r.Log(), Report: r})
 }
 
