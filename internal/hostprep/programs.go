@@ -90,8 +90,12 @@ func (r *run) checkProgram(p program) Check {
 func (r *run) linkFix(link, target string) string {
 	fix := fmt.Sprintf("ln -s %s %s   (what --fix does)", target, link)
 	if r.distro.Family == FamilyNixOS {
-		fix += fmt.Sprintf("\nor in configuration.nix: systemd.tmpfiles.rules = [ \"L+ %s - - - - %s\" ];", link, target) +
-			"\nor add /run/wrappers/bin:/run/current-system/sw/bin to the PATH of Longhorn's manager (see the NixOS guide)"
+		if path.Dir(link) == LinkDir {
+			fix += "\nor, for every program at once, in configuration.nix: systemd.tmpfiles.rules = [ \"L+ /usr/local/bin - - - - /run/current-system/sw/bin\" ];" +
+				"\nor add /run/wrappers/bin:/run/current-system/sw/bin to the PATH of Longhorn's manager and CSI plugin (see the NixOS guide)"
+		} else {
+			fix += fmt.Sprintf("\nor in configuration.nix: systemd.tmpfiles.rules = [ \"L+ %s - - - - %s\" ];", link, target)
+		}
 	}
 	return fix
 }
