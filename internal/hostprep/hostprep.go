@@ -112,10 +112,13 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		log:  opts.Log,
 		fix:  &fixer{root: opts.Root, log: opts.Log, now: opts.Now},
 	}
-	if opts.Fix {
-		if err := r.fix.load(); err != nil {
+	// The record says which links are ours; a check without --fix only
+	// reads it, a fix must be able to add to it.
+	if err := r.fix.load(); err != nil {
+		if opts.Fix {
 			return Report{}, err
 		}
+		r.log.Warn("ignoring unreadable record", "path", RecordPath, "err", err)
 	}
 	rep := Report{Root: opts.Root.Dir, V2: opts.V2Engine}
 	osCheck := r.checkOS()
