@@ -3,6 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -11,6 +14,15 @@ type NetOptions struct {
 	Seconds    float64 // per iperf3 run; default 2
 	RoundTrips int     // per latency run; default 2000
 	MTU        int     // WireGuard device and pod MTU; default 1420
+	// UnderlayGRO turns GRO on for the lab's underlay veths (off by default
+	// on veth; on by default on real NICs), so wireguard-go's UDP GRO
+	// socket receives coalesced batches as it would on hardware.
+	UnderlayGRO bool
+	// NoTUNOffload turns segmentation offload off on both WireGuard TUNs
+	// (ethtool -K tso off gso off): the kernel then hands wireguard-go
+	// MTU-sized packets, as a TUN without virtio-net headers would. For the
+	// before/after comparison; wgmesh runs with offload on.
+	NoTUNOffload bool
 }
 
 // Net measures TCP throughput (1 and 4 streams) and 64-byte request/response
@@ -47,6 +59,20 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	if err := l.applyAll(ctx, nodes, nodes); err != nil {
 		return nil, "", err
 	}
+	if opt.UnderlayGRO {
+		for _, nd := range nodes {
+			if _, err := nd.netns.run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
+				return nil, "", fmt.Errorf("underlay GRO: %w", err)
+			}
+		}
+	}
+	if opt.NoTUNOffload {
+		for _, nd := range nodes {
+			if _, err := nd.netns.run("ethtool", "-K", nd.dev, "tso", "off", "gso", "off"); err != nil {
+				return nil, "", fmt.Errorf("TUN offload off: %w", err)
+			}
+		}
+	}
 	a, b := nodes[0], nodes[1]
 	if err := ping(a.pod, b.podIP, 5*time.Second); err != nil {
 		return nil, "", fmt.Errorf("pod-to-pod ping before measuring: %w", err)
@@ -58,23 +84,38 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	order := []path{pod, tun, raw, tun, pod}
 	port := 15201
 	section := fmt.Sprintf("network (MTU %d)", opt.MTU)
+	if opt.NoTUNOffload {
+		section += ", TUN offload OFF"
+	}
 	for _, streams := range []int{1, 4} {
-		sum := map[string]float64{}
+		sum, cpu := map[string]float64{}, map[string]float64{}
 		cnt := map[string]int{}
 		for _, p := range order {
 			port++
-			g, err := iperf3(ctx, p, port, streams, opt.Seconds)
+			tx0 := linkStats(a.netns, a.dev, "tx")
+			rx0 := linkStats(b.netns, b.dev, "rx")
+			g, c, err := iperf3(ctx, p, port, streams, opt.Seconds)
 			if err != nil {
 				return rows, info, err
 			}
+			tx, rx := linkStats(a.netns, a.dev, "tx").minus(tx0), linkStats(b.netns, b.dev, "rx").minus(rx0)
+			if tx.packets > 0 && rx.packets > 0 {
+				fmt.Fprintf(os.Stderr, "%s -P %d: %.2f Gbit/s, %.1f CPU s/GB; sender TUN %.0f B/packet, receiver TUN %.0f B/packet\n",
+					p.name, streams, g, c, tx.bytes/tx.packets, rx.bytes/rx.packets)
+			}
 			sum[p.name] += g
+			cpu[p.name] += c
 			cnt[p.name]++
 		}
 		avg := func(p path) float64 { return sum[p.name] / float64(cnt[p.name]) }
+		avgCPU := func(p path) float64 { return cpu[p.name] / float64(cnt[p.name]) }
 		name := fmt.Sprintf("TCP throughput, %d stream(s)", streams)
 		rows = append(rows,
 			compared(section, name+": pod-to-pod / tunnel", avg(pod), avg(tun), "Gbit/s").goalAtLeast(0.9),
 			compared(section, name+": tunnel / raw underlay", avg(tun), avg(raw), "Gbit/s"),
+			compared(section, name+": CPU per GB, pod-to-pod / tunnel", avgCPU(pod), avgCPU(tun), "CPU s/GB").
+				note("WireGuard devices + iperf3 processes; less sensitive to machine load than Gbit/s"),
+			compared(section, name+": CPU per GB, tunnel / raw underlay", avgCPU(tun), avgCPU(raw), "CPU s/GB"),
 		)
 	}
 	lat := map[string]durations{}
@@ -104,4 +145,27 @@ func (r Row) goalAtLeast(min float64) Row {
 // goalAtMost marks the row against ratio <= max.
 func (r Row) goalAtMost(max float64) Row {
 	return r.goal(fmt.Sprintf("<= %.1fx", max), r.Ratio <= max)
+}
+
+type counters struct{ packets, bytes float64 }
+
+func (c counters) minus(o counters) counters {
+	return counters{c.packets - o.packets, c.bytes - o.bytes}
+}
+
+// linkStats reads dev's rx or tx packet and byte counters in n. The kernel
+// counts a segmentation-offloaded packet once, so bytes/packets above the
+// MTU shows that offload is at work.
+func linkStats(n *netNS, dev, dir string) counters {
+	out, err := n.run("cat", "/sys/class/net/"+dev+"/statistics/"+dir+"_packets", "/sys/class/net/"+dev+"/statistics/"+dir+"_bytes")
+	if err != nil {
+		return counters{}
+	}
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		return counters{}
+	}
+	p, _ := strconv.ParseFloat(f[0], 64)
+	b, _ := strconv.ParseFloat(f[1], 64)
+	return counters{p, b}
 }

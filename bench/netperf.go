@@ -38,16 +38,28 @@ func paths(a, b *labNode) []path {
 
 // iperf3 runs one TCP test of secs seconds with streams parallel streams
 // and returns the receiver's throughput in Gbit/s.
-func iperf3(ctx context.Context, p path, port, streams int, secs float64) (float64, error) {
+//
+// cpu is the CPU time spent per GB received, by this process (which runs
+// both nodes' WireGuard devices) and the iperf3 processes (whose syscalls
+// carry most of the kernel's forwarding work): a figure that machine load
+// changes much less than throughput.
+func iperf3(ctx context.Context, p path, port, streams int, secs float64) (gbps, cpu float64, err error) {
+	cpu0 := selfCPU() + childrenCPU()
+	var bytes float64
+	defer func() {
+		if err == nil && bytes > 0 {
+			cpu = (selfCPU() + childrenCPU() - cpu0).Seconds() / (bytes / 1e9)
+		}
+	}()
 	srv := p.to.cmd("iperf3", "-s", "-B", p.dst.String(), "-p", strconv.Itoa(port))
 	srv.Stdout, srv.Stderr = io.Discard, io.Discard
 	if err := srv.Start(); err != nil {
-		return 0, fmt.Errorf("start iperf3 server: %w", err)
+		return 0, 0, fmt.Errorf("start iperf3 server: %w", err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	// Wait until it listens: connect from the server's namespace itself.
 	if err := waitListening(p.to, netip.AddrPortFrom(p.dst, uint16(port)), 5*time.Second); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs*float64(time.Second))+20*time.Second)
 	defer cancel()
@@ -58,14 +70,18 @@ func iperf3(ctx context.Context, p path, port, streams int, secs float64) (float
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
 			} `json:"sum_received"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
 	if jerr := json.Unmarshal(out, &res); jerr != nil || res.Error != "" || err != nil {
-		return 0, fmt.Errorf("iperf3 %s (-P %d): %v %s %v", p.name, streams, err, res.Error, jerr)
+		return 0, 0, fmt.Errorf("iperf3 %s (-P %d): %v %s %v", p.name, streams, err, res.Error, jerr)
 	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	_ = srv.Process.Kill()
+	_ = srv.Wait() // reaped: its CPU time counts now
+	bytes = res.End.SumReceived.Bytes
+	return res.End.SumReceived.BitsPerSecond / 1e9, 0, nil
 }
 
 func waitListening(n *netNS, ap netip.AddrPort, timeout time.Duration) error {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -21,10 +22,17 @@ func main() {
 	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
 		os.Exit(helper(os.Args[1], os.Args[2:]))
 	}
+	os.Exit(runBench())
+}
+
+// runBench is main with an exit code, so that deferred calls run.
+func runBench() int {
 	out := flag.String("out", "results", "directory for bench.md and bench.json")
-	only := flag.String("only", "cni,net,scale,converge", "sections to run, comma-separated")
+	only := flag.String("only", "cni,net-nooffload,net,scale,converge", "sections to run, comma-separated: cni, net-nooffload (the network lab with TUN segmentation offload off, for comparison), net, scale, converge")
 	secs := flag.Float64("seconds", 2, "seconds per iperf3 run")
 	mtu := flag.Int("mtu", 1420, "WireGuard device and pod MTU in the network lab")
+	gro := flag.Bool("underlay-gro", true, "turn GRO on for the lab's underlay veths, as on a real NIC")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (it runs the WireGuard devices) to this file")
 	repo := flag.String("repo", ".", "repository root (for conflist/10-wgmesh.conflist)")
 	bin := flag.String("bin", envOr("WGMESH_BIN", "bin"), "directory with wgmesh and wgmesh-ipam")
 	refBin := flag.String("ref-bin", envOr("WGMESH_REF_BIN", "bin/ref"), "directory with the reference plugins")
@@ -33,7 +41,19 @@ func main() {
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "wgmesh-bench: needs root (network namespaces, links, iptables)")
-		os.Exit(2)
+		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,25 +91,30 @@ func main() {
 		more, err = bench.APILoad(ctx, 1000, 3*time.Second)
 		return append(rows, more...), err
 	})
-	run("net", func() ([]bench.Row, error) {
-		rows, info, err := bench.Net(ctx, bench.NetOptions{Seconds: *secs, MTU: *mtu})
-		if info != "" {
-			fmt.Fprintln(os.Stderr, info)
+	net := func(noOffload bool) func() ([]bench.Row, error) {
+		return func() ([]bench.Row, error) {
+			rows, info, err := bench.Net(ctx, bench.NetOptions{Seconds: *secs, MTU: *mtu, UnderlayGRO: *gro, NoTUNOffload: noOffload})
+			if info != "" {
+				fmt.Fprintln(os.Stderr, info)
+			}
+			return rows, err
 		}
-		return rows, err
-	})
+	}
+	run("net-nooffload", net(true))
+	run("net", net(false))
 	run("converge", func() ([]bench.Row, error) { return bench.Converge(ctx, []int{3, 8}) })
 	fmt.Println()
 	rep.WriteText(os.Stdout)
 	paths, err := rep.Save(*out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	fmt.Printf("\nwritten: %s\n", strings.Join(paths, " "))
 	if len(rep.Errors) > 0 {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func envOr(k, def string) string {
