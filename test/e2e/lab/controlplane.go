@@ -50,15 +50,22 @@ func randomToken() string {
 }
 
 func (l *Lab) startControlPlane(ctx context.Context) error {
+	if _, err := l.k8sBin("kube-controller-manager"); err != nil {
+		return err
+	}
+	if err := l.startAPI(ctx); err != nil {
+		return err
+	}
+	return l.startControllerManager(ctx)
+}
+
+// startAPI starts etcd and kube-apiserver and waits for /readyz.
+func (l *Lab) startAPI(ctx context.Context) error {
 	etcd, err := l.k8sBin("etcd")
 	if err != nil {
 		return err
 	}
 	apiserver, err := l.k8sBin("kube-apiserver")
-	if err != nil {
-		return err
-	}
-	kcm, err := l.k8sBin("kube-controller-manager")
 	if err != nil {
 		return err
 	}
@@ -101,8 +108,17 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	if err := l.writeKubeconfig(l.AdminKubeconfig(), "admin", l.AdminToken); err != nil {
 		return err
 	}
-	if err := l.waitAPI(ctx); err != nil {
+	return l.waitAPI(ctx)
+}
+
+func (l *Lab) startControllerManager(ctx context.Context) error {
+	kcm, err := l.k8sBin("kube-controller-manager")
+	if err != nil {
 		return err
+	}
+	saKey := l.cpDir("sa.key")
+	in := func(argv ...string) []string {
+		return append([]string{"ip", "netns", "exec", l.ControlPlaneNetNS()}, argv...)
 	}
 	args := []string{kcm,
 		"--kubeconfig", l.AdminKubeconfig(), "--leader-elect=false",
@@ -111,7 +127,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 		"--service-cluster-ip-range", ServiceCIDR,
 		// No kubelets heartbeat for agent-only nodes: without this their
 		// Nodes would turn NotReady and tainted after 40 s.
-		"--controllers", "*,-nodelifecycle",
+		"--controllers", "*,-node-lifecycle-controller",
 	}
 	if !l.NoCIDRAllocation {
 		args = append(args, "--allocate-node-cidrs", "--cluster-cidr", ClusterCIDR,
@@ -120,7 +136,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	if _, err := l.startProcess("kube-controller-manager", l.cpDir("kube-controller-manager.log"), nil, in(args...)...); err != nil {
 		return err
 	}
-	l.Log.Info("lab: control plane up", "api", APIServerURL(), "netns", cp, "cidrAllocation", !l.NoCIDRAllocation)
+	l.Log.Info("lab: control plane up", "api", APIServerURL(), "netns", l.ControlPlaneNetNS(), "cidrAllocation", !l.NoCIDRAllocation)
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -91,5 +93,20 @@ func TestPodGetsAnAddressThroughTheShippedConflist(t *testing.T) {
 	}
 	if err := l.DelPod(context.Background(), p); err != nil {
 		t.Errorf("DEL: %v", err)
+	}
+}
+
+func TestAPIServerAnswersOnlyInsideTheControlPlaneNamespace(t *testing.T) {
+	l := newBareLab(t)
+	ctx := t.Context()
+	if err := l.startAPI(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Client.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err != nil {
+		t.Fatalf("API through the control-plane namespace: %v", err)
+	}
+	// From the machine's own namespace the address does not even exist.
+	if out, err := runCmd(ctx, "ip", "-4", "addr", "show"); err != nil || strings.Contains(out, ControlPlaneIP.String()) {
+		t.Errorf("the machine's namespace has %s: %s %v", ControlPlaneIP, out, err)
 	}
 }
