@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
@@ -108,5 +110,48 @@ func TestAPIServerAnswersOnlyInsideTheControlPlaneNamespace(t *testing.T) {
 	// From the machine's own namespace the address does not even exist.
 	if out, err := runCmd(ctx, "ip", "-4", "addr", "show"); err != nil || strings.Contains(out, ControlPlaneIP.String()) {
 		t.Errorf("the machine's namespace has %s: %s %v", ControlPlaneIP, out, err)
+	}
+}
+
+func TestAgentTokenHasTheDeployRBACAndNotAdmin(t *testing.T) {
+	l := newBareLab(t)
+	ctx := t.Context()
+	if err := l.startAPI(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ApplyAgentRBAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ApplyAgentRBAC(ctx); err != nil {
+		t.Fatalf("second apply (idempotent): %v", err)
+	}
+	tok, err := l.AgentToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := kubernetes.NewForConfig(l.RestConfigFor(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ns, verb, group, resource, sub string
+		want                           bool
+	}{
+		{"", "watch", "", "nodes", "", true},
+		{"", "patch", "", "nodes", "status", true},
+		{AgentNamespace, "create", "coordination.k8s.io", "leases", "", true},
+		{"", "delete", "", "nodes", "", false},
+		{AgentNamespace, "get", "", "secrets", "", false},
+		{"default", "create", "", "pods", "", false},
+	} {
+		r, err := agent.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: c.ns, Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.sub},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed != c.want {
+			t.Errorf("agent may %s %s/%s in %q: %v, want %v", c.verb, c.resource, c.sub, c.ns, r.Status.Allowed, c.want)
+		}
 	}
 }
