@@ -17,7 +17,9 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/internal/dataplane"
+	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/route"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -154,16 +156,21 @@ func Memory(ctx context.Context, sizes []int) ([]Row, error) {
 	var rows []Row
 	sec := "agent at scale"
 	for _, n := range sizes {
-		cmd := exec.CommandContext(ctx, self, "rss", "-n", strconv.Itoa(n))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
+		r, err := agentLike(ctx, self, "rss", n)
 		if err != nil {
-			return rows, fmt.Errorf("agent-like process with %d peers: %w", n, err)
+			return rows, err
 		}
-		var r AgentResult
-		if err := json.Unmarshal(out, &r); err != nil {
-			return rows, fmt.Errorf("agent-like process output: %w", err)
+		k, err := agentLike(ctx, self, "rss-kernel", n)
+		if err != nil {
+			return rows, err
 		}
+		kmib := float64(k.RSSKiB) / 1024
+		krow := Row{Section: sec, Name: fmt.Sprintf("RSS of agent-like process, %d peers + routes (kernel device: peers not in the process)", n), Value: kmib, Unit: "MiB",
+			Note: fmt.Sprintf("informer cache on a fake clientset (2 copies of each Node), desired state, routes on a veth standing in for the device; peak %.1f MiB, Go heap %.1f MiB", float64(k.HWMKiB)/1024, float64(k.HeapKiB)/1024)}
+		if n == 1000 {
+			krow = krow.goal("< 40 MiB", kmib < 40)
+		}
+		rows = append(rows, krow)
 		mib := float64(r.RSSKiB) / 1024
 		row := Row{Section: sec, Name: fmt.Sprintf("RSS of agent-like process, %d peers + routes (userspace device)", n), Value: mib, Unit: "MiB",
 			Note: fmt.Sprintf("after GC; peak %.1f MiB, Go heap %.1f MiB, %d goroutines", float64(r.HWMKiB)/1024, float64(r.HeapKiB)/1024, r.Goroutines)}
@@ -200,4 +207,91 @@ func fmtChanges(c dataplane.Changes) string {
 		return "nothing"
 	}
 	return strings.Join(parts, " + ")
+}
+
+// RunAgentLikeNoDevice is the agent-like process for a kernel WireGuard
+// device, whose peers live in the kernel, not in the agent (`wgmesh-bench
+// rss-kernel -n N`): the informer cache of N+1 Nodes (on a fake clientset,
+// which holds a second copy of every object, so this overstates), the
+// desired state, and N routes (on a dummy link standing in for the device,
+// as this kernel has no WireGuard module) plus the firewall rules applied
+// through the route and firewall appliers. Only RSSKiB, HWMKiB, HeapKiB
+// and Goroutines are filled.
+func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err error) {
+	c := &Cleanup{}
+	defer c.Run()
+	node, err := newNetNS(c, fmt.Sprintf("rssk%d", n))
+	if err != nil {
+		return res, err
+	}
+	dev := devName(800000 + n%1000)
+	if _, err := node.run("ip", "link", "add", dev, "type", "veth", "peer", "name", "stand-in"); err != nil {
+		return res, err
+	}
+	if _, err := node.run("ip", "link", "set", dev, "up"); err != nil {
+		return res, err
+	}
+	if _, err := node.run("ip", "link", "set", "stand-in", "up"); err != nil {
+		return res, err
+	}
+	if _, err := node.run("ip", "link", "add", "cni0", "type", "bridge"); err != nil {
+		return res, err
+	}
+	if _, err := node.run("ip", "addr", "add", "10.0.0.1/24", "dev", "cni0"); err != nil {
+		return res, err
+	}
+	if _, err := node.run("ip", "link", "set", "cni0", "up"); err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wd, err := startWatcher(ctx, n+1)
+	if err != nil {
+		return res, err
+	}
+	nodes := wd.w.Nodes()
+	s, problems := mesh.Desired(nodes[0], nodes, mesh.Options{})
+	if len(problems) > 0 {
+		return res, fmt.Errorf("mesh problems: %+v", problems[0])
+	}
+	err = node.do(func() error {
+		rm, err := route.New(route.Config{Device: dev})
+		if err != nil {
+			return err
+		}
+		if _, err := rm.Apply(s.Routes); err != nil {
+			return err
+		}
+		_, err = firewall.New().Apply(firewall.Rules{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, PodSubnets: s.Subnets, Masquerade: true})
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	res.Peers = len(s.Peers)
+	runtime.GC()
+	debug.FreeOSMemory()
+	time.Sleep(200 * time.Millisecond)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapKiB = ms.HeapAlloc >> 10
+	res.Goroutines = runtime.NumGoroutine()
+	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
+	runtime.KeepAlive(wd)
+	runtime.KeepAlive(s)
+	return res, nil
+}
+
+func agentLike(ctx context.Context, self, mode string, n int) (AgentResult, error) {
+	var r AgentResult
+	cmd := exec.CommandContext(ctx, self, mode, "-n", strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("agent-like process (%s) with %d peers: %w", mode, n, err)
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("agent-like process (%s) output: %w", mode, err)
+	}
+	return r, nil
 }

@@ -30,6 +30,11 @@ func helper(name string, args []string) int {
 		if res, err = bench.RunAgentLike(context.Background(), *n); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
+	case "rss-kernel":
+		var res bench.AgentResult
+		if res, err = bench.RunAgentLikeNoDevice(context.Background(), *n); err == nil {
+			err = json.NewEncoder(os.Stdout).Encode(res)
+		}
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}
