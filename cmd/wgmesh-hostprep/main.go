@@ -80,16 +80,18 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 
 // common flags of check and run.
 type checkFlags struct {
-	hostRoot    string
-	v2          bool
-	kubeletDir  string
-	fix         bool
-	loadModules bool
-	logLevel    string
+	hostRoot     string
+	longhornPATH string
+	v2           bool
+	kubeletDir   string
+	fix          bool
+	loadModules  bool
+	logLevel     string
 }
 
 func (c *checkFlags) register(fs *flag.FlagSet, fixDefault bool) {
 	fs.StringVar(&c.hostRoot, "host-root", "/host", "where the host's / is mounted (\"/\" when running on the host itself)")
+	fs.StringVar(&c.longhornPATH, "longhorn-path", hostprep.LonghornPATH, "the PATH of Longhorn's containers, with which programs are looked up on the host (extend it if you extended Longhorn's)")
 	fs.BoolVar(&c.v2, "v2-engine", false, "also check what Longhorn's v2 data engine needs (nvme_tcp, vfio_pci/uio_pci_generic, 2 GiB of 2 MiB huge pages, nvme, sse4_2)")
 	fs.StringVar(&c.kubeletDir, "kubelet-dir", hostprep.DefaultKubeletDir, "the kubelet's root directory on the host, which must be a shared mount")
 	fs.BoolVar(&c.fix, "fix", fixDefault, "apply the safe fixes (initiator name file, symlinks onto Longhorn's PATH and /sbin/lvm, kernel modules)")
@@ -99,12 +101,13 @@ func (c *checkFlags) register(fs *flag.FlagSet, fixDefault bool) {
 
 func (c *checkFlags) options(log *slog.Logger) hostprep.Options {
 	o := hostprep.Options{
-		Root:        hostfs.Root{Dir: c.hostRoot},
-		V2Engine:    c.v2,
-		KubeletDir:  c.kubeletDir,
-		Fix:         c.fix,
-		LoadModules: c.loadModules,
-		Log:         log,
+		Root:         hostfs.Root{Dir: c.hostRoot},
+		LonghornPATH: c.longhornPATH,
+		V2Engine:     c.v2,
+		KubeletDir:   c.kubeletDir,
+		Fix:          c.fix,
+		LoadModules:  c.loadModules,
+		Log:          log,
 	}
 	if c.fix && c.loadModules {
 		o.Runner = hostprep.ChrootRunner{Root: c.hostRoot}

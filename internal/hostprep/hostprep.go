@@ -58,6 +58,10 @@ type Options struct {
 	Root hostfs.Root
 	// V2Engine adds the checks for Longhorn's SPDK-based v2 data engine.
 	V2Engine bool
+	// LonghornPATH is the PATH Longhorn's containers use (default
+	// LonghornPATH); set it when Longhorn's PATH was extended instead of
+	// linking programs.
+	LonghornPATH string
 	// KubeletDir is the kubelet root dir whose mount must be shared.
 	KubeletDir string
 	// Fix applies the safe fixes; false only looks.
@@ -91,6 +95,9 @@ type run struct {
 func Run(ctx context.Context, opts Options) (Report, error) {
 	if opts.KubeletDir == "" {
 		opts.KubeletDir = DefaultKubeletDir
+	}
+	if opts.LonghornPATH == "" {
+		opts.LonghornPATH = LonghornPATH
 	}
 	if opts.Random == nil {
 		opts.Random = rand.Reader

@@ -464,3 +464,15 @@ func diffLines(a, b string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A cluster that extended Longhorn's PATH instead of linking programs says
+// so with LonghornPATH; the program checks then pass without any link.
+func TestLonghornPATHExtended(t *testing.T) {
+	tr := fakehost.NixOS(t)
+	rep := runChecks(t, Options{Root: tr.Root(), LonghornPATH: LonghornPATH + ":/run/wrappers/bin:/run/current-system/sw/bin", Log: quiet()})
+	c := byID(t, rep)
+	if m := wantStatus(t, c, "program.mount", StatusOK); !strings.Contains(m.Summary, "/run/wrappers/bin/mount") {
+		t.Errorf("program.mount = %+v", m)
+	}
+	wantStatus(t, c, "program.iscsiadm", StatusOK)
+}

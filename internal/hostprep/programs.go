@@ -50,7 +50,7 @@ func (r *run) checkPrograms() []Check {
 // outside Longhorn's PATH, the fix links it into LinkDir.
 func (r *run) checkProgram(p program) Check {
 	c := Check{ID: "program." + p.name, Topic: "Programs", Required: p.required}
-	longhorn := hostfs.SplitPath(LonghornPATH)
+	longhorn := hostfs.SplitPath(r.opts.LonghornPATH)
 	found, err := r.root.LookPath(p.name, longhorn)
 	if err == nil {
 		c.Status = StatusOK
@@ -60,7 +60,7 @@ func (r *run) checkProgram(p program) Check {
 		}
 		return c
 	}
-	c.Evidence = append(c.Evidence, fmt.Sprintf("not found in Longhorn's PATH %s under the host root", LonghornPATH))
+	c.Evidence = append(c.Evidence, fmt.Sprintf("not found in Longhorn's PATH %s under the host root", r.opts.LonghornPATH))
 	real, err := r.root.LookPath(p.name, hostfs.SplitPath(ExtraHostPATH))
 	if err != nil {
 		c.Status = StatusMissing
