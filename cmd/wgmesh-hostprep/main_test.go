@@ -38,6 +38,9 @@ func TestCheckExitCodes(t *testing.T) {
 	if code, _, errOut := runCLI(t, "check", "--host-root", "/nonexistent-hostprep-root"); code != exitUsageOrIO || !strings.Contains(errOut, "host root") {
 		t.Errorf("missing root: exit %d, %q", code, errOut)
 	}
+	if code, _, errOut := runCLI(t, "undo", "--host-root", "/nonexistent-hostprep-root"); code != exitUsageOrIO || !strings.Contains(errOut, "host root") {
+		t.Errorf("undo on a missing root: exit %d, %q", code, errOut)
+	}
 	if code, _, _ := runCLI(t, "frobnicate"); code != exitUsageOrIO {
 		t.Errorf("unknown command: exit %d", code)
 	}

@@ -270,6 +270,11 @@ type UndoResult struct {
 func Undo(root hostfs.Root, log *slog.Logger) (UndoResult, error) {
 	f := &fixer{root: root, log: log, now: time.Now}
 	var out UndoResult
+	if fi, err := os.Stat(root.Dir); err != nil {
+		return out, fmt.Errorf("host root: %w", err)
+	} else if !fi.IsDir() {
+		return out, fmt.Errorf("host root %s is not a directory", root.Dir)
+	}
 	if err := f.load(); err != nil {
 		return out, err
 	}
