@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -38,6 +39,13 @@ type Cluster struct {
 	watcher *Watcher
 	events  *ProblemEvents
 	log     *slog.Logger
+
+	mu sync.Mutex
+	// networkSet: our NetworkUnavailable=False patch succeeded and no
+	// update has replaced it since. The cache may lag behind our own
+	// patch for a moment; this keeps a reconcile in that moment from
+	// patching again.
+	networkSet bool
 }
 
 // NewCluster prepares the informers; Start runs them.
@@ -57,7 +65,15 @@ func NewCluster(client kubernetes.Interface, cfg ClusterConfig) *Cluster {
 // Start registers onChange and runs the informers until ctx ends; it
 // returns once the caches hold the first full list.
 func (c *Cluster) Start(ctx context.Context, onChange func(Change)) error {
-	if err := c.watcher.OnChange(c.cfg.NodeName, onChange); err != nil {
+	wrapped := func(ch Change) {
+		if ch.NetworkLost {
+			c.mu.Lock()
+			c.networkSet = false
+			c.mu.Unlock()
+		}
+		onChange(ch)
+	}
+	if err := c.watcher.OnChange(c.cfg.NodeName, wrapped); err != nil {
 		return err
 	}
 	return c.watcher.Start(ctx)
@@ -111,11 +127,23 @@ func (c *Cluster) ReleaseOrphans(ctx context.Context) ([]string, error) {
 // SetNetworkAvailable sets NetworkUnavailable=False on this node unless it
 // already says so.
 func (c *Cluster) SetNetworkAvailable(ctx context.Context) (bool, error) {
+	c.mu.Lock()
+	set := c.networkSet
+	c.mu.Unlock()
+	if set {
+		return false, nil
+	}
 	n, err := c.self(ctx)
 	if err != nil {
 		return false, err
 	}
-	return SetNetworkAvailable(ctx, c.client, n, time.Now())
+	changed, err := SetNetworkAvailable(ctx, c.client, n, time.Now())
+	if err == nil {
+		c.mu.Lock()
+		c.networkSet = true
+		c.mu.Unlock()
+	}
+	return changed, err
 }
 
 // ReportProblems records Events for new or changed problems.

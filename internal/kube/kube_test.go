@@ -430,4 +430,3 @@ func TestProblemEventsLandOnTheNode(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-

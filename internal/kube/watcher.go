@@ -59,6 +59,8 @@ type Change struct {
 	Kind    string // "node" or "lease"
 	Name    string
 	Deleted bool
+	// NetworkLost: this node's NetworkUnavailable=False (ours) was replaced.
+	NetworkLost bool
 }
 
 // OnChange registers fn for every change that can alter the mesh. Node
@@ -78,8 +80,8 @@ func (w *Watcher) OnChange(self string, fn func(Change)) error {
 			if !ok1 || !ok2 {
 				return
 			}
-			if n.Name == self && !reflect.DeepEqual(o.Status.Conditions, n.Status.Conditions) && !sameNetworkCondition(o, n) {
-				fn(Change{Kind: "node", Name: n.Name})
+			if n.Name == self && !sameNetworkCondition(o, n) {
+				fn(Change{Kind: "node", Name: n.Name, NetworkLost: networkReady(o) && !networkReady(n)})
 				return
 			}
 			if !reflect.DeepEqual(NodeFromAPI(o), NodeFromAPI(n)) {
