@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,9 +84,7 @@ func TestDoctorReportsBroadWgQuickRouteAndMeshWorksAfterFix(t *testing.T) {
 	}
 
 	doctor := func() (string, error) {
-		return n.Run(ctx, filepath.Join(c.Bin, "wgmesh-agent"), "doctor",
-			"--kubeconfig", filepath.Join(n.Dir, "agent.kubeconfig"), "--node-name", n.Name,
-			"--interface", lab.AgentInterface, "--bridge", lab.AgentBridge, "--cluster-cidr", lab.ClusterCIDR)
+		return n.Run(ctx, c.AgentCommand(n, "doctor")...)
 	}
 	out, err := doctor()
 	t.Logf("wgmesh-agent doctor with the broad route (err=%v):\n%s", err, out)
@@ -186,7 +183,7 @@ func TestInvalidNodesAreNotProgrammedAndAreReported(t *testing.T) {
 		}
 	}
 	// The agent's status names the problems too.
-	out, _ := c.Nodes()[0].Run(ctx, filepath.Join(c.Bin, "wgmesh-agent"), "status", "--metrics-addr", lab.AgentMetrics)
+	out, _ := c.Nodes()[0].Run(ctx, c.AgentCommand(c.Nodes()[0], "status")...)
 	t.Logf("wgmesh-agent status on %s with bad nodes:\n%s", c.Nodes()[0].Name, out)
 
 	// Once the bad nodes are gone, the mesh heals.

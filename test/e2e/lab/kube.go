@@ -164,11 +164,15 @@ const (
 	AgentMetrics    = "127.0.0.1:9918"
 )
 
-// AgentArgs are the `wgmesh-agent run` flags the lab uses, as the DaemonSet
-// passes them.
-func (l *Lab) AgentArgs(n *Node) []string {
+// AgentCommand is `wgmesh-agent <sub>` with the flags the lab's agents run
+// with (status and doctor take the same flags as run).
+func (l *Lab) AgentCommand(n *Node, sub string) []string {
+	return append([]string{filepath.Join(l.Bin, "wgmesh-agent"), sub}, l.agentFlags(n)...)
+}
+
+// agentFlags are the agent flags the lab uses, as the DaemonSet passes them.
+func (l *Lab) agentFlags(n *Node) []string {
 	return []string{
-		"run",
 		"--kubeconfig", filepath.Join(n.Dir, "agent.kubeconfig"),
 		"--node-name", n.Name,
 		"--interface", AgentInterface,
@@ -203,7 +207,7 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	if n.Agent != nil {
 		n.Agent.Stop(10 * time.Second)
 	}
-	p, err := n.Start("wgmesh-agent", nil, append([]string{filepath.Join(l.Bin, "wgmesh-agent")}, l.AgentArgs(n)...)...)
+	p, err := n.Start("wgmesh-agent", nil, l.AgentCommand(n, "run")...)
 	if err != nil {
 		return err
 	}

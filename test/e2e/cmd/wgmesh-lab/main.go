@@ -97,7 +97,7 @@ func up(dir string, nodes, podsPer int, log *slog.Logger) error {
 		}
 	}
 	for _, n := range l.Nodes() {
-		out, err := n.Run(ctx, filepath.Join(l.Bin, "wgmesh-agent"), "status", "--interface", lab.AgentInterface, "--subnet-file", lab.AgentSubnetFile)
+		out, err := n.Run(ctx, l.AgentCommand(n, "status")...)
 		fmt.Printf("=== %s (%s): wgmesh-agent status\n%s", n.Name, n.Addr, out)
 		if err != nil {
 			fmt.Printf("(status: %v)\n", err)
@@ -129,7 +129,7 @@ state, logs, kubeconfigs:  %[1]s   (nodes/<node>/wgmesh-agent.log, controlplane/
 enter a node:              %[2]s bash          (its netns + its own /run/wireguard, /run/wgmesh, CNI dirs)
 WireGuard of a node:       %[2]s wg show wgmesh0
 routes of a node:          %[2]s ip route
-agent status / doctor:     %[2]s %[3]s status   |   ... doctor
+agent status / doctor:     %[2]s %[3]s status --kubeconfig %[11]s --node-name %[12]s   (or doctor)
 a pod's shell:             %[2]s ip netns exec pod-%[4]s sh
 ping pod to pod:           %[2]s ip netns exec pod-%[4]s ping %[5]s
 the underlay (tcpdump):    ip netns exec %[6]s tcpdump -ni br0 udp port %[7]d
@@ -138,5 +138,5 @@ kubectl:                   ip netns exec %[8]s kubectl --kubeconfig %[9]s get no
 every namespace:           ip netns list | grep %[10]s
 tear down:                 make lab-down
 `, l.Dir, n1.EnterCommand(), filepath.Join(l.Bin, "wgmesh-agent"), pods[0].Name, pods[len(pods)-1].IP,
-		l.UnderlayNetNS(), lab.ListenPort, cp, l.AdminKubeconfig(), lab.Prefix+l.ID)
+		l.UnderlayNetNS(), lab.ListenPort, cp, l.AdminKubeconfig(), lab.Prefix+l.ID, filepath.Join(n1.Dir, "agent.kubeconfig"), n1.Name)
 }
