@@ -384,7 +384,7 @@ func mountedAt(c corev1.Container, root, p string) bool {
 // container agrees with the agent on the bridge, interface and subnet file.
 func checkInstallContainers(t *testing.T, ds *appsv1.DaemonSet, binDir, confDir string) {
 	spec := ds.Spec.Template.Spec
-	agentArgs := flagValues(container(t, spec.Containers, "agent").Args)
+	agentArgs := agentSettings(container(t, spec.Containers, "agent"))
 	for _, c := range []corev1.Container{container(t, spec.InitContainers, "install"), container(t, spec.Containers, "cni-config")} {
 		if !reflect.DeepEqual(c.Command, []string{"wgmesh-agent", "install"}) {
 			t.Errorf("%s command %q", c.Name, c.Command)
@@ -445,6 +445,27 @@ func portOf(addr string) string {
 	return addr[i+1:]
 }
 
+// envName is the agent's environment variable for a flag (its convention;
+// TestAgentArgsAreAgentFlags checks the names against `run --help`).
+func envName(flagName string) string {
+	return "WGMESH_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// agentSettings maps the agent's flag names to the values the manifest
+// gives, as args or as WGMESH_* environment (args win, as in the agent).
+func agentSettings(agent corev1.Container) map[string]string {
+	out := map[string]string{}
+	for _, e := range agent.Env {
+		if name, ok := strings.CutPrefix(e.Name, "WGMESH_"); ok && e.ValueFrom == nil {
+			out[strings.ToLower(strings.ReplaceAll(name, "_", "-"))] = e.Value
+		}
+	}
+	for k, v := range flagValues(agent.Args) {
+		out[k] = v
+	}
+	return out
+}
+
 // flagValues maps --name=value args to name -> value.
 func flagValues(args []string) map[string]string {
 	out := map[string]string{}
@@ -470,21 +491,41 @@ func TestInstallArgsAreInstallFlags(t *testing.T) {
 	}
 }
 
-// The agent's args must be flags `wgmesh-agent run` defines, and the probes
-// must hit the port --metrics-addr serves.
+// The agent's args and WGMESH_* environment must be flags and variables
+// `wgmesh-agent run` defines, and the probes must hit the port
+// --metrics-addr serves.
 func TestAgentArgsAreAgentFlags(t *testing.T) {
 	ds := shipped(t).ds
 	agent := container(t, ds.Spec.Template.Spec.Containers, "agent")
 	if n := len(agent.Command); n < 2 || !reflect.DeepEqual(agent.Command[n-2:], []string{"wgmesh-agent", "run"}) {
 		t.Fatalf("agent command %q does not end in `wgmesh-agent run`", agent.Command)
 	}
-	known := agentRunFlags(t)
+	help := agentRunHelp(t)
+	known := map[string]bool{}
+	for _, m := range helpFlag.FindAllStringSubmatch(help, -1) {
+		known[m[1]] = true
+	}
 	for name := range flagValues(agent.Args) {
 		if !known[name] {
 			t.Errorf("agent arg --%s is not a `wgmesh-agent run` flag (it has %v)", name, keys(known))
 		}
 	}
-	port := portOf(flagValues(agent.Args)["metrics-addr"])
+	for _, e := range agent.Env {
+		if !strings.HasPrefix(e.Name, "WGMESH_") {
+			continue
+		}
+		if !strings.Contains(help, "(env "+e.Name+")") {
+			t.Errorf("agent env %s is not a variable `wgmesh-agent run` reads", e.Name)
+		}
+		flagName := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(e.Name, "WGMESH_"), "_", "-"))
+		if !known[flagName] || envName(flagName) != e.Name {
+			t.Errorf("agent env %s does not match a flag --%s", e.Name, flagName)
+		}
+	}
+	if len(agentSettings(agent)) < 5 {
+		t.Errorf("agent settings %v: the manifest should set the mesh's settings explicitly", agentSettings(agent))
+	}
+	port := portOf(agentSettings(agent)["metrics-addr"])
 	for _, p := range []*corev1.Probe{agent.LivenessProbe, agent.ReadinessProbe} {
 		if p == nil || p.HTTPGet == nil {
 			t.Fatal("agent needs HTTP liveness and readiness probes")
@@ -549,8 +590,10 @@ func helpFlags(t *testing.T, bin string, args ...string) map[string]bool {
 	return known
 }
 
-func agentRunFlags(t *testing.T) map[string]bool {
-	return helpFlags(t, agentBinary(t), "run", "--help")
+func agentRunHelp(t *testing.T) string {
+	t.Helper()
+	out, _ := exec.Command(agentBinary(t), "run", "--help").CombinedOutput() // --help may exit non-zero
+	return string(out)
 }
 
 // The binary's `install` subcommand is this package's flag set (the
