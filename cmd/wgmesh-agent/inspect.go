@@ -79,6 +79,11 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 	ourTable := 0
 	if st, err := agent.ReadStatus(ctx, c.iface); err == nil {
 		ourTable = st.RouteTable
+		if apiErr != nil {
+			// Without the API, the routes the agent last programmed stand
+			// in for the desired ones, so shadowing routes are still found.
+			state.Routes = st.Routes
+		}
 	}
 	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, Kernel: kernel})
 	if len(findings) == 0 {

@@ -1,0 +1,327 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/wgmesh/wgmesh/internal/dataplane"
+	"github.com/wgmesh/wgmesh/internal/kube"
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/metrics"
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testutil"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
+)
+
+// nsDataplane runs every data plane call inside the node's network
+// namespace on a locked thread (ns.Do): the agent's worker goroutine may
+// run on any thread.
+type nsDataplane struct {
+	n  ns.NetNS
+	dp *dataplane.Dataplane
+}
+
+func (d nsDataplane) Apply(ctx context.Context, s mesh.State) (ch dataplane.Changes, err error) {
+	if nerr := d.n.Do(func(ns.NetNS) error { ch, err = d.dp.Apply(ctx, s); return nil }); nerr != nil {
+		return ch, nerr
+	}
+	return ch, err
+}
+
+func (d nsDataplane) Status(ctx context.Context) (st dataplane.Status, err error) {
+	if nerr := d.n.Do(func(ns.NetNS) error { st, err = d.dp.Status(ctx); return nil }); nerr != nil {
+		return st, nerr
+	}
+	return st, err
+}
+
+func (d nsDataplane) Close() error {
+	return d.n.Do(func(ns.NetNS) error { return d.dp.Close() })
+}
+
+func newNetNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
+	return n
+}
+
+func inNS(t *testing.T, n ns.NetNS, f func() error) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runIn(n ns.NetNS, name string, args ...string) (string, error) {
+	var out []byte
+	var err error
+	if nerr := n.Do(func(ns.NetNS) error { out, err = exec.Command(name, args...).CombinedOutput(); return nil }); nerr != nil {
+		return "", nerr
+	}
+	return string(out), err
+}
+
+// itNode is one simulated node: a network namespace with eth0 on a shared
+// underlay bridge, running a real agent with the real data plane.
+type itNode struct {
+	name   string
+	netns  ns.NetNS
+	under  netip.Addr
+	dev    string
+	key    wgtypes.Key
+	subnet string
+	logs   *logBuf
+	m      *metrics.Metrics
+	agent  *Agent
+	stop   func()
+}
+
+func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
+	testutil.RequireRoot(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	suffix := hex.EncodeToString(b)
+
+	under := newNetNS(t)
+	inNS(t, under, func() error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(br)
+	})
+	dir := t.TempDir()
+	c := fake.NewClientset()
+	var nodes []*itNode
+	for i, name := range []string{"a", "b"} {
+		nd := &itNode{name: name, netns: newNetNS(t), under: netip.AddrFrom4([4]byte{192, 168, 78, byte(i + 1)}),
+			dev: fmt.Sprintf("wgi%s%d", suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
+		var err error
+		if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(filepath.Join("/var/run/wireguard", nd.dev+".sock")) })
+		veth := fmt.Sprintf("ui%s%d", suffix, i)
+		inNS(t, nd.netns, func() error {
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: veth}); err != nil {
+				return err
+			}
+			peer, err := netlink.LinkByName(veth)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetNsFd(peer, int(under.Fd())); err != nil {
+				return err
+			}
+			eth0, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: nd.under.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(eth0); err != nil {
+				return err
+			}
+			lo, _ := netlink.LinkByName("lo")
+			netlink.LinkSetUp(lo)
+			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		})
+		inNS(t, under, func() error {
+			peer, err := netlink.LinkByName(veth)
+			if err != nil {
+				return err
+			}
+			br, _ := netlink.LinkByName("br0")
+			if err := netlink.LinkSetMaster(peer, br); err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(peer)
+		})
+		apiN := apiNode(name, fmt.Sprintf("10.42.%d.0/24", i), nd.under.String(), wgtypes.Key{})
+		if _, err := c.CoreV1().Nodes().Create(context.Background(), apiN, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, nd)
+	}
+	for _, nd := range nodes {
+		nd.start(t, c)
+	}
+
+	// Both agents publish their keys, learn each other and get ready.
+	for _, nd := range nodes {
+		eventually(t, nd.name+" ready", func() bool { return nd.agent.Ready() == nil })
+	}
+	a, bn := nodes[0], nodes[1]
+	eventually(t, "a has b's peer", func() bool {
+		st, err := nsDataplane{a.netns, nil}.statusOf(a)
+		return err == nil && len(st.Peers) == 1 && st.Peers[0].PublicKey == bn.key.PublicKey().String()
+	})
+
+	// The tunnel works: a's pod gateway reaches b's through WireGuard.
+	// (The data plane created cni0 with the gateway, the routes use it as
+	// source, so the reply comes back through the tunnel.)
+	var out string
+	var err error
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, err = runIn(a.netns, "ping", "-c", "1", "-W", "1", "-I", "10.42.0.1", "10.42.1.1"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("ping 10.42.1.1 from a's gateway through the mesh: %v\n%s", err, out)
+	}
+	wg, _ := runIn(a.netns, "wg", "show", a.dev)
+	t.Logf("wg show on a:\n%s", strings.ReplaceAll(wg, a.key.String(), "(private)"))
+
+	// The CLI reads the running agent's userspace device (UAPI socket).
+	if bin := agentBinary(); bin != "" {
+		out, err := runIn(a.netns, bin, "status", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
+		t.Logf("wgmesh-agent status (err=%v):\n%s", err, out)
+		if err != nil || !strings.Contains(out, "peer: (node unknown)") || !strings.Contains(out, bn.key.PublicKey().String()) ||
+			!strings.Contains(out, "route: 10.42.1.0/24 dev "+a.dev+" src 10.42.0.1 table 87: ok") {
+			t.Errorf("status output is not what a person needs")
+		}
+		if strings.Contains(out, a.key.String()) {
+			t.Error("status prints the private key")
+		}
+		out, err = runIn(a.netns, bin, "doctor", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
+		t.Logf("wgmesh-agent doctor (err=%v):\n%s", err, out)
+	} else {
+		t.Log("bin/wgmesh-agent not built: CLI part skipped (make build)")
+	}
+
+	// subnet.env: the node subnet, and the MTU from the underlay (1500 - 60).
+	env, err := subnetenv.Read(a.subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Subnet != netip.MustParsePrefix("10.42.0.0/24") || env.MTU != 1440 || env.Network != netip.MustParsePrefix("10.42.0.0/16") || !env.IPMasq {
+		t.Errorf("a's subnet.env = %+v", env)
+	}
+
+	// Node b is deleted: a removes its peer and route from the kernel.
+	bn.stop()
+	if err := c.CoreV1().Nodes().Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b's peer and route gone from a's kernel", func() bool {
+		st, err := nsDataplane{a.netns, nil}.statusOf(a)
+		return err == nil && len(st.Peers) == 0 && len(st.Routes) == 0
+	})
+	// The decision is logged right after the kernel write.
+	eventually(t, "peer removed logged", func() bool { return strings.Contains(a.logs.String(), `msg="peer removed" node=b`) })
+	if !strings.Contains(a.logs.String(), `msg="peer added" node=b allowedIPs=[10.42.1.0/24]`) {
+		t.Errorf("a's log lacks the peer added line")
+	}
+	for _, nd := range nodes {
+		if strings.Contains(nd.logs.String(), nd.key.String()) {
+			t.Errorf("%s's private key appears in its log", nd.name)
+		}
+	}
+}
+
+// statusOf reads the device of nd through the read-only path `status` uses.
+func (nsDataplane) statusOf(nd *itNode) (st dataplane.Status, err error) {
+	if nerr := nd.netns.Do(func(ns.NetNS) error { st, err = ReadStatus(context.Background(), nd.dev); return nil }); nerr != nil {
+		return st, nerr
+	}
+	return st, err
+}
+
+func (nd *itNode) start(t *testing.T, c *fake.Clientset) {
+	t.Helper()
+	nd.logs = &logBuf{}
+	log := slog.New(slog.NewTextHandler(nd.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}
+	nd.m = metrics.New(nil)
+	a, err := New(Config{
+		NodeName: nd.name, PublicKey: nd.key.PublicKey(), ClusterCIDRs: cidrs, Masquerade: true,
+		SubnetFile: nd.subnet, Resync: time.Hour,
+		Cluster: kube.NewCluster(c, kube.ClusterConfig{NodeName: nd.name, Namespace: "kube-system", ClusterCIDRs: cidrs, Log: log}),
+		NewDataplane: func(mtu int) (Dataplane, error) {
+			var dp *dataplane.Dataplane
+			err := nd.netns.Do(func(ns.NetNS) error {
+				var err error
+				dp, err = dataplane.New(dataplane.Config{
+					Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: mtu,
+					ClusterCIDRs: cidrs, Masquerade: true, Bridge: "cni0", Logger: log,
+				})
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			return nsDataplane{nd.netns, dp}, nil
+		},
+		UnderlayMTU: func(addr netip.Addr) (mtu int, err error) {
+			nerr := nd.netns.Do(func(ns.NetNS) error { mtu, err = InterfaceMTU(addr); return nil })
+			return mtu, cmpErr(nerr, err)
+		},
+		Metrics: nd.m,
+		Log:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	stopped := false
+	nd.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(nd.stop)
+}
+
+// agentBinary is $WGMESH_BIN/wgmesh-agent (default <repo>/bin), or "" if
+// it is not built.
+func agentBinary() string {
+	dir := os.Getenv("WGMESH_BIN")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "bin")
+	}
+	p, err := filepath.Abs(filepath.Join(dir, "wgmesh-agent"))
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
