@@ -24,16 +24,18 @@ type CNIDirs struct {
 }
 
 // criCNITables are the CRI plugin's cni tables by containerd config version:
-// 3 (containerd 2.x, k3s >= 1.31), 2 (containerd 1.x, older k3s), 1 (the
-// short plugin names of containerd 1.0-1.2).
+// 4 (containerd 2.4's `config default`) and 3 (containerd 2.0-2.3, k3s
+// releases with containerd 2.x) share the 2.x plugin names; 2 (containerd
+// 1.x, older k3s); 1 (the short plugin names of containerd 1.0-1.2).
 var criCNITables = map[int][][]string{
+	4: {{"plugins", "io.containerd.cri.v1.runtime", "cni"}},
 	3: {{"plugins", "io.containerd.cri.v1.runtime", "cni"}},
 	2: {{"plugins", "io.containerd.grpc.v1.cri", "cni"}},
 	1: {{"plugins", "cri", "cni"}, {"plugins", "io.containerd.grpc.v1.cri", "cni"}},
 }
 
 // ParseContainerdCNIDirs reads the CNI bin and conf dirs from a containerd
-// config.toml (config version 1, 2 or 3). Keys the config leaves out get
+// config.toml (config version 1 to 4). Keys the config leaves out get
 // containerd's defaults, as containerd itself does. In version 3, bin_dirs
 // wins over the deprecated bin_dir.
 func ParseContainerdCNIDirs(doc []byte) (CNIDirs, error) {
@@ -45,7 +47,7 @@ func ParseContainerdCNIDirs(doc []byte) (CNIDirs, error) {
 	if raw, ok := v.scalars[tomlKey("version")]; ok {
 		n, err := strconv.Atoi(raw)
 		if err != nil || criCNITables[n] == nil {
-			return CNIDirs{}, fmt.Errorf("containerd config version %q is not 1, 2 or 3", raw)
+			return CNIDirs{}, fmt.Errorf("containerd config version %q is not one install knows (1-4); pass --cni-bin-dir and --cni-conf-dir", raw)
 		}
 		version = n
 	}

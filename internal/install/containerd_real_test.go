@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -30,8 +31,9 @@ func containerdBinary(t *testing.T) string {
 	return ""
 }
 
-// The config real containerd writes (`containerd config default`, version 3
-// for containerd 2.x) parses, and names containerd's default CNI dirs.
+// The config real containerd writes (`containerd config default`: version 4
+// for containerd 2.4) parses, and names containerd's default CNI dirs from
+// its cni table.
 func TestParseRealContainerdDefaultConfig(t *testing.T) {
 	out, err := exec.Command(containerdBinary(t), "config", "default").Output()
 	if err != nil {
@@ -43,6 +45,9 @@ func TestParseRealContainerdDefaultConfig(t *testing.T) {
 	}
 	if !reflect.DeepEqual(dirs.BinDirs, []string{DefaultCNIBinDir}) || dirs.ConfDir != DefaultCNIConfDir {
 		t.Errorf("got %+v from:\n%s", dirs, out)
+	}
+	if strings.HasSuffix(dirs.Source, "defaults") {
+		t.Errorf("the dirs came from install's defaults, not from containerd's cni table (%s)", dirs.Source)
 	}
 	t.Logf("source: %s", dirs.Source)
 }

@@ -125,6 +125,7 @@ func TestParseContainerdCNIDirs(t *testing.T) {
 		{"v3 deprecated bin_dir", "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.cni]\nbin_dir = '/opt/x'\nconf_dir = '/etc/x'\n", []string{"/opt/x"}, "/etc/x", true},
 		{"v3 bin_dirs wins over bin_dir", "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".cni]\nbin_dir = \"/old\"\nbin_dirs = [\"/a\", \"/b\"]\n", []string{"/a", "/b"}, DefaultCNIConfDir, true},
 		{"v3 multi-line array and comments", "version = 3 # containerd 2\n[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = [\n    '/usr/lib/cni', # distro\n    \"/opt/cni/bin\",\n  ]\n", []string{"/usr/lib/cni", "/opt/cni/bin"}, DefaultCNIConfDir, true},
+		{"v4 (containerd 2.4) uses the 2.x table", "version = 4\n[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = ['/opt/cni/bin']\n  conf_dir = '/etc/cni/net.d'\n  max_conf_num = 1\n  conf_template = ''\n", []string{"/opt/cni/bin"}, "/etc/cni/net.d", true},
 		{"v3 file ignores a v2 table", "version = 3\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nbin_dir = \"/v2\"\n", []string{DefaultCNIBinDir}, DefaultCNIConfDir, false},
 		{"v2 dotted key in the cri table", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\ncni.bin_dir = \"/dotted\"\ncni.conf_dir = \"/dotted/net.d\"\n", []string{"/dotted"}, "/dotted/net.d", true},
 		{"v1 short names", "[plugins.cri.cni]\nbin_dir = \"/v1/bin\"\nconf_dir = \"/v1/conf\"\n", []string{"/v1/bin"}, "/v1/conf", true},
@@ -153,7 +154,7 @@ func TestParseContainerdCNIDirs(t *testing.T) {
 
 func TestParseContainerdCNIDirsRejects(t *testing.T) {
 	for _, tc := range []struct{ name, doc, want string }{
-		{"unknown version", "version = 4\n", `version "4"`},
+		{"unknown version", "version = 5\n", `version "5" is not one install knows`},
 		{"unterminated string", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nbin_dir = \"/x\n", "line 3"},
 		{"unterminated table header", "[plugins.\"x\"\n", "line 1"},
 		{"missing equals", "version 2\n", "line 1"},

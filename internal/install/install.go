@@ -55,7 +55,7 @@ type Options struct {
 // defaults, writing into o.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.HostRoot, "host-root", "/", "where the host's / is mounted; every other path is a host path below it")
-	fs.StringVar(&o.ContainerdConfig, "containerd-config", DefaultContainerdConfig, "containerd config.toml to read the CNI dirs from (CRI cni bin_dir/bin_dirs and conf_dir, config version 1-3)")
+	fs.StringVar(&o.ContainerdConfig, "containerd-config", DefaultContainerdConfig, "containerd config.toml to read the CNI dirs from (CRI cni bin_dir/bin_dirs and conf_dir, config version 1-4)")
 	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", "", "CNI bin dir (default: from --containerd-config)")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "", "CNI conf dir (default: from --containerd-config)")
 	fs.StringVar(&o.SourceDir, "source-dir", "", "directory holding the plugin binaries to install (default: this executable's directory)")
