@@ -86,7 +86,7 @@ func withConfig(name string, args []string, fn func(*config) error) error {
 	c := &config{}
 	c.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wgmesh-agent %s [flags]\n\nEvery flag can also be set by the environment variable named after it.\n\nFlags:\n", name)
+		fmt.Fprintf(fs.Output(), "Usage: wgmesh-agent %s [flags]\n\nEvery flag can also be set through the environment variable named in its help.\n\nFlags:\n", name)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

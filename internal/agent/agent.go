@@ -483,7 +483,7 @@ func (a *Agent) writeSubnetEnv(s mesh.State) error {
 	if err := subnetenv.Write(a.cfg.SubnetFile, env); err != nil {
 		return fmt.Errorf("write %s: %w", a.cfg.SubnetFile, err)
 	}
-	a.log.Info("subnet.env written", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "subnet6", env.Subnet6, "mtu", env.MTU, "ipmasq", env.IPMasq)
+	a.log.Info("subnet.env written", "path", a.cfg.SubnetFile, "subnets", env.Subnets(), "mtu", env.MTU, "ipmasq", env.IPMasq)
 	a.mu.Lock()
 	a.envWritten = true
 	a.mu.Unlock()
