@@ -32,6 +32,9 @@ func TestNodeJoinConvergesAndNodeDeleteRemovesPeerAndRoutes(t *testing.T) {
 			_ = c.RemoveNode(context.Background(), n4)
 		}
 	})
+	if err := c.WaitAgentReady(ctx, n4, 60*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, c.agentLogs())
+	}
 	pod4, err := c.AddPod(ctx, n4, "node4-a")
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +199,7 @@ func TestAgentRestartLosesNoPacketsAndChangesNothing(t *testing.T) {
 	if err := c.StartAgent(ctx, target); err != nil { // SIGTERM the running agent, start a new one
 		t.Fatal(err)
 	}
-	if err := waitReady(ctx, target, 20*time.Second); err != nil {
+	if err := c.WaitAgentReady(ctx, target, 20*time.Second); err != nil {
 		t.Fatalf("restarted agent not ready: %v\n%s", err, c.agentLogs())
 	}
 	t.Logf("agent on %s restarted and ready in %s", target.Name, time.Since(restart).Round(time.Millisecond))
@@ -229,15 +232,4 @@ func TestAgentRestartLosesNoPacketsAndChangesNothing(t *testing.T) {
 	if before != after {
 		t.Errorf("kernel state differs after the restart:\n--- before\n%s\n--- after\n%s", before, after)
 	}
-}
-
-// waitReady polls the agent's /readyz inside the node.
-func waitReady(ctx context.Context, n *lab.Node, timeout time.Duration) error {
-	return lab.WaitReachable(ctx, func(ctx context.Context) error {
-		out, err := n.Run(ctx, "curl", "-fsS", "-m", "1", "http://"+lab.AgentMetrics+"/readyz")
-		if err != nil {
-			return fmt.Errorf("%w: %s", err, out)
-		}
-		return nil
-	}, timeout)
 }

@@ -184,19 +184,22 @@ func (l *Lab) waitAPI(ctx context.Context) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	l.RestConfig = l.RestConfigFor(l.AdminToken)
-	cs, err := kubernetes.NewForConfig(l.RestConfig)
-	if err != nil {
-		return err
-	}
-	l.Client = cs
+	// The apiserver writes its certificate file while starting: a client
+	// that read it half-written would never trust the server, so every try
+	// builds a fresh client from the file as it is now.
 	var last error
 	for time.Now().Before(deadline) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		cfg := l.RestConfigFor(l.AdminToken)
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
 		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err == nil && string(body) == "ok" {
+			l.RestConfig, l.Client = cfg, cs
 			return nil
 		}
 		last = fmt.Errorf("%v %s", err, body)

@@ -239,3 +239,19 @@ func (l *Lab) AddNode(ctx context.Context, name string) (*Node, error) {
 }
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+// WaitAgentReady waits until n's agent answers /readyz and has written
+// subnet.env: what a kubelet waits for (CNI STATUS) before it runs pods.
+func (l *Lab) WaitAgentReady(ctx context.Context, n *Node, timeout time.Duration) error {
+	err := WaitReachable(ctx, func(ctx context.Context) error {
+		if out, err := n.Run(ctx, "curl", "-fsS", "-m", "1", "http://"+AgentMetrics+"/readyz"); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		_, err := n.Run(ctx, "test", "-s", AgentSubnetFile)
+		return err
+	}, timeout)
+	if err != nil {
+		return fmt.Errorf("lab: agent on %s not ready after %s: %w", n.Name, timeout, err)
+	}
+	return nil
+}
