@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/wgmesh/wgmesh/bench"
 )
@@ -33,6 +34,11 @@ func helper(name string, args []string) int {
 	case "rss-kernel":
 		var res bench.AgentResult
 		if res, err = bench.RunAgentLikeNoDevice(context.Background(), *n); err == nil {
+			err = json.NewEncoder(os.Stdout).Encode(res)
+		}
+	case "agent":
+		var res bench.RealAgentResult
+		if res, err = bench.RunRealAgent(context.Background(), *n, 3*time.Second); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	default:

@@ -89,6 +89,11 @@ func runBench() int {
 			return rows, err
 		}
 		more, err = bench.APILoad(ctx, 1000, 3*time.Second)
+		rows = append(rows, more...)
+		if err != nil {
+			return rows, err
+		}
+		more, err = bench.RealAgent(ctx, []int{1000, 5000})
 		return append(rows, more...), err
 	})
 	net := func(noOffload bool) func() ([]bench.Row, error) {

@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/wgmesh/wgmesh/internal/agent"
+	"github.com/wgmesh/wgmesh/internal/dataplane"
+	"github.com/wgmesh/wgmesh/internal/kube"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
+)
+
+// RealAgentResult is what the real agent (internal/agent with kube.Cluster
+// and dataplane.Dataplane, as cmd/wgmesh-agent wires them) did against a
+// fake API server holding n Nodes.
+type RealAgentResult struct {
+	Peers        int            `json:"peers"`
+	ReadyMS      float64        `json:"ready_ms"`
+	AtStart      map[string]int `json:"at_start"`
+	During       map[string]int `json:"during"`
+	WindowMS     float64        `json:"window_ms"`
+	Heartbeats   int            `json:"heartbeats"`
+	RSSKiB       int            `json:"rss_kib"`
+	HeapKiB      uint64         `json:"heap_kib"`
+	DevicePeers  int            `json:"device_peers"`
+	StatusRoutes int            `json:"status_routes"`
+}
+
+// RunRealAgent runs the agent of cmd/wgmesh-agent, with a userspace
+// device, against a fake clientset holding n+1 Nodes (node-00000 is this
+// one). Call it in a process that is entirely inside a network namespace
+// of its own (`ip netns exec NS wgmesh-bench agent -n N`): the agent's
+// goroutines use whatever thread they land on. It waits until the agent is
+// ready, lets ten kubelets update their Node status every 100 ms for
+// window, and reports the API requests by verb, and the process's RSS.
+func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAgentResult, err error) {
+	objs, err := clusterNodes(n + 1)
+	if err != nil {
+		return res, err
+	}
+	rt := make([]kruntime.Object, len(objs))
+	for i, o := range objs {
+		rt[i] = o
+	}
+	client := fake.NewClientset(rt...)
+	var mu sync.Mutex
+	counts := map[string]int{}
+	count := func(a k8stesting.Action) {
+		k := a.GetVerb() + " " + a.GetResource().Resource
+		if s := a.GetSubresource(); s != "" {
+			k += "/" + s
+		}
+		mu.Lock()
+		counts[k]++
+		mu.Unlock()
+	}
+	client.PrependReactor("*", "*", func(a k8stesting.Action) (bool, kruntime.Object, error) { count(a); return false, nil, nil })
+	client.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) { count(a); return false, nil, nil })
+
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return res, err
+	}
+	dir, err := os.MkdirTemp("", "wgbench-agent-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	cluster := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dev := devName(700000 + n%1000)
+	var dp *dataplane.Dataplane
+	a, err := agent.New(agent.Config{
+		NodeName: "node-00000", PublicKey: key.PublicKey(), ClusterCIDRs: cluster, Masquerade: true,
+		SubnetFile: filepath.Join(dir, "subnet.env"), Resync: time.Minute,
+		Cluster: kube.NewCluster(client, kube.ClusterConfig{NodeName: "node-00000", Namespace: "kube-system", ClusterCIDRs: cluster, Log: log}),
+		NewDataplane: func(mtu int) (agent.Dataplane, error) {
+			var err error
+			dp, err = dataplane.New(dataplane.Config{Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key, MTU: mtu,
+				ClusterCIDRs: cluster, Masquerade: true, Bridge: "cni0", Logger: log})
+			return dp, err
+		},
+		UnderlayMTU: func(netip.Addr) (int, error) { return 1500, nil },
+		Log:         log,
+	})
+	if err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		if dp != nil {
+			_ = dp.Cleanup(context.Background())
+		}
+	}()
+	for a.Ready() != nil {
+		select {
+		case err := <-done:
+			return res, fmt.Errorf("agent stopped: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Since(start) > 2*time.Minute {
+			return res, fmt.Errorf("agent not ready after 2m: %v", a.Ready())
+		}
+	}
+	res.ReadyMS = float64(time.Since(start)) / 1e6
+	time.Sleep(500 * time.Millisecond) // let the first reconcile's own writes settle
+	mu.Lock()
+	res.AtStart = counts
+	counts = map[string]int{}
+	mu.Unlock()
+
+	wstart := time.Now()
+	tick := time.NewTicker(100 * time.Millisecond)
+	for time.Since(wstart) < window {
+		<-tick.C
+		for j := range 10 {
+			o := objs[1+(res.Heartbeats+j)%n].DeepCopy()
+			o.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now()}}
+			if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, o, metav1.UpdateOptions{}); err != nil {
+				tick.Stop()
+				return res, fmt.Errorf("heartbeat: %w", err)
+			}
+		}
+		res.Heartbeats += 10
+	}
+	tick.Stop()
+	res.WindowMS = float64(time.Since(wstart)) / 1e6
+	mu.Lock()
+	res.During = counts
+	res.During["update nodes/status"] -= res.Heartbeats // the kubelets', not the agent's
+	if res.During["update nodes/status"] == 0 {
+		delete(res.During, "update nodes/status")
+	}
+	mu.Unlock()
+
+	st, err := dp.Status(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Peers, res.DevicePeers, res.StatusRoutes = n, len(st.Peers), len(st.Routes)
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapKiB = ms.HeapAlloc >> 10
+	res.RSSKiB = procStatus("VmRSS")
+	return res, nil
+}
+
+// RealAgent runs RunRealAgent in a child process inside a namespace of its
+// own, for each size.
+func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	sec := "agent at scale"
+	for _, n := range sizes {
+		c := &Cleanup{}
+		ns, err := newNetNS(c, fmt.Sprintf("agent%d", n))
+		if err != nil {
+			c.Run()
+			return rows, err
+		}
+		cmd := ns.cmd(self, "agent", "-n", strconv.Itoa(n))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		c.Run()
+		if err != nil {
+			return rows, fmt.Errorf("real agent with %d peers: %w", n, err)
+		}
+		var r RealAgentResult
+		if err := json.Unmarshal(out, &r); err != nil {
+			return rows, fmt.Errorf("real agent output: %w", err)
+		}
+		during := 0
+		for _, v := range r.During {
+			during += v
+		}
+		mib := float64(r.RSSKiB) / 1024
+		row := Row{Section: sec, Name: fmt.Sprintf("real agent (internal/agent), %d peers, userspace device: RSS", n), Value: mib, Unit: "MiB",
+			Note: fmt.Sprintf("after GC, fake API server; Go heap %.1f MiB; device has %d peers, %d routes", float64(r.HeapKiB)/1024, r.DevicePeers, r.StatusRoutes)}
+		if n == 1000 {
+			row = row.goal("< 40 MiB", mib < 40)
+		}
+		rows = append(rows, row,
+			Row{Section: sec, Name: fmt.Sprintf("real agent, %d peers: start until ready (first full reconcile)", n), Value: r.ReadyMS, Unit: "ms"},
+			Row{Section: sec, Name: fmt.Sprintf("real agent, %d nodes: API requests until ready", n), Value: float64(sumMap(r.AtStart)), Unit: "requests", Note: strings.Join(fmtCounts(r.AtStart), ", ")},
+			Row{Section: sec, Name: fmt.Sprintf("real agent, %d nodes: API requests over %.0f s with %d node heartbeats", n, r.WindowMS/1000, r.Heartbeats), Value: float64(during), Unit: "requests",
+				Note: strings.Join(fmtCounts(r.During), ", ")}.goal("0 (watch only)", during == 0),
+		)
+	}
+	return rows, nil
+}
+
+func sumMap(m map[string]int) int {
+	t := 0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
