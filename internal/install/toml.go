@@ -87,8 +87,15 @@ type tomlScanner struct {
 	line int
 }
 
-func (s *tomlScanner) eof() bool  { return s.pos >= len(s.src) }
-func (s *tomlScanner) peek() byte { return s.src[s.pos] }
+func (s *tomlScanner) eof() bool { return s.pos >= len(s.src) }
+
+// peek returns the next byte, or 0 at the end (no TOML token starts with 0).
+func (s *tomlScanner) peek() byte {
+	if s.eof() {
+		return 0
+	}
+	return s.src[s.pos]
+}
 
 func (s *tomlScanner) next() byte {
 	c := s.src[s.pos]
