@@ -94,6 +94,9 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 		return nil, fmt.Errorf("kubenode: node %s mount namespace: %w", n.Name, err)
 	}
 	k.mntNS = mnt
+	if err := k.mountCgroups(ctx); err != nil {
+		return nil, err
+	}
 	for key, path := range privateDirs {
 		dir := filepath.Join(n.Dir, key)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -122,6 +125,28 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 		return nil, fmt.Errorf("kubenode: node %s: %w", n.Name, err)
 	}
 	return k, nil
+}
+
+// mountCgroups mounts the machine's cgroup hierarchies at /sys/fs/cgroup
+// inside the node. The node's mount namespace was made under `ip netns
+// exec`, which mounts a fresh sysfs (for the namespace's network devices)
+// over /sys, hiding /sys/fs/cgroup: the kubelet then fails with "failed to
+// get mounted cgroup subsystems: failed to find cgroup mounts". Mounting a
+// hierarchy again with the same options attaches the same hierarchy, so the
+// node sees the machine's cgroups.
+func (k *Node) mountCgroups(ctx context.Context) error {
+	mounts, err := cgroupMounts("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	script := []string{"set -e"}
+	for _, m := range mounts {
+		script = append(script, fmt.Sprintf("mkdir -p %s && mount -t %s -o %s %s %s", m.point, m.fstype, m.options, m.fstype, m.point))
+	}
+	if out, err := k.Run(ctx, "sh", "-c", strings.Join(script, "\n")); err != nil {
+		return fmt.Errorf("kubenode: node %s: mount cgroups: %w: %s", k.Name, err, out)
+	}
+	return nil
 }
 
 // maskKernelTunables covers each of kernelTunables, inside the node only,
