@@ -295,6 +295,17 @@ func (l *Lab) Down() {
 	downState(st, l.Log)
 }
 
+// otherLabRegistered says whether a lab other than id is in RegistryDir.
+func otherLabRegistered(id string) bool {
+	entries, _ := os.ReadDir(RegistryDir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".json") && e.Name() != id+".json" {
+			return true
+		}
+	}
+	return false
+}
+
 // DownDir undoes the lab whose state is in dir (make lab-down).
 func DownDir(dir string, log *slog.Logger) error {
 	st := readState(filepath.Join(dir, "state.json"))
@@ -332,8 +343,14 @@ func downState(st *state, log *slog.Logger) {
 			log.Warn("lab: delete netns", "netns", st.NetNS[i], "err", err, "out", out)
 		}
 	}
-	for i := len(st.HostDirs) - 1; i >= 0; i-- {
-		_ = os.Remove(st.HostDirs[i]) // only if empty and no mount point in another lab
+	// rmdir succeeds on a directory that is a mount point only in another
+	// mount namespace, and silently detaches that mount there: removing
+	// /opt/cni/bin while another lab runs empties every CNI bin dir of its
+	// nodes. Keep the mount points while any other lab is registered.
+	if !otherLabRegistered(st.ID) {
+		for i := len(st.HostDirs) - 1; i >= 0; i-- {
+			_ = os.Remove(st.HostDirs[i]) // only if empty
+		}
 	}
 	_ = os.Remove(filepath.Join(RegistryDir, st.ID+".json"))
 	if st.Dir != "" && strings.Contains(st.Dir, "lab") {
