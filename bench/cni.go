@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -88,6 +90,7 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 		if err != nil {
 			return rows, err
 		}
+		pluginTimes.report(os.Stderr, fmt.Sprintf("%d concurrent", conc))
 		w, r := lat["wgmesh"], lat["reference"]
 		sec := "pod setup (ADD+DEL, libcni)"
 		name := fmt.Sprintf("%d concurrent, %d cycles", conc, cycles)
@@ -147,9 +150,8 @@ func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, err
 		return nil, fmt.Errorf("%s conflist: %w", impl, err)
 	}
 	return &cniTarget{impl: impl, node: node, list: list,
-		// Plugin logs go to a buffer nobody reads: the table is the output.
-		cni: libcni.NewCNIConfigWithCacheDir([]string{opt.Bin, opt.RefBin}, filepath.Join(dir, "cache"),
-			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: io.Discard}, PluginDecoder: version.PluginDecoder{}})}, nil
+		// Plugin logs go nowhere: the table is the output.
+		cni: libcni.NewCNIConfigWithCacheDir([]string{opt.Bin, opt.RefBin}, filepath.Join(dir, "cache"), pluginTimes)}, nil
 }
 
 // runCNI does cycles ADD+DEL of every target with conc workers, each with
@@ -234,4 +236,49 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// timedExec runs plugins as libcni does and records the wall time of each
+// plugin invocation (with the IPAM it delegates to), by binary and command.
+type timedExec struct {
+	invoke.Exec
+	mu sync.Mutex
+	d  map[string]durations
+}
+
+var pluginTimes = &timedExec{
+	Exec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: io.Discard}, PluginDecoder: version.PluginDecoder{}},
+	d:    map[string]durations{},
+}
+
+func (t *timedExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
+	start := time.Now()
+	out, err := t.Exec.ExecPlugin(ctx, path, stdin, env)
+	key := filepath.Base(path)
+	for _, e := range env {
+		if cmd, ok := strings.CutPrefix(e, "CNI_COMMAND="); ok {
+			key += " " + cmd
+		}
+	}
+	t.mu.Lock()
+	t.d[key] = append(t.d[key], time.Since(start))
+	t.mu.Unlock()
+	return out, err
+}
+
+// report prints the p50 of each plugin and command, and forgets them.
+func (t *timedExec) report(w io.Writer, title string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := make([]string, 0, len(t.d))
+	for k := range t.d {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	fmt.Fprintf(w, "per plugin, %s (wall p50, IPAM included):", title)
+	for _, k := range keys {
+		fmt.Fprintf(w, " %s %.0f ms;", k, t.d[k].pct(50))
+	}
+	fmt.Fprintln(w)
+	clear(t.d)
 }
