@@ -123,8 +123,16 @@ func WriteStatus(w io.Writer, v StatusView) {
 		}
 		return cmp.Or(p.Node, "")
 	}
+	// Named peers by name, then the unnamed (stale) ones.
 	slices.SortFunc(peers, func(a, b dataplane.PeerStatus) int {
-		return cmp.Or(cmp.Compare(name(a), name(b)), cmp.Compare(a.PublicKey, b.PublicKey))
+		na, nb := name(a), name(b)
+		unnamed := func(s string) int {
+			if s == "" {
+				return 1
+			}
+			return 0
+		}
+		return cmp.Or(cmp.Compare(unnamed(na), unnamed(nb)), cmp.Compare(na, nb), cmp.Compare(a.PublicKey, b.PublicKey))
 	})
 	seen := map[netip.Prefix]bool{}
 	for _, p := range peers {
