@@ -4,6 +4,7 @@
 #   make test       THE test command (unit, root integration in netns, brief fuzz)
 #   make e2e        multi-node lab scenarios with a real kube-apiserver
 #   make lab        start the 3-node lab and leave it running (make lab-down)
+#   make lab KUBELET=1  the same with kubelet + containerd on every node, pods through the API
 #   make bench      benchmarks, printed as one table
 #   make image      container image (needs a Docker engine; IMAGE=name:tag)
 #   make e2e-kind   kind cluster + deploy/ + connectivity (skips without Docker/kind)
@@ -83,6 +84,9 @@ bench: ref-plugins
 # from Go modules into $(WGMESH_CACHE)/bin) and N nodes in network namespaces,
 # each running the real wgmesh-agent. Root; never touches the host network.
 K8S_PROGS := etcd kube-apiserver kube-controller-manager kubectl
+# Kubelet nodes (the kubelet scenarios of make e2e, make lab KUBELET=1) run
+# containerd and kubelet, built and cached the same way.
+K8S_PROGS += kubelet containerd containerd-shim-runc-v2 ctr
 LAB_DIR   ?= $(CURDIR)/test/e2e/.lab
 k8s-bin:
 	test/e2e/tools/build-k8s.sh $(K8S_PROGS)
@@ -91,7 +95,7 @@ e2e: build ref-plugins k8s-bin
 	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) test -tags e2e -v -count=1 -p 1 -timeout 30m ./test/e2e/...
 
 lab: build ref-plugins k8s-bin
-	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) run ./test/e2e/cmd/wgmesh-lab up -dir $(LAB_DIR)
+	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) run ./test/e2e/cmd/wgmesh-lab up -dir $(LAB_DIR) $(if $(KUBELET),-kubelet)
 
 lab-down:
 	$(GO) run ./test/e2e/cmd/wgmesh-lab down -dir $(LAB_DIR)

@@ -1,7 +1,7 @@
 // Command wgmesh-lab starts the wgmesh lab (make lab) and tears it down
 // (make lab-down):
 //
-//	wgmesh-lab up   [-dir DIR] [-nodes 3] [-pods 2]
+//	wgmesh-lab up   [-dir DIR] [-nodes 3] [-pods 2] [-kubelet]
 //	wgmesh-lab down [-dir DIR]
 //
 // up leaves the lab running and prints how to poke at it.
@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
 
@@ -30,12 +31,13 @@ func main() {
 	dir := fs.String("dir", "test/e2e/.lab", "lab state directory")
 	nodes := fs.Int("nodes", 3, "number of nodes")
 	pods := fs.Int("pods", 2, "pods per node")
+	kubelet := fs.Bool("kubelet", false, "nodes run containerd + kubelet and pods are created through the API (make lab KUBELET=1)")
 	_ = fs.Parse(os.Args[2:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	var err error
 	switch os.Args[1] {
 	case "up":
-		err = up(*dir, *nodes, *pods, log)
+		err = up(*dir, *nodes, *pods, *kubelet, log)
 	case "down":
 		err = down(*dir, log)
 	default:
@@ -56,11 +58,12 @@ func down(dir string, log *slog.Logger) error {
 	if err := lab.DownDir(abs, log); err != nil {
 		return err
 	}
+	kubenode.Sweep(log) // kubelet nodes' pod processes and cgroups
 	fmt.Println("lab removed:", abs)
 	return nil
 }
 
-func up(dir string, nodes, podsPer int, log *slog.Logger) error {
+func up(dir string, nodes, podsPer int, kubelet bool, log *slog.Logger) error {
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
 		return fmt.Errorf("a lab is already running in %s (make lab-down first)", dir)
 	}
@@ -76,8 +79,17 @@ func up(dir string, nodes, podsPer int, log *slog.Logger) error {
 		if !ok {
 			fmt.Fprintln(os.Stderr, "wgmesh-lab: failed; removing the lab (logs were in", l.Dir+")")
 			l.Down()
+			kubenode.Sweep(log)
 		}
 	}()
+	if kubelet {
+		if err := kubenode.Up(ctx, l, nodes, podsPer, os.Stdout); err != nil {
+			return err
+		}
+		ok = true
+		fmt.Printf("\nkubelet lab up in %s\n", time.Since(start).Round(time.Second))
+		return nil
+	}
 	for i := 1; i <= nodes; i++ {
 		if _, err := l.AddNode(ctx, fmt.Sprintf("node%d", i)); err != nil {
 			return err
