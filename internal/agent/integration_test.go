@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -223,6 +226,36 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 		t.Errorf("a's subnet.env = %+v", env)
 	}
 
+	// Metrics describe the live tunnel.
+	srv := httptest.NewServer(metrics.Handler(a.m, a.agent.Healthy, a.agent.Ready))
+	defer srv.Close()
+	eventually(t, "metrics show b up", func() bool {
+		body := httpGet(t, srv.URL+"/metrics")
+		return strings.Contains(body, `wgmesh_peers{state="up"} 1`) && strings.Contains(body, `wgmesh_peer_rx_bytes_total{node="b"}`) &&
+			strings.Contains(body, `wgmesh_kernel_changes_total{kind="peer_add"} 1`) && strings.Contains(body, `wgmesh_peer_last_handshake_seconds{node="b"}`)
+	})
+	if body := httpGet(t, srv.URL+"/readyz"); body != "ok\n" {
+		t.Errorf("readyz = %q", body)
+	}
+
+	// Restart a with nothing changed: no API writes, subnet.env untouched.
+	// (A userspace device stops with its process, so the new agent re-adds
+	// the peer; with a kernel device the data plane's diff finds nothing.)
+	patches := countActions(c, "patch", "nodes", "") + countActions(c, "patch", "nodes", "status")
+	st1, _ := os.Stat(a.subnet)
+	a.stop()
+	a.start(t, c)
+	eventually(t, "restarted a ready", func() bool { return a.agent.Ready() == nil })
+	if _, err := runIn(a.netns, "ping", "-c", "1", "-W", "2", "-I", "10.42.0.1", "10.42.1.1"); err != nil {
+		t.Errorf("no ping after the restart: %v", err)
+	}
+	if got := countActions(c, "patch", "nodes", "") + countActions(c, "patch", "nodes", "status"); got != patches {
+		t.Errorf("restart made %d node patches", got-patches)
+	}
+	if st2, _ := os.Stat(a.subnet); !os.SameFile(st1, st2) || !st1.ModTime().Equal(st2.ModTime()) {
+		t.Error("restart rewrote subnet.env")
+	}
+
 	// Node b is deleted: a removes its peer and route from the kernel.
 	bn.stop()
 	if err := c.CoreV1().Nodes().Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
@@ -300,6 +333,17 @@ func (nd *itNode) start(t *testing.T, c *fake.Clientset) {
 		}
 	}
 	t.Cleanup(nd.stop)
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // agentBinary is $WGMESH_BIN/wgmesh-agent (default <repo>/bin), or "" if
