@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -127,23 +128,42 @@ func (l *Lab) RegisterNode(ctx context.Context, n *Node) error {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
 		"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux",
 	}}}
-	created, err := l.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := l.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("lab: register node %s: %w", n.Name, err)
 	}
+	// A patch, not an update: kube-controller-manager may already have set
+	// spec.podCIDR, and a patch does not race with it.
 	now := metav1.Now()
-	created.Status.Addresses = []corev1.NodeAddress{
-		{Type: corev1.NodeInternalIP, Address: n.Addr.String()},
-		{Type: corev1.NodeHostName, Address: n.Name},
+	status := corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: n.Addr.String()},
+			{Type: corev1.NodeHostName, Address: n.Name},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "lab node (no kubelet)", LastHeartbeatTime: now, LastTransitionTime: now,
+		}},
 	}
-	created.Status.Conditions = []corev1.NodeCondition{{
-		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-		Message: "lab node (no kubelet)", LastHeartbeatTime: now, LastTransitionTime: now,
-	}}
-	if _, err := l.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	patch, err := json.Marshal(map[string]any{"status": status})
+	if err != nil {
+		return err
+	}
+	if _, err := l.Client.CoreV1().Nodes().PatchStatus(ctx, n.Name, patch); err != nil {
 		return fmt.Errorf("lab: node %s status: %w", n.Name, err)
 	}
-	return nil
+	if l.NoCIDRAllocation {
+		return nil
+	}
+	// On a real cluster the DaemonSet's pod starts well after
+	// kube-controller-manager filled spec.podCIDR; wait for it, so that the
+	// agent never sees an allocating cluster's node without one.
+	return WaitReachable(ctx, func(ctx context.Context) error {
+		p, err := l.PodCIDR(ctx, n.Name)
+		if err == nil && !p.IsValid() {
+			err = fmt.Errorf("node %s has no spec.podCIDR yet", n.Name)
+		}
+		return err
+	}, 30*time.Second)
 }
 
 // DeleteNodeObject deletes a Node object (absent is fine).
