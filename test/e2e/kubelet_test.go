@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -420,8 +422,10 @@ func testNodeRestart(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
 
 	// The leak: a CNI ADD for a sandbox containerd never knew, whose
 	// cached result and network namespace are gone.
-	leakID := fmt.Sprintf("%064x", time.Now().UnixNano())
-	leakNS := "leak-" + leakID[56:]
+	idBytes := make([]byte, 32)
+	_, _ = rand.Read(idBytes)
+	leakID := hex.EncodeToString(idBytes)
+	leakNS := "leak-" + leakID[:8]
 	if _, err := k.Run(ctx, "ip", "netns", "add", leakNS); err != nil {
 		t.Fatal(err)
 	}
