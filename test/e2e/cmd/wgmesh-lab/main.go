@@ -140,15 +140,14 @@ func printHowTo(l *lab.Lab, pods []*lab.Pod) {
 state, logs, kubeconfigs:  %[1]s   (nodes/<node>/wgmesh-agent.log, controlplane/*.log)
 enter a node:              %[2]s bash          (its netns + its own /run/wireguard, /run/wgmesh, CNI dirs)
 WireGuard of a node:       %[2]s wg show wgmesh0
-routes of a node:          %[2]s ip route
+routes of a node:          %[2]s ip route show table 87   (wgmesh's table; ip rule shows the lookup)
 agent status / doctor:     %[2]s %[3]s status --kubeconfig %[11]s --node-name %[12]s   (or doctor)
 a pod's shell:             %[2]s ip netns exec pod-%[4]s sh
 ping pod to pod:           %[2]s ip netns exec pod-%[4]s ping %[5]s
 the underlay (tcpdump):    ip netns exec %[6]s tcpdump -ni br0 udp port %[7]d
-kubectl:                   ip netns exec %[8]s kubectl --kubeconfig %[9]s get nodes -o wide
-                           (kubectl: test/e2e/tools/build-k8s.sh kubectl; it lands in $WGMESH_CACHE/bin)
+kubectl:                   ip netns exec %[8]s %[13]s --kubeconfig %[9]s get nodes -o wide
 every namespace:           ip netns list | grep %[10]s
 tear down:                 make lab-down
 `, l.Dir, n1.EnterCommand(), filepath.Join(l.Bin, "wgmesh-agent"), pods[0].Name, pods[len(pods)-1].IP,
-		l.UnderlayNetNS(), lab.ListenPort, cp, l.AdminKubeconfig(), lab.Prefix+l.ID, filepath.Join(n1.Dir, "agent.kubeconfig"), n1.Name)
+		l.UnderlayNetNS(), lab.ListenPort, cp, l.AdminKubeconfig(), lab.Prefix+l.ID, filepath.Join(n1.Dir, "agent.kubeconfig"), n1.Name, filepath.Join(l.K8sBin, "kubectl"))
 }
