@@ -37,6 +37,14 @@ func Up(ctx context.Context, l *lab.Lab, nodes, podsPer int, w io.Writer) error 
 			return err
 		}
 	}
+	// Pod admission needs the namespace's default ServiceAccount, which
+	// kube-controller-manager creates shortly after start.
+	if err := waitFor(ctx, 60*time.Second, nil, func() error {
+		_, err := l.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err
+	}); err != nil {
+		return fmt.Errorf("no default serviceaccount: %w", err)
+	}
 	var names []string
 	for _, k := range ks {
 		for j := 0; j < podsPer; j++ {
