@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,14 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	if err := l.applyAll(ctx, nodes, nodes); err != nil {
 		return nil, "", err
 	}
+	_, lookErr := exec.LookPath("ethtool")
+	if opt.NoTUNOffload && lookErr != nil {
+		return nil, "", fmt.Errorf("switching TUN offload off needs ethtool (apt-get install ethtool): %w", lookErr)
+	}
+	if opt.UnderlayGRO && lookErr != nil {
+		info = "ethtool not installed: underlay GRO left off; "
+		opt.UnderlayGRO = false
+	}
 	if opt.UnderlayGRO {
 		for _, nd := range nodes {
 			if _, err := nd.netns.run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
@@ -79,7 +88,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	if err := ping(a.pod, b.podIP, 5*time.Second); err != nil {
 		return nil, "", fmt.Errorf("pod-to-pod ping before measuring: %w", err)
 	}
-	info = fmt.Sprintf("TUN %s (MTU %d): %s; underlay eth0: %s", a.dev, opt.MTU, linkFeatures(a.netns, a.dev), linkFeatures(a.netns, "eth0"))
+	info += fmt.Sprintf("TUN %s (MTU %d): %s; underlay eth0: %s", a.dev, opt.MTU, linkFeatures(a.netns, a.dev), linkFeatures(a.netns, "eth0"))
 
 	ps := paths(a, b)
 	pod, tun, raw := ps[0], ps[1], ps[2]
