@@ -178,6 +178,15 @@ func cgroupMounts(mountinfo string) ([]mount, error) {
 	if err != nil {
 		return nil, err
 	}
+	out := parseCgroupMounts(b)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no cgroup mounts under %s in %s", cgroupMount, mountinfo)
+	}
+	return out, nil
+}
+
+// parseCgroupMounts is cgroupMounts on the content of a mountinfo file.
+func parseCgroupMounts(b []byte) []mount {
 	var out []mount
 	for _, line := range strings.Split(string(b), "\n") {
 		pre, post, ok := strings.Cut(line, " - ")
@@ -197,9 +206,6 @@ func cgroupMounts(mountinfo string) ([]mount, error) {
 		}
 		out = append(out, mount{point: point, fstype: fstype, options: g[2]})
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no cgroup mounts under %s in %s", cgroupMount, mountinfo)
-	}
 	sort.SliceStable(out, func(i, j int) bool { return len(out[i].point) < len(out[j].point) })
-	return out, nil
+	return out
 }

@@ -62,10 +62,10 @@ type Node struct {
 	kubelet    *lab.Process
 }
 
-// Setup prepares n to run containerd and kubelet: the private directories
-// (bind mounts inside the node), the config files and the cgroup root. It
-// starts nothing. images are docker-archive tars (BuildImage) that
-// StartContainerd imports.
+// Setup prepares n to run containerd and kubelet: the machine's cgroup
+// hierarchies and the private directories (mounts inside the node), the
+// kernel tunables covered, the config files under Node.Dir/kubenode and the
+// cgroup root. It starts nothing.
 func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 	k := &Node{
 		Node: n,
