@@ -319,13 +319,13 @@ func (a *Agent) reserve(ctx context.Context) ([]netip.Prefix, error) {
 }
 
 func (a *Agent) publish(ctx context.Context, self mesh.Node) error {
-	ep, err := kube.PublishEndpoint(self, a.cfg.ListenPort)
-	if err != nil {
-		return fmt.Errorf("choose the endpoint to publish: %w", err)
-	}
-	want := map[string]string{
-		mesh.AnnotationPublicKey: a.cfg.PublicKey.String(),
-		mesh.AnnotationEndpoint:  ep,
+	want := map[string]string{mesh.AnnotationPublicKey: a.cfg.PublicKey.String()}
+	if ep, err := kube.PublishEndpoint(self, a.cfg.ListenPort); err != nil {
+		// The key is still published: peers reach this node once it
+		// initiates a handshake, and the rest of the mesh goes on.
+		a.log.Warn("no endpoint to publish", "node", a.cfg.NodeName, "err", err)
+	} else {
+		want[mesh.AnnotationEndpoint] = ep
 	}
 	changed, err := a.cfg.Cluster.Publish(ctx, want)
 	if err != nil {
