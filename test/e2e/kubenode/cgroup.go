@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wgmesh/wgmesh/test/e2e/kubenode/mountinfo"
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
 
@@ -168,44 +169,16 @@ func Sweep(log *slog.Logger) {
 	}
 }
 
-type mount struct{ point, fstype, options string }
-
-// cgroupMounts lists, from a mountinfo file, the tmpfs at cgroupMount and
-// every cgroup and cgroup2 mount under it, parents first, with their
-// superblock options (which name the controllers of a v1 hierarchy).
-func cgroupMounts(mountinfo string) ([]mount, error) {
-	b, err := os.ReadFile(mountinfo)
+// cgroupMounts lists the cgroup mounts of a mountinfo file (see package
+// mountinfo).
+func cgroupMounts(path string) ([]mountinfo.Mount, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	out := parseCgroupMounts(b)
+	out := mountinfo.CgroupMounts(b, cgroupMount)
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no cgroup mounts under %s in %s", cgroupMount, mountinfo)
+		return nil, fmt.Errorf("no cgroup mounts under %s in %s", cgroupMount, path)
 	}
 	return out, nil
-}
-
-// parseCgroupMounts is cgroupMounts on the content of a mountinfo file.
-func parseCgroupMounts(b []byte) []mount {
-	var out []mount
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 3 {
-			continue
-		}
-		point, fstype := f[4], g[0]
-		if point != cgroupMount && !strings.HasPrefix(point, cgroupMount+"/") {
-			continue
-		}
-		if fstype != "tmpfs" && fstype != "cgroup" && fstype != "cgroup2" {
-			continue
-		}
-		out = append(out, mount{point: point, fstype: fstype, options: g[2]})
-	}
-	sort.SliceStable(out, func(i, j int) bool { return len(out[i].point) < len(out[j].point) })
-	return out
 }

@@ -1,4 +1,4 @@
-package kubenode
+package mountinfo
 
 import (
 	"reflect"
@@ -15,9 +15,9 @@ const hybridMountinfo = `22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
 42 1 0:39 / /run/foo rw - cgroup cgroup rw,memory
 `
 
-func TestParseCgroupMountsParentsFirstWithSuperOptions(t *testing.T) {
-	got := parseCgroupMounts([]byte(hybridMountinfo))
-	want := []mount{
+func TestCgroupMountsParentsFirstWithSuperOptions(t *testing.T) {
+	got := CgroupMounts([]byte(hybridMountinfo), "/sys/fs/cgroup")
+	want := []Mount{
 		{"/sys/fs/cgroup", "tmpfs", "rw,mode=755"},
 		{"/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"},
 		{"/sys/fs/cgroup/systemd", "cgroup", "rw,name=systemd"},
@@ -28,19 +28,19 @@ func TestParseCgroupMountsParentsFirstWithSuperOptions(t *testing.T) {
 	}
 }
 
-func TestParseCgroupMountsIgnoresGarbage(t *testing.T) {
+func TestCgroupMountsIgnoresGarbage(t *testing.T) {
 	for _, in := range []string{"", "garbage", " - ", "1 2 3 4 /sys/fs/cgroup - tmpfs", "- - - - -"} {
-		if got := parseCgroupMounts([]byte(in)); len(got) != 0 {
+		if got := CgroupMounts([]byte(in), "/sys/fs/cgroup"); len(got) != 0 {
 			t.Errorf("%q gave %v", in, got)
 		}
 	}
 }
 
-func FuzzParseCgroupMounts(f *testing.F) {
+func FuzzCgroupMounts(f *testing.F) {
 	f.Add([]byte(hybridMountinfo))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, m := range parseCgroupMounts(b) {
-			if m.point == "" || m.fstype == "" || m.options == "" {
+		for _, m := range CgroupMounts(b, "/sys/fs/cgroup") {
+			if m.Point == "" || m.FSType == "" || m.Options == "" {
 				t.Fatalf("incomplete mount %v", m)
 			}
 		}
