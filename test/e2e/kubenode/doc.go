@@ -3,11 +3,14 @@
 // namespace and private mount namespace, with the node's CNI directories
 // (filled by wgmesh's install step) and its own cgroup parent.
 //
-// It owns the node's containerd and kubelet processes, their config files,
-// the private directories bind-mounted over /var/lib/kubelet,
-// /var/lib/containerd, /run/containerd and /var/log/pods inside the node's
-// mount namespace, the cgroups under the node's cgroup root, and the
-// registry-less images it builds (pause, workload). It never touches the
-// machine's own containerd or kubelet paths, the machine's network namespace,
-// or the lab's control plane.
+// It owns the node's containerd and kubelet processes, their config files
+// (Node.Dir/kubenode), the mounts it makes inside the node's mount
+// namespace (the machine's cgroup hierarchies again at /sys/fs/cgroup; the
+// node's own /var/lib/kubelet, /var/lib/containerd, /run/containerd,
+// /var/log/pods and /var/log/containers; files covering the /proc/sys
+// tunables the kubelet would otherwise change machine-wide), the cgroups
+// under /wgmesh-lab/<lab id>-<node>, and the registry-less images it builds
+// (pause, workload). It never touches the machine's own containerd or
+// kubelet paths, the machine's sysctls or network namespace, or the lab's
+// control plane.
 package kubenode
