@@ -13,9 +13,9 @@ import (
 
 // NetOptions bound the throughput and latency runs.
 type NetOptions struct {
-	Seconds    float64 // per iperf3 run; default 1.5
-	RoundTrips int     // per latency run; default 2000
-	MTU        int     // WireGuard device and pod MTU; default 1420
+	Seconds    int // per iperf3 run (iperf3 takes whole seconds); default 1
+	RoundTrips int // per latency run; default 2000
+	MTU        int // WireGuard device and pod MTU; default 1420
 	// UnderlayGRO turns GRO on for the lab's underlay veths (off by default
 	// on veth; on by default on real NICs), so wireguard-go's UDP GRO
 	// socket receives coalesced batches as it would on hardware.
@@ -34,7 +34,7 @@ type NetOptions struct {
 // alike; each figure is the mean of its runs.
 func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err error) {
 	if opt.Seconds == 0 {
-		opt.Seconds = 1.5
+		opt.Seconds = 1
 	}
 	if opt.RoundTrips == 0 {
 		opt.RoundTrips = 2000

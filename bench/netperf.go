@@ -43,7 +43,7 @@ func paths(a, b *labNode) []path {
 // both nodes' WireGuard devices) and the iperf3 processes (whose syscalls
 // carry most of the kernel's forwarding work): a figure that machine load
 // changes much less than throughput.
-func iperf3(ctx context.Context, p path, port, streams int, secs float64) (gbps, cpu float64, err error) {
+func iperf3(ctx context.Context, p path, port, streams, secs int) (gbps, cpu float64, err error) {
 	cpu0 := selfCPU() + childrenCPU()
 	var bytes float64
 	defer func() {
@@ -61,10 +61,10 @@ func iperf3(ctx context.Context, p path, port, streams int, secs float64) (gbps,
 	if err := waitListening(p.to, netip.AddrPortFrom(p.dst, uint16(port)), 5*time.Second); err != nil {
 		return 0, 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs*float64(time.Second))+20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+20*time.Second)
 	defer cancel()
 	cli := exec.CommandContext(ctx, "ip", "netns", "exec", p.from.name, "iperf3", "-c", p.dst.String(), "-p", strconv.Itoa(port),
-		"-t", fmt.Sprint(secs), "-P", strconv.Itoa(streams), "-J", "-O", "0.5")
+		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
 	out, err := cli.Output()
 	var res struct {
 		End struct {

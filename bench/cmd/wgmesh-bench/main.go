@@ -29,7 +29,7 @@ func main() {
 func runBench() int {
 	out := flag.String("out", "results", "directory for bench.md and bench.json")
 	only := flag.String("only", "cni,net-nooffload,net,scale,converge", "sections to run, comma-separated: cni, net-nooffload (the network lab with TUN segmentation offload off, for comparison), net, scale, converge")
-	secs := flag.Float64("seconds", 1.5, "seconds per iperf3 run")
+	secs := flag.Int("seconds", 1, "seconds per iperf3 run (whole seconds)")
 	mtu := flag.Int("mtu", 1420, "WireGuard device and pod MTU in the network lab")
 	gro := flag.Bool("underlay-gro", true, "turn GRO on for the lab's underlay veths, as on a real NIC")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (it runs the WireGuard devices) to this file")
