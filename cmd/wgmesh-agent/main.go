@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 // version is set at build time: -ldflags "-X main.version=v0.1.0".
@@ -69,6 +71,8 @@ func dispatch(ctx context.Context, args []string) error {
 		return withConfig("cleanup", args, func(c *config) error { return runCleanup(ctx, c) })
 	case "install":
 		return runInstall(ctx, args)
+	case wireguard.DeviceSubcommand: // hidden: the userspace device process the agent spawns
+		return wireguard.DeviceMain(ctx, args)
 	case "version":
 		fmt.Println("wgmesh-agent", version)
 		return nil

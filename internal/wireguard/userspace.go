@@ -26,6 +26,9 @@ type userspace struct {
 	dev      *device.Device
 	uapi     net.Listener
 	accepted sync.WaitGroup
+	// uapiDone closes when the UAPI listener stops accepting: closed, or
+	// its socket file was removed (wireguard-go watches it with inotify).
+	uapiDone chan struct{}
 }
 
 // startUserspace creates the TUN and the device in the namespace of the
@@ -70,9 +73,11 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 	if err != nil {
 		return nil, fmt.Errorf("listen on UAPI socket: %w", err)
 	}
+	u.uapiDone = make(chan struct{})
 	u.accepted.Add(1)
 	go func() {
 		defer u.accepted.Done()
+		defer close(u.uapiDone)
 		for {
 			c, err := u.uapi.Accept()
 			if err != nil {

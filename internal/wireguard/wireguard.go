@@ -1,6 +1,6 @@
 // Package wireguard owns the mesh's WireGuard device (wgmesh0): it creates
 // or adopts it (a kernel link, or an embedded wireguard-go device when the
-// kernel has no WireGuard), sets its key, port and MTU, and makes its peer
+// kernel has no WireGuard, served by its own wireguard-go process), sets its key, port and MTU, and makes its peer
 // set match the desired peers by applying only the difference
 // (mesh.DiffPeers). It never touches another WireGuard device, and never
 // deletes and recreates its own at start: an agent restart adopts the
@@ -8,16 +8,16 @@
 //
 // Every function must be called from an OS thread in the network namespace
 // of the device (the host namespace in the agent; tests wrap calls in
-// ns.Do). A userspace device keeps a handle on that namespace and opens its
-// UDP sockets and reads its MTU there, whatever goroutine asks.
+// ns.Do). A userspace device's process is forked from that thread, so it
+// and its TUN and UDP sockets live in that namespace.
 package wireguard
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -37,8 +37,8 @@ const (
 	ModeAuto Mode = "auto"
 	// ModeKernel requires a kernel WireGuard link.
 	ModeKernel Mode = "kernel"
-	// ModeUserspace runs wireguard-go inside the agent process; the device
-	// lives as long as the process.
+	// ModeUserspace runs wireguard-go in a device process of its own that
+	// the agent spawns detached and adopts after a restart (process.go).
 	ModeUserspace Mode = "userspace"
 )
 
@@ -105,7 +105,6 @@ type Device struct {
 	cfg    Config
 	mode   Mode // ModeKernel or ModeUserspace: what it really is
 	client *wgctrl.Client
-	user   *userspace // nil for a kernel device
 	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
 	EnsureOps int
 }
@@ -118,12 +117,19 @@ func Ensure(cfg Config) (*Device, error) {
 	}
 	log := cfg.Logger.With("device", cfg.Name)
 	d := &Device{cfg: cfg}
-	ok := false
+	ok, spawned := false, false
 	defer func() {
 		if !ok {
-			d.Close() // a userspace device started here stops with us
+			d.Close()
+			if spawned { // a device process started here stops with us
+				Remove(cfg.Name)
+			}
 		}
 	}()
+	var err error
+	if d.client, err = wgctrl.New(); err != nil {
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
 
 	link, err := netlinksafe.LinkByName(cfg.Name)
 	var notFound netlink.LinkNotFoundError
@@ -137,6 +143,7 @@ func Ensure(cfg Config) (*Device, error) {
 		if err := d.create(log); err != nil {
 			return nil, err
 		}
+		spawned = d.mode == ModeUserspace
 		d.EnsureOps++
 	default:
 		return nil, fmt.Errorf("look up link %s: %w", cfg.Name, err)
@@ -156,15 +163,6 @@ func Ensure(cfg Config) (*Device, error) {
 			return nil, fmt.Errorf("set %s up: %w", cfg.Name, err)
 		}
 		d.EnsureOps++
-	}
-	if d.user != nil {
-		if err := d.user.dev.Up(); err != nil {
-			return nil, fmt.Errorf("start userspace device %s: %w", cfg.Name, err)
-		}
-	}
-
-	if d.client, err = wgctrl.New(); err != nil {
-		return nil, fmt.Errorf("open wgctrl: %w", err)
 	}
 	cur, err := d.client.Device(cfg.Name)
 	if err != nil {
@@ -203,8 +201,14 @@ func (d *Device) adopt(link netlink.Link) error {
 		d.mode = ModeKernel
 		return nil
 	case "tuntap", "tun":
-		// A TUN outlives nothing but its process: someone else runs it.
-		return fmt.Errorf("%s exists as a TUN device of another process (a wireguard-go still running?); stop it first", name)
+		if d.cfg.Mode == ModeKernel {
+			return fmt.Errorf("%s exists as a userspace WireGuard device but --wireguard=kernel: run wgmesh-agent cleanup first, or use auto", name)
+		}
+		if isUserspace(d.client, name) {
+			d.mode = ModeUserspace // our device process, left by the previous agent
+			return nil
+		}
+		return fmt.Errorf("%s exists as a TUN device without a WireGuard UAPI socket (%s) in this namespace; stop the process that holds it", name, socketPath(name))
 	}
 	return fmt.Errorf("%s exists and is a %q link, not a WireGuard device; rename it or choose another --wireguard-device", name, link.Type())
 }
@@ -223,11 +227,10 @@ func (d *Device) create(log *slog.Logger) error {
 		}
 		log.Info("kernel WireGuard unavailable, using userspace", "reason", err.Error())
 	}
-	u, err := startUserspace(name, d.cfg.MTU, d.cfg.Logger)
-	if err != nil {
+	if err := spawnDevice(name, d.cfg.MTU, log); err != nil {
 		return fmt.Errorf("create userspace WireGuard device %s: %w", name, err)
 	}
-	d.user, d.mode = u, ModeUserspace
+	d.mode = ModeUserspace
 	log.Info("device created", "mode", d.mode)
 	return nil
 }
@@ -286,18 +289,14 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 
 // Close releases the agent's handles and leaves a kernel device, with its
 // peers, in place (an agent stopped by SIGTERM keeps the data plane). A
-// userspace device cannot outlive the process: Close stops it.
+// userspace device's process keeps running too: the next agent adopts it.
 func (d *Device) Close() error {
-	var errs []error
-	if d.client != nil {
-		errs = append(errs, d.client.Close())
-		d.client = nil
+	if d.client == nil {
+		return nil
 	}
-	if d.user != nil {
-		errs = append(errs, d.user.close())
-		d.user = nil
-	}
-	return errors.Join(errs...)
+	err := d.client.Close()
+	d.client = nil
+	return err
 }
 
 // Delete removes the device (wgmesh-agent cleanup) and closes d.
@@ -306,8 +305,9 @@ func (d *Device) Delete() error {
 	return errors.Join(err, Remove(d.cfg.Name))
 }
 
-// Remove deletes the WireGuard device name if it exists (kernel link, or a
-// leftover userspace socket), for cleanup without a running Device. It
+// Remove deletes the WireGuard device name if it exists (kernel link, the
+// userspace device process with its TUN and socket, or a leftover socket),
+// waiting until it is gone, for cleanup without a running Device. It
 // refuses to delete a link that is not WireGuard.
 func Remove(name string) error {
 	var errs []error
@@ -315,8 +315,14 @@ func Remove(name string) error {
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &notFound):
-		// A socket without its TUN is a leftover of a killed agent.
-		sock := filepath.Join(socketDir, name+".sock")
+		// A socket without its TUN is a leftover of a killed device
+		// process, unless a process answers on it: a device of the same
+		// name in another namespace (the socket directory is shared).
+		sock := socketPath(name)
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
+			break
+		}
 		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", sock, err))
 		}
@@ -327,7 +333,18 @@ func Remove(name string) error {
 			errs = append(errs, fmt.Errorf("delete link %s: %w", name, err))
 		}
 	case link.Type() == "tuntap" || link.Type() == "tun":
-		errs = append(errs, fmt.Errorf("%s is a TUN still held by a process; stop that process", name))
+		pid, ok := DevicePID(name)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s is a TUN without a WireGuard UAPI socket in this namespace: left alone; stop the process that holds it", name))
+			break
+		}
+		linkGone := func() bool {
+			_, err := netlinksafe.LinkByName(name)
+			return errors.As(err, &notFound)
+		}
+		if err := stopDevice(name, pid, linkGone); err != nil {
+			errs = append(errs, err)
+		}
 	default:
 		errs = append(errs, fmt.Errorf("%s is a %q link, not WireGuard: left alone", name, link.Type()))
 	}

@@ -4,11 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,14 +74,16 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 	name := uniqueName(t)
 	k := key(t)
 	var d *Device
-	in(t, n, func() error {
-		var err error
-		d, err = Ensure(Config{Name: name, Mode: ModeUserspace, PrivateKey: k, MTU: 1380, ListenPort: 51999})
-		return err
-	})
-	t.Cleanup(func() { n.Do(func(ns.NetNS) error { d.Close(); return nil }) })
+	d, pid := ensureUserspace(t, n, Config{Name: name, Mode: ModeUserspace, PrivateKey: k, MTU: 1380, ListenPort: 51999})
 	if d.Mode() != ModeUserspace || d.EnsureOps == 0 {
 		t.Fatalf("mode %s ops %d", d.Mode(), d.EnsureOps)
+	}
+	if pid == os.Getpid() {
+		t.Fatal("the device is served by the test process, not a device process of its own")
+	}
+	// The device process runs in the caller's namespace, not the host's.
+	if _, err := netlink.LinkByName(name); err == nil {
+		t.Fatalf("%s is in the test's own namespace", name)
 	}
 	in(t, n, func() error {
 		l, err := netlink.LinkByName(name)
@@ -125,24 +129,63 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 		t.Fatalf("remove ops %+v", ops)
 	}
 
-	// A second Ensure finds the running TUN and refuses to take it over.
+	// A kernel-mode Ensure refuses the userspace device.
 	in(t, n, func() error {
-		_, err := Ensure(Config{Name: name, Mode: ModeAuto, PrivateKey: k})
-		if err == nil || !strings.Contains(err.Error(), "TUN") {
-			t.Errorf("second Ensure: %v", err)
+		_, err := Ensure(Config{Name: name, Mode: ModeKernel, PrivateKey: k})
+		if err == nil || !strings.Contains(err.Error(), "userspace WireGuard device but --wireguard=kernel") {
+			t.Errorf("kernel-mode Ensure over a userspace device: %v", err)
 		}
 		return nil
 	})
 
-	// Delete: link and socket gone.
+	// Delete: process, link and socket gone.
 	in(t, n, func() error { return d.Delete() })
+	requireGone(t, n, name, pid)
+}
+
+// ensureUserspace runs Ensure in n and makes sure the device process it
+// spawns dies with the test, even on failure. It returns the process id.
+func ensureUserspace(t *testing.T, n ns.NetNS, cfg Config) (*Device, int) {
+	t.Helper()
+	var d *Device
+	var pid int
 	in(t, n, func() error {
-		if _, err := netlink.LinkByName(name); err == nil {
-			t.Error("link still there after Delete")
+		var err error
+		if d, err = Ensure(cfg); err != nil {
+			return err
+		}
+		var ok bool
+		if pid, ok = DevicePID(cfg.Name); !ok {
+			return fmt.Errorf("no device process answers on %s's socket", cfg.Name)
 		}
 		return nil
 	})
-	if _, err := os.Stat(filepath.Join(socketDir, name+".sock")); !os.IsNotExist(err) {
+	t.Cleanup(func() {
+		n.Do(func(ns.NetNS) error { d.Close(); return nil })
+		syscall.Kill(pid, syscall.SIGKILL)
+		os.Remove(logPath(cfg.Name))
+	})
+	return d, pid
+}
+
+// requireGone fails unless the device process pid, its link in n and its
+// socket are all gone.
+func requireGone(t *testing.T, n ns.NetNS, name string, pid int) {
+	t.Helper()
+	// The process is reaped by a goroutine of this test process.
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("device process %d still there: %v", pid, err)
+	}
+	in(t, n, func() error {
+		if _, err := netlink.LinkByName(name); err == nil {
+			t.Error("link still there")
+		}
+		return nil
+	})
+	if _, err := os.Stat(socketPath(name)); !os.IsNotExist(err) {
 		t.Errorf("socket still there: %v", err)
 	}
 }

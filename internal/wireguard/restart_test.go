@@ -1,0 +1,159 @@
+package wireguard
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testutil"
+)
+
+// TestUserspaceDeviceSurvivesAgentRestart: two userspace devices in two
+// namespaces joined by a veth; one side's "agent" closes its Device and a
+// new one Ensures again. The new agent adopts the running device process
+// (same link, same peers, no write) and a ping across the mesh loses
+// nothing meanwhile. Remove then leaves no process, link or socket.
+func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
+	testutil.RequireRoot(t)
+	na, nb := newNS(t), newNS(t)
+	veth := uniqueName(t)
+	in(t, na, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
+			return err
+		}
+		peer, err := netlink.LinkByName(veth + "p")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(peer, int(nb.Fd()))
+	})
+	underlay := map[ns.NetNS]string{na: "192.0.2.1/24", nb: "192.0.2.2/24"}
+	overlay := map[ns.NetNS]string{na: "10.99.0.1/24", nb: "10.99.0.2/24"}
+	for n, link := range map[ns.NetNS]string{na: veth, nb: veth + "p"} {
+		in(t, n, func() error { return addrUp(link, underlay[n]) })
+	}
+
+	ka, kb := key(t), key(t)
+	ca := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: ka, ListenPort: 51820}
+	cb := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: kb, ListenPort: 51820}
+	da, _ := ensureUserspace(t, na, ca)
+	db, pidB := ensureUserspace(t, nb, cb)
+	toB := []mesh.Peer{{Node: "b", PublicKey: kb.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.2:51820"),
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}}
+	toA := []mesh.Peer{{Node: "a", PublicKey: ka.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.1:51820"),
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}}
+	in(t, na, func() error {
+		if _, err := da.Apply(toB); err != nil {
+			return err
+		}
+		return addrUp(ca.Name, overlay[na])
+	})
+	var indexB int
+	in(t, nb, func() error {
+		if _, err := db.Apply(toA); err != nil {
+			return err
+		}
+		if err := addrUp(cb.Name, overlay[nb]); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(cb.Name)
+		indexB = l.Attrs().Index
+		return err
+	})
+	if out, err := pingFrom(na, "-c", "3", "-W", "2", "10.99.0.2"); err != nil {
+		t.Fatalf("no ping across the mesh before the restart: %v\n%s", err, out)
+	}
+
+	// Ping every 10 ms while b's agent restarts.
+	var pingOut bytes.Buffer
+	pingDone := make(chan error, 1)
+	in(t, na, func() error {
+		ping := exec.Command("ping", "-n", "-q", "-i", "0.01", "-w", "3", "-W", "1", "10.99.0.2")
+		ping.Stdout, ping.Stderr = &pingOut, &pingOut
+		if err := ping.Start(); err != nil { // forked here: in na
+			return err
+		}
+		go func() { pingDone <- ping.Wait() }()
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	in(t, nb, func() error { return db.Close() }) // the old agent stops (SIGTERM)
+	db2, pidB2 := ensureUserspace(t, nb, cb)      // the new agent starts
+	if pidB2 != pidB {
+		t.Errorf("device process %d replaced by %d", pidB, pidB2)
+	}
+	if db2.EnsureOps != 0 || db2.Mode() != ModeUserspace {
+		t.Errorf("adopting Ensure: %d writes, mode %s", db2.EnsureOps, db2.Mode())
+	}
+	in(t, nb, func() error {
+		l, err := netlink.LinkByName(cb.Name)
+		if err != nil {
+			return err
+		}
+		if l.Attrs().Index != indexB {
+			t.Errorf("ifindex %d became %d", indexB, l.Attrs().Index)
+		}
+		dev, err := db2.Read()
+		if err != nil {
+			return err
+		}
+		if len(dev.Peers) != 1 || dev.Peers[0].PublicKey != ka.PublicKey() {
+			t.Errorf("peers after the restart: %+v", dev.Peers)
+		}
+		ops, err := db2.Apply(toA)
+		if err != nil {
+			return err
+		}
+		if ops != (mesh.PeerOps{}) {
+			t.Errorf("Apply after the restart changed %+v", ops)
+		}
+		return nil
+	})
+	<-pingDone
+	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindSubmatch(pingOut.Bytes())
+	if m == nil {
+		t.Fatalf("no ping summary:\n%s", pingOut.String())
+	}
+	sent, _ := strconv.Atoi(string(m[1]))
+	recv, _ := strconv.Atoi(string(m[2]))
+	t.Logf("across the restart: %d of %d pings lost", sent-recv, sent)
+	if sent == 0 || sent != recv {
+		t.Errorf("%d of %d pings lost across the agent restart", sent-recv, sent)
+	}
+
+	in(t, nb, func() error { return Remove(cb.Name) })
+	requireGone(t, nb, cb.Name, pidB)
+}
+
+func addrUp(link, cidr string) error {
+	l, err := netlink.LinkByName(link)
+	if err != nil {
+		return err
+	}
+	ip, ipnet, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return err
+	}
+	ipnet.IP = ip
+	if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipnet}); err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(l)
+}
+
+func pingFrom(n ns.NetNS, args ...string) (out []byte, err error) {
+	n.Do(func(ns.NetNS) error {
+		out, err = exec.Command("ping", args...).CombinedOutput()
+		return nil
+	})
+	return out, err
+}
