@@ -85,15 +85,21 @@ func DeviceMain(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("userspace device serving", "pid", os.Getpid(), "mtu", *mtu, "socket", socketPath(*name))
+	asked := true // stopped on purpose: the log is of no more use
 	select {
 	case <-ctx.Done():
 		log.Info("stopping: signal")
 	case <-u.dev.Wait():
-		log.Info("stopping: device closed (link deleted?)")
+		log.Warn("stopping: device closed (link deleted?)")
+		asked = false
 	case <-u.uapiDone:
 		log.Info("stopping: UAPI socket gone")
 	}
-	return u.close()
+	err = u.close()
+	if asked && err == nil {
+		os.Remove(logPath(*name))
+	}
+	return err
 }
 
 func socketPath(name string) string { return filepath.Join(socketDir, name+".sock") }

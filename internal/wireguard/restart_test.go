@@ -77,7 +77,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	var pingOut bytes.Buffer
 	pingDone := make(chan error, 1)
 	in(t, na, func() error {
-		ping := exec.Command("ping", "-n", "-q", "-i", "0.01", "-w", "3", "-W", "1", "10.99.0.2")
+		ping := exec.Command("ping", "-n", "-q", "-i", "0.01", "-c", "250", "-W", "1", "10.99.0.2")
 		ping.Stdout, ping.Stderr = &pingOut, &pingOut
 		if err := ping.Start(); err != nil { // forked here: in na
 			return err

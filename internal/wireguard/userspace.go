@@ -94,7 +94,12 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 func (u *userspace) close() error {
 	var errs []error
 	if u.uapi != nil {
-		errs = append(errs, u.uapi.Close())
+		select {
+		case <-u.uapiDone: // stopped already (socket removed): Close only says so
+			u.uapi.Close()
+		default:
+			errs = append(errs, u.uapi.Close())
+		}
 		u.accepted.Wait()
 	}
 	if u.dev != nil {
