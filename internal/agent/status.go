@@ -49,20 +49,7 @@ func ReadStatus(ctx context.Context, device string) (dataplane.Status, error) {
 	}
 	st.PublicKey, st.ListenPort = dev.PublicKey.String(), dev.ListenPort
 	for _, p := range dev.Peers {
-		ps := dataplane.PeerStatus{
-			PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime,
-			RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, Keepalive: p.PersistentKeepaliveInterval,
-		}
-		if p.Endpoint != nil {
-			ap := p.Endpoint.AddrPort()
-			ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-		for _, n := range p.AllowedIPs {
-			if pfx, ok := mesh.PrefixFromIPNet(n); ok {
-				ps.AllowedIPs = append(ps.AllowedIPs, pfx)
-			}
-		}
-		st.Peers = append(st.Peers, ps)
+		st.Peers = append(st.Peers, dataplane.PeerStatusOf(p))
 	}
 	rm, err := route.New(route.Config{Device: device})
 	if err != nil {

@@ -192,6 +192,25 @@ type PeerStatus struct {
 	Keepalive     time.Duration
 }
 
+// PeerStatusOf converts a peer as wgctrl reads it from the device; Node is
+// left empty (only the applier knows which node a key was programmed for).
+func PeerStatusOf(p wgtypes.Peer) PeerStatus {
+	ps := PeerStatus{
+		PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime,
+		RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, Keepalive: p.PersistentKeepaliveInterval,
+	}
+	if p.Endpoint != nil {
+		ap := p.Endpoint.AddrPort()
+		ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	for _, n := range p.AllowedIPs {
+		if pfx, ok := mesh.PrefixFromIPNet(n); ok {
+			ps.AllowedIPs = append(ps.AllowedIPs, pfx)
+		}
+	}
+	return ps
+}
+
 // Status reads the device, its peers and our routes.
 func (d *Dataplane) Status(ctx context.Context) (Status, error) {
 	if err := ctx.Err(); err != nil {
@@ -207,19 +226,8 @@ func (d *Dataplane) Status(ctx context.Context) (Status, error) {
 	}
 	d.mu.Lock()
 	for _, p := range dev.Peers {
-		ps := PeerStatus{
-			Node: d.nodeOf[p.PublicKey], PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime,
-			RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, Keepalive: p.PersistentKeepaliveInterval,
-		}
-		if p.Endpoint != nil {
-			ap := p.Endpoint.AddrPort()
-			ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-		for _, n := range p.AllowedIPs {
-			if pfx, ok := mesh.PrefixFromIPNet(n); ok {
-				ps.AllowedIPs = append(ps.AllowedIPs, pfx)
-			}
-		}
+		ps := PeerStatusOf(p)
+		ps.Node = d.nodeOf[p.PublicKey]
 		st.Peers = append(st.Peers, ps)
 	}
 	d.mu.Unlock()
