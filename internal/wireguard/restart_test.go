@@ -157,3 +157,21 @@ func pingFrom(n ns.NetNS, args ...string) (out []byte, err error) {
 	})
 	return out, err
 }
+
+// TestDeviceProcessStopsWhenItsLinkIsDeleted: `ip link del` of the TUN is
+// enough to stop the device process; it leaves no socket behind.
+func TestDeviceProcessStopsWhenItsLinkIsDeleted(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newNS(t)
+	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t)}
+	d, pid := ensureUserspace(t, n, cfg)
+	in(t, n, func() error { return d.Close() })
+	in(t, n, func() error {
+		l, err := netlink.LinkByName(cfg.Name)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	})
+	requireGone(t, n, cfg.Name, pid)
+}
