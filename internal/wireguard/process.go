@@ -134,15 +134,11 @@ func spawnDevice(name string, mtu int, log *slog.Logger) error {
 	go func() { cmd.Wait(); close(exited) }()
 	log.Info("device process started", "pid", cmd.Process.Pid, "log", logPath(name))
 
-	client, err := wgctrl.New()
-	if err != nil {
-		cmd.Process.Kill()
-		return fmt.Errorf("open wgctrl: %w", err)
-	}
-	defer client.Close()
+	// Ready when our process answers on the socket (not a device of the
+	// same name in another namespace: the socket directory is shared).
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if _, err := client.Device(name); err == nil {
+		if pid, ok := DevicePID(name); ok && pid == cmd.Process.Pid {
 			return nil
 		}
 		select {
