@@ -29,6 +29,7 @@ type config struct {
 	clusterCIDR      string
 	nodeCIDRMaskSize int
 	nodeCIDRMask6    int
+	reserveDelay     time.Duration
 	mtu              int
 	masquerade       bool
 	resync           time.Duration
@@ -60,6 +61,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.clusterCIDR, "cluster-cidr", env("WGMESH_CLUSTER_CIDR", "10.42.0.0/16"), "pod network `CIDRs`, comma-separated for dual-stack (env WGMESH_CLUSTER_CIDR)")
 	fs.IntVar(&c.nodeCIDRMaskSize, "node-cidr-mask-size", c.envInt("WGMESH_NODE_CIDR_MASK_SIZE", 24), "IPv4 node subnet `bits` when the agent reserves one (env WGMESH_NODE_CIDR_MASK_SIZE)")
 	fs.IntVar(&c.nodeCIDRMask6, "node-cidr-mask-size-ipv6", c.envInt("WGMESH_NODE_CIDR_MASK_SIZE_IPV6", 64), "IPv6 node subnet `bits` when the agent reserves one (env WGMESH_NODE_CIDR_MASK_SIZE_IPV6)")
+	fs.DurationVar(&c.reserveDelay, "subnet-reservation-delay", c.envDuration("WGMESH_SUBNET_RESERVATION_DELAY", 30*time.Second), "how long this node's spec.podCIDR must stay empty before the agent reserves a subnet through a Lease; 0: at once (env WGMESH_SUBNET_RESERVATION_DELAY)")
 	fs.IntVar(&c.mtu, "mtu", c.envInt("WGMESH_MTU", 0), "pod and WireGuard MTU; 0: the MTU of the interface holding the node's InternalIP minus 60 (IPv4) or 80 (IPv6) (env WGMESH_MTU)")
 	fs.BoolVar(&c.masquerade, "masquerade", c.envBool("WGMESH_MASQUERADE", true), "masquerade pod traffic leaving the cluster CIDR (env WGMESH_MASQUERADE)")
 	fs.DurationVar(&c.resync, "resync", c.envDuration("WGMESH_RESYNC", time.Minute), "period of the full level-triggered reconcile (env WGMESH_RESYNC)")
@@ -92,6 +94,9 @@ func (c *config) resolve() error {
 	}
 	if c.mtu != 0 && (c.mtu < 1280 || c.mtu > 65535) {
 		return fmt.Errorf("--mtu %d: want 0 (auto) or 1280-65535", c.mtu)
+	}
+	if c.reserveDelay < 0 {
+		return fmt.Errorf("--subnet-reservation-delay %s: want 0 or more", c.reserveDelay)
 	}
 	if c.resync < time.Second {
 		return fmt.Errorf("--resync %s: want at least 1s", c.resync)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func parse(t *testing.T, args ...string) (*config, error) {
@@ -27,7 +28,7 @@ func TestConfigDefaultsWorkOnK3s(t *testing.T) {
 	}
 	if c.nodeName != "node-1" || c.iface != "wgmesh0" || c.listenPort != 51820 || c.namespace != "kube-system" ||
 		c.privateKey != "/var/lib/wgmesh/private.key" || c.subnetFile != "/run/wgmesh/subnet.env" || !c.masquerade ||
-		c.bridge != "cni0" || c.metricsAddr != DefaultMetricsAddr || len(c.clusterCIDRs) != 1 || c.clusterCIDRs[0].String() != "10.42.0.0/16" {
+		c.bridge != "cni0" || c.metricsAddr != DefaultMetricsAddr || c.reserveDelay != 30*time.Second || len(c.clusterCIDRs) != 1 || c.clusterCIDRs[0].String() != "10.42.0.0/16" {
 		t.Errorf("defaults: %+v", c)
 	}
 }
@@ -41,6 +42,13 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 	if c.mtu != 1400 || c.namespace != "wgmesh" || len(c.clusterCIDRs) != 2 {
 		t.Errorf("got mtu=%d ns=%s cidrs=%v", c.mtu, c.namespace, c.clusterCIDRs)
+	}
+	t.Setenv("WGMESH_SUBNET_RESERVATION_DELAY", "0")
+	if c, err = parse(t, "--node-name", "x"); err != nil || c.reserveDelay != 0 {
+		t.Errorf("WGMESH_SUBNET_RESERVATION_DELAY=0: delay %v, err %v", c.reserveDelay, err)
+	}
+	if c, err = parse(t, "--node-name", "x", "--subnet-reservation-delay", "2m"); err != nil || c.reserveDelay != 2*time.Minute {
+		t.Errorf("--subnet-reservation-delay 2m: delay %v, err %v", c.reserveDelay, err)
 	}
 }
 
@@ -56,6 +64,8 @@ func TestConfigRejectsBadInput(t *testing.T) {
 		{args: []string{"--node-cidr-mask-size", "8"}, want: "does not fit cluster CIDR"},
 		{args: []string{"--mtu", "100"}, want: "--mtu 100"},
 		{args: []string{"--log-level", "loud"}, want: "--log-level"},
+		{args: []string{"--subnet-reservation-delay", "-1s"}, want: "--subnet-reservation-delay -1s"},
+		{env: [2]string{"WGMESH_SUBNET_RESERVATION_DELAY", "soon"}, want: "WGMESH_SUBNET_RESERVATION_DELAY"},
 		{env: [2]string{"WGMESH_MTU", "abc"}, want: `WGMESH_MTU="abc"`},
 		{env: [2]string{"WGMESH_MASQUERADE", "maybe"}, want: "WGMESH_MASQUERADE"},
 	} {

@@ -39,6 +39,7 @@ func runAgent(ctx context.Context, c *config) error {
 		ClusterCIDRs:      c.clusterCIDRs,
 		NodeCIDRMaskSize4: c.nodeCIDRMaskSize,
 		NodeCIDRMaskSize6: c.nodeCIDRMask6,
+		ReservationDelay:  c.reserveDelay,
 		MTU:               c.mtu,
 		Masquerade:        c.masquerade,
 		SubnetFile:        c.subnetFile,

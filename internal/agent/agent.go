@@ -18,6 +18,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,7 @@ type Cluster interface {
 	Publish(ctx context.Context, want map[string]string) (map[string]string, error)
 	Reserve(ctx context.Context, cluster netip.Prefix, bits int) (netip.Prefix, error)
 	ReleaseOrphans(ctx context.Context) ([]string, error)
+	ReleaseSuperseded(ctx context.Context) ([]string, error)
 	SetNetworkAvailable(ctx context.Context) (bool, error)
 	ReportProblems(ps []mesh.Problem) int
 	Close()
@@ -64,6 +66,11 @@ type Config struct {
 	ClusterCIDRs []netip.Prefix
 	// NodeCIDRMaskSize4/6 size the subnets reserved through Leases.
 	NodeCIDRMaskSize4, NodeCIDRMaskSize6 int
+	// ReservationDelay is how long this node's pod CIDR must stay empty
+	// before the agent reserves a subnet through a Lease, so that it does
+	// not race a controller manager that is about to fill spec.podCIDR.
+	// 0 reserves at once.
+	ReservationDelay time.Duration
 	// MTU is the pod/device MTU; 0 = underlay MTU minus WireGuard overhead.
 	MTU        int
 	Masquerade bool
@@ -98,6 +105,9 @@ type Agent struct {
 	runningSince  time.Time // zero when no reconcile runs
 	checkOrphans  bool
 	lastReconcile error
+	// noPodCIDRSince is when a reconcile first found this node without a
+	// pod CIDR (spec or Lease); zero while it has one.
+	noPodCIDRSince time.Time
 }
 
 // key is the one work item: every event means "look at the whole cluster
@@ -224,6 +234,13 @@ func (a *Agent) processNext(ctx context.Context) bool {
 		return true
 	}
 	if err := a.Reconcile(ctx); err != nil {
+		if w, ok := errors.AsType[*waitingError](err); ok {
+			// Not a failure: look again when the wait is over (an
+			// update of the Node comes earlier as an event).
+			a.queue.Forget(k)
+			a.queue.AddAfter(k, w.after)
+			return true
+		}
 		a.log.Error("reconcile failed; retrying", "err", err, "retries", a.queue.NumRequeues(k))
 		a.queue.AddRateLimited(k)
 		return true
@@ -242,7 +259,11 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	a.mu.Unlock()
 	defer func() {
 		d := time.Since(start)
-		a.cfg.Metrics.ObserveReconcile(d, err)
+		if _, waiting := errors.AsType[*waitingError](err); waiting {
+			a.cfg.Metrics.ObserveReconcile(d, nil)
+		} else {
+			a.cfg.Metrics.ObserveReconcile(d, err)
+		}
 		a.mu.Lock()
 		a.runningSince = time.Time{}
 		a.lastDone = time.Now()
@@ -258,17 +279,28 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	self := nodes[i]
 
 	if len(self.PodCIDRs) == 0 {
+		if wait := a.reservationWait(time.Now()); wait > 0 {
+			return &waitingError{node: a.cfg.NodeName, delay: a.cfg.ReservationDelay, after: wait}
+		}
 		if self.PodCIDRs, err = a.reserve(ctx); err != nil {
 			return err
 		}
 		nodes[i] = self
+	} else {
+		a.mu.Lock()
+		a.noPodCIDRSince = time.Time{}
+		a.mu.Unlock()
 	}
 	if err := a.publish(ctx, self); err != nil {
 		return err
 	}
+	a.releaseSuperseded(ctx)
 	a.releaseOrphans(ctx)
 
 	state, problems := mesh.Desired(self, nodes, mesh.Options{Self: a.cfg.NodeName, ListenPort: a.cfg.ListenPort})
+	if p, ok := selfOverlap(self, nodes); ok {
+		problems = append(problems, p)
+	}
 	a.reportProblems(problems)
 
 	dp, err := a.dataplane(self)
@@ -295,6 +327,38 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 		a.log.Info("node condition set", "type", "NetworkUnavailable", "status", "False", "reason", kube.ReadyReason)
 	}
 	return nil
+}
+
+// waitingError ends a reconcile that waits for the controller manager to
+// fill this node's spec.podCIDR before reserving a subnet itself. The agent
+// is not ready meanwhile (no subnet.env): CNI ADD asks the kubelet to retry.
+type waitingError struct {
+	node  string
+	delay time.Duration
+	after time.Duration // until the delay is over
+}
+
+func (e *waitingError) Error() string {
+	return fmt.Sprintf("node %s has no spec.podCIDR yet; waiting up to %s (--subnet-reservation-delay) for the controller manager before reserving a subnet", e.node, e.delay)
+}
+
+// reservationWait returns how much longer this node, found without a pod
+// CIDR at now, must wait before reserving one; <= 0 means reserve now.
+func (a *Agent) reservationWait(now time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.noPodCIDRSince.IsZero() {
+		a.noPodCIDRSince = now
+		if a.cfg.ReservationDelay > 0 {
+			a.log.Info("node has no spec.podCIDR; waiting before reserving a subnet", "node", a.cfg.NodeName, "delay", a.cfg.ReservationDelay)
+		}
+	}
+	return reservationWait(a.noPodCIDRSince, now, a.cfg.ReservationDelay)
+}
+
+// reservationWait is the rest of delay since emptySince, at now.
+func reservationWait(emptySince, now time.Time, delay time.Duration) time.Duration {
+	return emptySince.Add(delay).Sub(now)
 }
 
 // reserve takes a subnet per cluster CIDR through Leases, for a node the
@@ -337,6 +401,16 @@ func (a *Agent) publish(ctx context.Context, self mesh.Node) error {
 	return nil
 }
 
+// releaseSuperseded drops this node's subnet Leases once its spec has a pod
+// CIDR: the spec wins (the kube layer logs what it released).
+func (a *Agent) releaseSuperseded(ctx context.Context) {
+	if _, err := a.cfg.Cluster.ReleaseSuperseded(ctx); err != nil {
+		// Not fatal: the mesh already uses the spec; the next reconcile
+		// tries again.
+		a.log.Warn("release this node's subnet leases after spec.podCIDR was set", "err", err)
+	}
+}
+
 func (a *Agent) releaseOrphans(ctx context.Context) {
 	a.mu.Lock()
 	check := a.checkOrphans
@@ -352,6 +426,37 @@ func (a *Agent) releaseOrphans(ctx context.Context) {
 		a.checkOrphans = true
 		a.mu.Unlock()
 	}
+}
+
+// selfOverlap is this node's side of an overlap with peers: mesh.Desired
+// leaves the overlapping peers out and reports the problem on them; this
+// reports it on this node too (one problem listing every overlap), so
+// `kubectl describe node` on either side shows it. Subnets from two
+// allocators (the controller manager's spec.podCIDR and wgmesh's Leases) in
+// one cluster are the usual cause.
+func selfOverlap(self mesh.Node, nodes []mesh.Node) (mesh.Problem, bool) {
+	var msgs []string
+	for _, n := range nodes {
+		if n.Name == self.Name {
+			continue
+		}
+		for _, mine := range self.PodCIDRs {
+			for _, theirs := range n.PodCIDRs {
+				if mine.Overlaps(theirs) {
+					msgs = append(msgs, fmt.Sprintf("%s overlaps %s of node %s", mine, theirs, n.Name))
+				}
+			}
+		}
+	}
+	if len(msgs) == 0 {
+		return mesh.Problem{}, false
+	}
+	return mesh.Problem{
+		Node:   self.Name,
+		Reason: mesh.ReasonOverlappingPodCIDR,
+		Message: "this node's pod CIDR " + strings.Join(msgs, "; ") +
+			"; those nodes are not peers of this one (are subnets allocated both by the controller manager and by wgmesh Leases?)",
+	}, true
 }
 
 func (a *Agent) reportProblems(ps []mesh.Problem) {

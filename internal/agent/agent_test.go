@@ -165,11 +165,17 @@ type harness struct {
 // node name, with a recording data plane.
 func startAgent(t *testing.T, c *fake.Clientset, name, subnetFile string, priv wgtypes.Key) *harness {
 	t.Helper()
+	return startAgentWith(t, c, name, subnetFile, priv, nil)
+}
+
+// startAgentWith is startAgent with edit applied to the Config first.
+func startAgentWith(t *testing.T, c *fake.Clientset, name, subnetFile string, priv wgtypes.Key, edit func(*Config)) *harness {
+	t.Helper()
 	logs := &logBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cidrs := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}
 	dp := newRecorder()
-	a, err := New(Config{
+	cfg := Config{
 		NodeName:     name,
 		PublicKey:    priv.PublicKey(),
 		ClusterCIDRs: cidrs,
@@ -181,7 +187,11 @@ func startAgent(t *testing.T, c *fake.Clientset, name, subnetFile string, priv w
 		NewDataplane: func(mtu int) (Dataplane, error) { return dp, nil },
 		Metrics:      metrics.New(nil),
 		Log:          log,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,6 +124,27 @@ func (c *Cluster) ReleaseOrphans(ctx context.Context) ([]string, error) {
 	return ReleaseOrphans(ctx, c.client, c.cfg.Namespace, c.watcher.Leases(), exists, c.log)
 }
 
+// ReleaseSuperseded deletes this node's subnet Leases once its spec has a
+// pod CIDR (see SupersededLeases), logging one line when it deletes any. It
+// reads only the caches, so the common case (nothing to release) costs no
+// request.
+func (c *Cluster) ReleaseSuperseded(ctx context.Context) ([]string, error) {
+	n, ok := c.watcher.Node(c.cfg.NodeName)
+	if !ok {
+		return nil, nil
+	}
+	stale := SupersededLeases(n, c.watcher.Leases())
+	if len(stale) == 0 {
+		return nil, nil
+	}
+	released, err := ReleaseLeases(ctx, c.client, c.cfg.Namespace, stale)
+	if len(released) > 0 {
+		c.log.Info("subnet lease released: the node's spec.podCIDR wins", "node", c.cfg.NodeName,
+			"podCIDRs", NodeFromAPI(n).PodCIDRs, "leases", released, "namespace", c.cfg.Namespace)
+	}
+	return released, err
+}
+
 // SetNetworkAvailable sets NetworkUnavailable=False on this node unless it
 // already says so.
 func (c *Cluster) SetNetworkAvailable(ctx context.Context) (bool, error) {

@@ -430,3 +430,77 @@ func TestProblemEventsLandOnTheNode(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestSupersededLeasesAreOwnLeasesOnceSpecHasPodCIDR(t *testing.T) {
+	lease := func(name, holder string) *coordv1.Lease {
+		return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: coordv1.LeaseSpec{HolderIdentity: &holder}}
+	}
+	own4 := lease(SubnetLeaseName(netip.MustParsePrefix("10.42.3.0/24")), "a")
+	own6 := lease(SubnetLeaseName(netip.MustParsePrefix("fd42::/64")), "a")
+	other := lease(SubnetLeaseName(netip.MustParsePrefix("10.42.4.0/24")), "b")
+	notOurs := lease("kube-scheduler", "a")
+	all := []*coordv1.Lease{own4, own6, other, notOurs}
+	for _, tc := range []struct {
+		name string
+		node *corev1.Node
+		want []*coordv1.Lease
+	}{
+		{"spec empty: the lease is the subnet", apiNode("a", nil, ""), nil},
+		{"spec.podCIDRs set", apiNode("a", []string{"10.42.7.0/24"}, ""), []*coordv1.Lease{own4, own6}},
+		{"old spec.podCIDR only", &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: corev1.NodeSpec{PodCIDR: "10.42.7.0/24"}}, []*coordv1.Lease{own4, own6}},
+		{"spec equal to the lease", apiNode("a", []string{"10.42.3.0/24"}, ""), []*coordv1.Lease{own4, own6}},
+		{"holds none", apiNode("c", []string{"10.42.7.0/24"}, ""), nil},
+	} {
+		if got := SupersededLeases(tc.node, all); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestClusterReleasesOwnLeaseWhenSpecPodCIDRAppears(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := apiNode("a", nil, ""), apiNode("b", nil, "")
+	c := fake.NewClientset(a, b)
+	cluster := netip.MustParsePrefix("10.42.0.0/16")
+	pa, _ := newReserver(t, c, a).Reserve(ctx, cluster, 24)
+	pb, _ := newReserver(t, c, b).Reserve(ctx, cluster, 24)
+
+	cl := NewCluster(c, ClusterConfig{NodeName: "a", Namespace: "kube-system", ClusterCIDRs: []netip.Prefix{cluster}, Log: testLog(t)})
+	defer cl.Close()
+	if err := cl.Start(ctx, func(Change) {}); err != nil {
+		t.Fatal(err)
+	}
+	// Spec empty: the Lease is a's subnet and stays.
+	if got, err := cl.ReleaseSuperseded(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("released %v, %v with an empty spec", got, err)
+	}
+
+	a = a.DeepCopy()
+	a.Spec.PodCIDR, a.Spec.PodCIDRs = "10.42.9.0/24", []string{"10.42.9.0/24"}
+	if _, err := c.CoreV1().Nodes().Update(ctx, a, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, _ := cl.watcher.Node("a"); n != nil && len(n.Spec.PodCIDRs) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cache never saw the spec")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	released, err := cl.ReleaseSuperseded(ctx)
+	if err != nil || !reflect.DeepEqual(released, []string{SubnetLeaseName(pa)}) {
+		t.Fatalf("released %v, %v; want a's %s", released, err, SubnetLeaseName(pa))
+	}
+	if _, err := c.CoordinationV1().Leases("kube-system").Get(ctx, SubnetLeaseName(pb), metav1.GetOptions{}); err != nil {
+		t.Errorf("b's lease gone: %v", err)
+	}
+	for _, n := range cl.Nodes() {
+		if n.Name == "a" && !reflect.DeepEqual(n.PodCIDRs, []netip.Prefix{netip.MustParsePrefix("10.42.9.0/24")}) {
+			t.Errorf("a's pod CIDRs %v, want the spec", n.PodCIDRs)
+		}
+	}
+}

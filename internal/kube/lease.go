@@ -162,6 +162,43 @@ func (r *Reserver) adopt(ctx context.Context, l *coordv1.Lease) error {
 	return nil
 }
 
+// SupersededLeases returns the subnet Leases node holds although its spec
+// now has a pod CIDR. spec.podCIDR(s) always win over a Lease: the
+// controller manager allocates from its own bitmap and knows nothing of
+// Leases, so a node that reserved a subnet before the controller manager
+// filled its spec must drop the Lease (and use the spec), or the Lease only
+// blocks a subnet that nobody uses.
+func SupersededLeases(node *corev1.Node, leases []*coordv1.Lease) []*coordv1.Lease {
+	if len(NodeFromAPI(node).PodCIDRs) == 0 {
+		return nil
+	}
+	var out []*coordv1.Lease
+	for _, l := range leases {
+		if _, ok := ParseSubnetLeaseName(l.Name); ok && ptr.Deref(l.Spec.HolderIdentity, "") == node.Name {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// ReleaseLeases deletes leases, each with a UID precondition so a Lease
+// re-created meanwhile survives, and returns the names it deleted (a Lease
+// already gone is not an error).
+func ReleaseLeases(ctx context.Context, c kubernetes.Interface, namespace string, leases []*coordv1.Lease) ([]string, error) {
+	var released []string
+	var errs []error
+	for _, l := range leases {
+		err := c.CoordinationV1().Leases(namespace).Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &l.UID}})
+		switch {
+		case err == nil:
+			released = append(released, l.Name)
+		case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
+			errs = append(errs, fmt.Errorf("delete lease %s/%s: %w", namespace, l.Name, err))
+		}
+	}
+	return released, errors.Join(errs...)
+}
+
 // ReleaseOrphans deletes subnet Leases whose holder Node no longer exists.
 // The garbage collector does the same through the ownerReference; this
 // covers clusters where it is slow or a Lease lost its owner. nodeExists is
