@@ -47,7 +47,7 @@ type config struct {
 
 // DefaultMetricsAddr is loopback: the DaemonSet sets the node's address (or
 // 0.0.0.0) explicitly for Prometheus and the kubelet's probes.
-const DefaultMetricsAddr = "127.0.0.1:9476"
+const DefaultMetricsAddr = "127.0.0.1:9918"
 
 func (c *config) register(fs *flag.FlagSet) {
 	hostname, _ := os.Hostname()
