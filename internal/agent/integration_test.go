@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,16 +59,6 @@ func (d nsDataplane) Close() error {
 	return d.n.Do(func(ns.NetNS) error { return d.dp.Close() })
 }
 
-func newNetNS(t *testing.T) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
-	return n
-}
-
 func inNS(t *testing.T, n ns.NetNS, f func() error) {
 	t.Helper()
 	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
@@ -107,7 +96,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	rand.Read(b)
 	suffix := hex.EncodeToString(b)
 
-	under := newNetNS(t)
+	under := testutil.NewNS(t)
 	inNS(t, under, func() error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err := netlink.LinkAdd(br); err != nil {
@@ -119,7 +108,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	c := fake.NewClientset()
 	var nodes []*itNode
 	for i, name := range []string{"a", "b"} {
-		nd := &itNode{name: name, netns: newNetNS(t), under: netip.AddrFrom4([4]byte{192, 168, 78, byte(i + 1)}),
+		nd := &itNode{name: name, netns: testutil.NewNS(t), under: netip.AddrFrom4([4]byte{192, 168, 78, byte(i + 1)}),
 			dev: fmt.Sprintf("wgi%s%d", suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
 		var err error
 		if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {

@@ -36,7 +36,7 @@ func bigCluster(tb testing.TB, n int) (mesh.Node, []mesh.Node) {
 
 // benchNode is one namespace with a userspace device and cni0.
 func benchNode(tb testing.TB) (ns.NetNS, *Dataplane) {
-	n := newNS(tb)
+	n := testutil.NewNS(tb)
 	key, _ := wgtypes.GeneratePrivateKey()
 	dev := "wgb" + randSuffix(tb)
 	var dp *Dataplane

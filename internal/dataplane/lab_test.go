@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"net"
 	"net/netip"
 	"os"
@@ -14,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -50,19 +50,6 @@ type labNode struct {
 	dp      *Dataplane
 	cfg     Config
 	dev     string
-}
-
-func newNS(t testing.TB) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		testutils.UnmountNS(n)
-	})
-	return n
 }
 
 func randSuffix(t testing.TB) string {
@@ -117,7 +104,7 @@ func newLab(t *testing.T, n int) *lab { return newLabStack(t, n, false) }
 // newLabStack builds n nodes; dual adds pod subnet fd42:0:0:i::/64.
 func newLabStack(t *testing.T, n int, dual bool) *lab {
 	t.Helper()
-	l := &lab{t: t, dual: dual, suffix: randSuffix(t), under: newNS(t)}
+	l := &lab{t: t, dual: dual, suffix: randSuffix(t), under: testutil.NewNS(t)}
 	do(t, l.under, func() error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err := netlink.LinkAdd(br); err != nil {
@@ -135,8 +122,8 @@ func (l *lab) addNode(i int) *labNode {
 	t := l.t
 	nd := &labNode{
 		name:   fmt.Sprintf("node-%d", i),
-		netns:  newNS(t),
-		pod:    newNS(t),
+		netns:  testutil.NewNS(t),
+		pod:    testutil.NewNS(t),
 		subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(i), 0}), 24),
 		podIP:  netip.AddrFrom4([4]byte{10, 42, byte(i), 2}),
 		under:  netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)}),

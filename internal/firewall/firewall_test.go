@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
@@ -65,16 +64,6 @@ func TestDesiredRules(t *testing.T) {
 	}
 }
 
-func newNS(t *testing.T) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
-	return n
-}
-
 func sh(t *testing.T, n ns.NetNS, args ...string) string {
 	t.Helper()
 	var out []byte
@@ -104,7 +93,7 @@ func saveAll(t *testing.T, n ns.NetNS) string {
 
 func TestApplyIdempotentDualStackAndCleanup(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := newNS(t)
+	n := testutil.NewNS(t)
 	// Someone else's rules, which must survive everything we do.
 	sh(t, n, "iptables", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")
 	sh(t, n, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth9", "-j", "MASQUERADE")

@@ -9,7 +9,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/internal/testutil"
@@ -35,19 +34,9 @@ func TestHostVethNameIsStableAndShort(t *testing.T) {
 	}
 }
 
-func newNS(t *testing.T) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(); _ = testutils.UnmountNS(n) })
-	return n
-}
-
 func TestBridgeAndVethLifecycle(t *testing.T) {
 	testutil.RequireRoot(t)
-	node, pod := newNS(t), newNS(t)
+	node, pod := testutil.NewNS(t), testutil.NewNS(t)
 	brName := fmt.Sprintf("br%x", rand.Uint32())
 	gw := netip.MustParsePrefix("10.77.1.1/24")
 	owner := Owner{Network: "test", ContainerID: fmt.Sprintf("c%x", rand.Uint64()), IfName: "eth0"}
@@ -124,7 +113,7 @@ func TestBridgeAndVethLifecycle(t *testing.T) {
 
 func TestDeleteHostVethRefusesForeignLink(t *testing.T) {
 	testutil.RequireRoot(t)
-	node := newNS(t)
+	node := testutil.NewNS(t)
 	err := node.Do(func(ns.NetNS) error {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = "wgmforeign"
@@ -143,7 +132,7 @@ func TestDeleteHostVethRefusesForeignLink(t *testing.T) {
 
 func TestConfigurePodInterface(t *testing.T) {
 	testutil.RequireRoot(t)
-	node, pod := newNS(t), newNS(t)
+	node, pod := testutil.NewNS(t), testutil.NewNS(t)
 	err := node.Do(func(ns.NetNS) error {
 		br, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400, Gateways: []netip.Prefix{netip.MustParsePrefix("10.77.1.1/24")}})
 		if err != nil {

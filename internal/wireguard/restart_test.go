@@ -24,7 +24,7 @@ import (
 // nothing meanwhile. Remove then leaves no process, link or socket.
 func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	testutil.RequireRoot(t)
-	na, nb := newNS(t), newNS(t)
+	na, nb := testutil.NewNS(t), testutil.NewNS(t)
 	veth := uniqueName(t)
 	in(t, na, func() error {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
@@ -162,7 +162,7 @@ func pingFrom(n ns.NetNS, args ...string) (out []byte, err error) {
 // enough to stop the device process; it leaves no socket behind.
 func TestDeviceProcessStopsWhenItsLinkIsDeleted(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := newNS(t)
+	n := testutil.NewNS(t)
 	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t)}
 	d, pid := ensureUserspace(t, n, cfg)
 	in(t, n, func() error { return d.Close() })

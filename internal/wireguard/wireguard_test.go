@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -32,16 +31,6 @@ func TestParseMode(t *testing.T) {
 	if _, err := ParseMode("wireguard-go"); err == nil {
 		t.Error("ParseMode accepted wireguard-go")
 	}
-}
-
-func newNS(t *testing.T) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
-	return n
 }
 
 // uniqueName: UAPI sockets live in one directory for all namespaces.
@@ -70,7 +59,7 @@ func in(t *testing.T, n ns.NetNS, f func() error) {
 
 func TestUserspaceDeviceLifecycle(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := newNS(t)
+	n := testutil.NewNS(t)
 	name := uniqueName(t)
 	k := key(t)
 	var d *Device
@@ -192,7 +181,7 @@ func requireGone(t *testing.T, n ns.NetNS, name string, pid int) {
 
 func TestEnsureRefusesAForeignLink(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := newNS(t)
+	n := testutil.NewNS(t)
 	in(t, n, func() error {
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "wgmesh0"}}); err != nil {
 			return err
@@ -213,7 +202,7 @@ func TestEnsureRefusesAForeignLink(t *testing.T) {
 
 func TestAutoFallsBackToUserspaceWithoutModule(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := newNS(t)
+	n := testutil.NewNS(t)
 	name := uniqueName(t)
 	in(t, n, func() error {
 		_, kerr := Ensure(Config{Name: name, Mode: ModeKernel, PrivateKey: key(t)})
