@@ -29,6 +29,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/metrics"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
@@ -96,7 +97,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	rand.Read(b)
 	suffix := hex.EncodeToString(b)
 
-	under := testutil.NewNS(t)
+	under := testns.New(t)
 	inNS(t, under, func() error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err := netlink.LinkAdd(br); err != nil {
@@ -108,7 +109,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	c := fake.NewClientset()
 	var nodes []*itNode
 	for i, name := range []string{"a", "b"} {
-		nd := &itNode{name: name, netns: testutil.NewNS(t), under: netip.AddrFrom4([4]byte{192, 168, 78, byte(i + 1)}),
+		nd := &itNode{name: name, netns: testns.New(t), under: netip.AddrFrom4([4]byte{192, 168, 78, byte(i + 1)}),
 			dev: fmt.Sprintf("wgi%s%d", suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
 		var err error
 		if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {

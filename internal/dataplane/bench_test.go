@@ -11,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
@@ -36,7 +37,7 @@ func bigCluster(tb testing.TB, n int) (mesh.Node, []mesh.Node) {
 
 // benchNode is one namespace with a userspace device and cni0.
 func benchNode(tb testing.TB) (ns.NetNS, *Dataplane) {
-	n := testutil.NewNS(tb)
+	n := testns.New(tb)
 	key, _ := wgtypes.GeneratePrivateKey()
 	dev := "wgb" + randSuffix(tb)
 	var dp *Dataplane

@@ -4,7 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/wgmesh/wgmesh/internal/testutil"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"net"
 	"net/netip"
 	"os"
@@ -104,7 +104,7 @@ func newLab(t *testing.T, n int) *lab { return newLabStack(t, n, false) }
 // newLabStack builds n nodes; dual adds pod subnet fd42:0:0:i::/64.
 func newLabStack(t *testing.T, n int, dual bool) *lab {
 	t.Helper()
-	l := &lab{t: t, dual: dual, suffix: randSuffix(t), under: testutil.NewNS(t)}
+	l := &lab{t: t, dual: dual, suffix: randSuffix(t), under: testns.New(t)}
 	do(t, l.under, func() error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err := netlink.LinkAdd(br); err != nil {
@@ -122,8 +122,8 @@ func (l *lab) addNode(i int) *labNode {
 	t := l.t
 	nd := &labNode{
 		name:   fmt.Sprintf("node-%d", i),
-		netns:  testutil.NewNS(t),
-		pod:    testutil.NewNS(t),
+		netns:  testns.New(t),
+		pod:    testns.New(t),
 		subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(i), 0}), 24),
 		podIP:  netip.AddrFrom4([4]byte{10, 42, byte(i), 2}),
 		under:  netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)}),

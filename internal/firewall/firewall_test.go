@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -93,7 +94,7 @@ func saveAll(t *testing.T, n ns.NetNS) string {
 
 func TestApplyIdempotentDualStackAndCleanup(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := testutil.NewNS(t)
+	n := testns.New(t)
 	// Someone else's rules, which must survive everything we do.
 	sh(t, n, "iptables", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")
 	sh(t, n, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth9", "-j", "MASQUERADE")

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -36,7 +37,7 @@ func TestHostVethNameIsStableAndShort(t *testing.T) {
 
 func TestBridgeAndVethLifecycle(t *testing.T) {
 	testutil.RequireRoot(t)
-	node, pod := testutil.NewNS(t), testutil.NewNS(t)
+	node, pod := testns.New(t), testns.New(t)
 	brName := fmt.Sprintf("br%x", rand.Uint32())
 	gw := netip.MustParsePrefix("10.77.1.1/24")
 	owner := Owner{Network: "test", ContainerID: fmt.Sprintf("c%x", rand.Uint64()), IfName: "eth0"}
@@ -113,7 +114,7 @@ func TestBridgeAndVethLifecycle(t *testing.T) {
 
 func TestDeleteHostVethRefusesForeignLink(t *testing.T) {
 	testutil.RequireRoot(t)
-	node := testutil.NewNS(t)
+	node := testns.New(t)
 	err := node.Do(func(ns.NetNS) error {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = "wgmforeign"
@@ -132,7 +133,7 @@ func TestDeleteHostVethRefusesForeignLink(t *testing.T) {
 
 func TestConfigurePodInterface(t *testing.T) {
 	testutil.RequireRoot(t)
-	node, pod := testutil.NewNS(t), testutil.NewNS(t)
+	node, pod := testns.New(t), testns.New(t)
 	err := node.Do(func(ns.NetNS) error {
 		br, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400, Gateways: []netip.Prefix{netip.MustParsePrefix("10.77.1.1/24")}})
 		if err != nil {

@@ -4,9 +4,6 @@ package testutil
 import (
 	"os"
 	"testing"
-
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 )
 
 // RequireRoot skips t when the process is not root. Under CI=true a skip of a
@@ -20,19 +17,4 @@ func RequireRoot(t testing.TB) {
 		t.Fatal("this test needs root, and CI=true: CI runs as root, so a skip here would hide a failure")
 	}
 	t.Skip("needs root (network namespaces, links, iptables); run as root or under sudo")
-}
-
-// NewNS creates a network namespace for the test and removes it when the
-// test ends, whatever its outcome.
-func NewNS(t testing.TB) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		_ = testutils.UnmountNS(n)
-	})
-	return n
 }

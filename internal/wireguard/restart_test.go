@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -24,7 +25,7 @@ import (
 // nothing meanwhile. Remove then leaves no process, link or socket.
 func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	testutil.RequireRoot(t)
-	na, nb := testutil.NewNS(t), testutil.NewNS(t)
+	na, nb := testns.New(t), testns.New(t)
 	veth := uniqueName(t)
 	in(t, na, func() error {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
@@ -162,7 +163,7 @@ func pingFrom(n ns.NetNS, args ...string) (out []byte, err error) {
 // enough to stop the device process; it leaves no socket behind.
 func TestDeviceProcessStopsWhenItsLinkIsDeleted(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := testutil.NewNS(t)
+	n := testns.New(t)
 	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t)}
 	d, pid := ensureUserspace(t, n, cfg)
 	in(t, n, func() error { return d.Close() })

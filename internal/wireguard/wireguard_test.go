@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -59,7 +60,7 @@ func in(t *testing.T, n ns.NetNS, f func() error) {
 
 func TestUserspaceDeviceLifecycle(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := testutil.NewNS(t)
+	n := testns.New(t)
 	name := uniqueName(t)
 	k := key(t)
 	var d *Device
@@ -181,7 +182,7 @@ func requireGone(t *testing.T, n ns.NetNS, name string, pid int) {
 
 func TestEnsureRefusesAForeignLink(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := testutil.NewNS(t)
+	n := testns.New(t)
 	in(t, n, func() error {
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "wgmesh0"}}); err != nil {
 			return err
@@ -202,7 +203,7 @@ func TestEnsureRefusesAForeignLink(t *testing.T) {
 
 func TestAutoFallsBackToUserspaceWithoutModule(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := testutil.NewNS(t)
+	n := testns.New(t)
 	name := uniqueName(t)
 	in(t, n, func() error {
 		_, kerr := Ensure(Config{Name: name, Mode: ModeKernel, PrivateKey: key(t)})
