@@ -195,7 +195,9 @@ func TestAgentRestartLosesNoPacketsAndChangesNothing(t *testing.T) {
 	if err := mon.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ping := from.Node.Command(ctx, "ip", "netns", "exec", from.NetNS, "ping", "-n", "-q", "-i", "0.01", "-w", "8", "-W", "1", to.IP.String())
+	// A count (8 s of pings), bounded by -w: with a bare deadline ping stops
+	// mid-flight and counts the echo it had just sent as lost.
+	ping := from.Node.Command(ctx, "ip", "netns", "exec", from.NetNS, "ping", "-n", "-q", "-i", "0.01", "-c", "800", "-w", "30", "-W", "1", to.IP.String())
 	var pingOut strings.Builder
 	ping.Stdout, ping.Stderr = &pingOut, &pingOut
 	if err := ping.Start(); err != nil {
