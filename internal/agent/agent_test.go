@@ -150,6 +150,25 @@ func (l *logBuf) String() string {
 	return l.buf.String()
 }
 
+// waitFor waits until the log holds every line of want. The agent logs
+// its peer decisions after the data plane applied them, so a test that saw
+// the state applied may look at the log a moment too early.
+func (l *logBuf) waitFor(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		logs := l.String()
+		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return strings.Contains(logs, w) })
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logs lack %q:\n%s", missing, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 type harness struct {
 	client  *fake.Clientset
 	dp      *recorder
@@ -295,18 +314,13 @@ func TestAgentProgramsPeersFromNodesAndFollowsEvents(t *testing.T) {
 	}
 	h.dp.waitFor(t, "b removed", func(s mesh.State) bool { return slices.Equal(peerNodes(s), []string{"c"}) })
 
-	logs := h.logs.String()
-	for _, want := range []string{
+	h.logs.waitFor(t,
 		`msg="peer added" node=b allowedIPs=[10.42.1.0/24]`,
 		`msg="peer added" node=c allowedIPs=[10.42.2.0/24]`,
 		`msg="peer updated" node=c`,
 		`msg="peer removed" node=b allowedIPs=[10.42.1.0/24]`,
-	} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("logs lack %q", want)
-		}
-	}
-	if strings.Contains(logs, ka.String()) {
+	)
+	if strings.Contains(h.logs.String(), ka.String()) {
 		t.Fatal("the private key appears in the logs")
 	}
 	h.stop()

@@ -73,9 +73,7 @@ func TestSpecPodCIDRWinsOverLeaseAndReleasesIt(t *testing.T) {
 		return err == nil && e.Subnet == spec
 	})
 	eventually(t, "a's lease released", func() bool { return len(subnetLeases(t, c)) == 0 })
-	if !strings.Contains(h.logs.String(), "subnet lease released") {
-		t.Errorf("no release logged:\n%s", h.logs)
-	}
+	h.logs.waitFor(t, "subnet lease released")
 	if len(s.Peers) != 0 {
 		t.Errorf("peers %v", s.Peers)
 	}
