@@ -139,6 +139,8 @@ func problemFindings(ps []mesh.Problem) []Finding {
 		case mesh.ReasonInvalidEndpoint:
 			f.Severity = SeverityWarning
 			f.Fix = fmt.Sprintf("set an IP:port (no hostname): kubectl annotate node %s --overwrite %s=IP:51820", p.Node, mesh.AnnotationForceEndpoint)
+		case mesh.ReasonEndpointInMesh:
+			f.Fix = fmt.Sprintf("publish an underlay address outside the cluster and pod CIDRs: kubectl annotate node %s --overwrite %s=IP:51820, or fix the node's InternalIP/ExternalIP", p.Node, mesh.AnnotationForceEndpoint)
 		case mesh.ReasonInvalidKeepalive:
 			f.Severity = SeverityWarning
 			f.Fix = fmt.Sprintf("use seconds: kubectl annotate node %s --overwrite %s=25", p.Node, mesh.AnnotationPersistentKeepalive)

@@ -113,6 +113,14 @@ func TestCheck(t *testing.T) {
 			contains: "distinct spec.podCIDR",
 		},
 		{
+			name: "an endpoint inside the mesh is an error with the annotation to set",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: healthy, Problems: []mesh.Problem{
+				{Node: "h", Reason: mesh.ReasonEndpointInMesh, Message: "10.42.1.9 is inside 10.42.1.0/24"},
+			}},
+			want:     []string{"EndpointInMesh"},
+			contains: "wgmesh.io/force-endpoint=IP:51820",
+		},
+		{
 			name: "unknown facts are skipped",
 			in:   Input{Device: "wgmesh0", Desired: desired, OurTable: 87},
 		},

@@ -25,6 +25,7 @@ const (
 	ReasonInvalidPodCIDR     = "InvalidPodCIDR"
 	ReasonOverlappingPodCIDR = "OverlappingPodCIDR"
 	ReasonInvalidEndpoint    = "InvalidEndpoint"
+	ReasonEndpointInMesh     = "EndpointInMesh"
 	ReasonInvalidKeepalive   = "InvalidKeepalive"
 	ReasonNoGateway          = "NoGateway"
 )
@@ -170,6 +171,28 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		}
 	}
 
+	// The outermost claimed prefixes, disjoint and sorted (owners is
+	// sorted by overlaps): what the mesh routes into the tunnel.
+	var routed []ownedPrefix
+	for _, o := range owners {
+		if len(routed) == 0 || !routed[len(routed)-1].prefix.Contains(o.prefix.Addr()) {
+			routed = append(routed, o)
+		}
+	}
+	// An endpoint inside a prefix the mesh routes into wgmesh0 would send
+	// the tunnel's own UDP packets into the tunnel: a loop, not a path.
+	inMesh := func(a netip.Addr) error {
+		i, found := slices.BinarySearchFunc(routed, a, func(o ownedPrefix, a netip.Addr) int { return o.prefix.Addr().Compare(a) })
+		if found {
+			i++
+		}
+		if i > 0 && routed[i-1].prefix.Contains(a) {
+			o := routed[i-1]
+			return fmt.Errorf("%s is inside %s of node %s, which the mesh routes into the tunnel: WireGuard's own packets would loop", a, o.prefix, name(o.owner))
+		}
+		return nil
+	}
+
 	state := State{Subnets: selfCIDRs}
 	missingGateway := map[bool]bool{}
 	for _, c := range others {
@@ -179,7 +202,7 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		n := c.node
 		peer := Peer{Node: n.Name, PublicKey: c.key, AllowedIPs: c.prefixes}
 
-		peer.Endpoint = chooseEndpoint(n, listenPort, report)
+		peer.Endpoint = chooseEndpoint(n, listenPort, inMesh, report)
 
 		ka, err := parseKeepalive(n.PersistentKeepalive)
 		if err != nil {
@@ -218,9 +241,10 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 func Gateway(subnet netip.Prefix) netip.Addr { return subnet.Masked().Addr().Next() }
 
 // chooseEndpoint returns the endpoint of n: the force-endpoint a person set,
-// else the one its agent published. An invalid force-endpoint is reported
-// and the published one is used instead.
-func chooseEndpoint(n *Node, listenPort int, report func(node, reason, format string, args ...any)) netip.AddrPort {
+// else the one its agent published. An invalid force-endpoint, or one that
+// inMesh refuses, is reported and the published one is used instead; with
+// neither, the peer has no endpoint until it makes a handshake itself.
+func chooseEndpoint(n *Node, listenPort int, inMesh func(netip.Addr) error, report func(node, reason, format string, args ...any)) netip.AddrPort {
 	for _, c := range []struct{ annotation, value string }{
 		{AnnotationForceEndpoint, n.ForceEndpoint},
 		{AnnotationEndpoint, n.Endpoint},
@@ -231,6 +255,10 @@ func chooseEndpoint(n *Node, listenPort int, report func(node, reason, format st
 		ep, err := ParseEndpoint(c.value, listenPort)
 		if err != nil {
 			report(n.Name, ReasonInvalidEndpoint, "%s %q: %v", c.annotation, c.value, err)
+			continue
+		}
+		if err := inMesh(ep.Addr()); err != nil {
+			report(n.Name, ReasonEndpointInMesh, "%s %q: %v", c.annotation, c.value, err)
 			continue
 		}
 		return ep

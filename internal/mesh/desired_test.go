@@ -214,6 +214,33 @@ func TestDesired(t *testing.T) {
 			},
 		},
 		{
+			name: "endpoint inside a routed prefix is refused: the tunnel would carry itself",
+			self: self,
+			nodes: []Node{
+				// Published endpoint inside another peer's pod CIDR: none.
+				func() Node { n := node("b", 2, "10.42.1.0/24"); n.Endpoint = "10.42.2.9:51820"; return n }(),
+				// Force-endpoint inside our own subnet: the published one is used.
+				func() Node { n := node("c", 3, "10.42.2.0/24"); n.ForceEndpoint = "10.42.0.77:51820"; return n }(),
+				// Inside its own pod CIDR, at the subnet's first address.
+				func() Node { n := node("d", 4, "10.42.3.0/24"); n.Endpoint = "10.42.3.0:51820"; return n }(),
+				// Just outside every pod CIDR.
+				func() Node { n := node("e", 5, "10.42.4.0/24"); n.Endpoint = "10.42.5.0:51820"; return n }(),
+				// Inside a vouched extra prefix.
+				func() Node { n := node("f", 6, "10.42.6.0/24"); n.Endpoint = "192.168.7.1:51820"; return n }(),
+			},
+			opts:      Options{ExtraPrefixes: map[string][]netip.Prefix{"f": pfx("192.168.7.0/24")}},
+			wantPeers: []string{"b", "c", "d", "e", "f"},
+			problems:  []string{"b:EndpointInMesh", "c:EndpointInMesh", "d:EndpointInMesh", "f:EndpointInMesh"},
+			want: func(t *testing.T, s State) {
+				want := map[string]netip.AddrPort{"b": {}, "c": ep("192.168.0.3:51820"), "d": {}, "e": ep("10.42.5.0:51820"), "f": {}}
+				for _, p := range s.Peers {
+					if p.Endpoint != want[p.Node] {
+						t.Errorf("%s endpoint = %v, want %v", p.Node, p.Endpoint, want[p.Node])
+					}
+				}
+			},
+		},
+		{
 			name: "keepalive: peer's own, and self's for all",
 			self: func() Node { n := self; n.PersistentKeepalive = "30"; return n }(),
 			nodes: []Node{
@@ -247,9 +274,11 @@ func TestDesired(t *testing.T) {
 			},
 		},
 		{
-			name:      "extra prefixes vouched by the control plane join AllowedIPs and routes",
-			self:      self,
-			nodes:     []Node{node("b", 2, "10.42.1.0/24")},
+			name: "extra prefixes vouched by the control plane join AllowedIPs and routes",
+			self: self,
+			// b's internal IP goes through the mesh; its endpoint is its
+			// public address (an endpoint inside the extra prefix would loop).
+			nodes:     []Node{func() Node { n := node("b", 2, "10.42.1.0/24"); n.Endpoint = "203.0.113.2:51820"; return n }()},
 			opts:      Options{ExtraPrefixes: map[string][]netip.Prefix{"b": pfx("192.168.0.2/32")}},
 			wantPeers: []string{"b"},
 			want: func(t *testing.T, s State) {
@@ -266,9 +295,13 @@ func TestDesired(t *testing.T) {
 			self:      self,
 			nodes:     []Node{func() Node { n := node("b", 2, "10.42.1.0/24"); n.Endpoint = "10.42.0.5:51820"; return n }()},
 			wantPeers: []string{"b"},
+			problems:  []string{"b:EndpointInMesh"},
 			want: func(t *testing.T, s State) {
 				if got := s.Peers[0].AllowedIPs; !reflect.DeepEqual(got, pfx("10.42.1.0/24")) {
 					t.Errorf("allowedIPs = %v", got)
+				}
+				if s.Peers[0].Endpoint.IsValid() {
+					t.Errorf("endpoint = %v inside our subnet, want none", s.Peers[0].Endpoint)
 				}
 			},
 		},
