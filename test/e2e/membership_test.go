@@ -239,6 +239,29 @@ func TestAgentRestartLosesNoPacketsAndChangesNothing(t *testing.T) {
 		t.Errorf("the restart changed the kernel:\n%s", strings.Join(changes, "\n"))
 	}
 	if before != after {
-		t.Errorf("kernel state differs after the restart:\n--- before\n%s\n--- after\n%s", before, after)
+		t.Errorf("kernel state differs after the restart:\n%s\n--- before\n%s\n--- after\n%s", lineDiff(before, after), before, after)
 	}
+}
+
+// lineDiff lists the lines only one of a and b has, "-" for a and "+" for b.
+func lineDiff(a, b string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(a, "\n") {
+		count[l]++
+	}
+	for _, l := range strings.Split(b, "\n") {
+		count[l]--
+	}
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if count[l] > 0 {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if count[l] < 0 {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
