@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -166,13 +167,20 @@ func kernelSnapshot(t *testing.T, ctx context.Context, n *lab.Node) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(dump), "\n") {
+	lines := strings.Split(strings.TrimSpace(dump), "\n")
+	for i, line := range lines {
 		f := strings.Split(line, "\t")
 		if len(f) >= 8 { // peer: key, psk, endpoint, allowed-ips, [handshake, rx, tx], keepalive
 			f[4], f[5], f[6] = "", "", ""
 		}
-		b.WriteString(strings.Join(f, "\t") + "\n")
+		lines[i] = strings.Join(f, "\t")
 	}
+	// The interface line first, then the peers by key: wireguard-go lists
+	// its peers in map order, which differs from one dump to the next.
+	if len(lines) > 1 {
+		slices.Sort(lines[1:])
+	}
+	b.WriteString(strings.Join(lines, "\n") + "\n")
 	return b.String()
 }
 
