@@ -2,24 +2,19 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -60,22 +55,6 @@ func (d nsDataplane) Close() error {
 	return d.n.Do(func(ns.NetNS) error { return d.dp.Close() })
 }
 
-func inNS(t *testing.T, n ns.NetNS, f func() error) {
-	t.Helper()
-	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func runIn(n ns.NetNS, name string, args ...string) (string, error) {
-	var out []byte
-	var err error
-	if nerr := n.Do(func(ns.NetNS) error { out, err = exec.Command(name, args...).CombinedOutput(); return nil }); nerr != nil {
-		return "", nerr
-	}
-	return string(out), err
-}
-
 // itNode is one simulated node: a network namespace with eth0 on a shared
 // underlay bridge, running a real agent with the real data plane.
 type itNode struct {
@@ -93,18 +72,8 @@ type itNode struct {
 
 func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	testutil.RequireRoot(t)
-	b := make([]byte, 3)
-	rand.Read(b)
-	suffix := hex.EncodeToString(b)
-
-	under := testns.New(t)
-	inNS(t, under, func() error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(br)
-	})
+	suffix := testns.Suffix(t)
+	under := testns.NewUnderlay(t)
 	dir := t.TempDir()
 	c := fake.NewClientset()
 	var nodes []*itNode
@@ -116,43 +85,8 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.Remove(filepath.Join("/var/run/wireguard", nd.dev+".sock")) })
-		veth := fmt.Sprintf("ui%s%d", suffix, i)
-		inNS(t, nd.netns, func() error {
-			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: veth}); err != nil {
-				return err
-			}
-			peer, err := netlink.LinkByName(veth)
-			if err != nil {
-				return err
-			}
-			if err := netlink.LinkSetNsFd(peer, int(under.Fd())); err != nil {
-				return err
-			}
-			eth0, err := netlink.LinkByName("eth0")
-			if err != nil {
-				return err
-			}
-			if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: nd.under.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
-				return err
-			}
-			if err := netlink.LinkSetUp(eth0); err != nil {
-				return err
-			}
-			lo, _ := netlink.LinkByName("lo")
-			netlink.LinkSetUp(lo)
-			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-		})
-		inNS(t, under, func() error {
-			peer, err := netlink.LinkByName(veth)
-			if err != nil {
-				return err
-			}
-			br, _ := netlink.LinkByName("br0")
-			if err := netlink.LinkSetMaster(peer, br); err != nil {
-				return err
-			}
-			return netlink.LinkSetUp(peer)
-		})
+		under.Attach(t, nd.netns, fmt.Sprintf("ui%s%d", suffix, i), netip.PrefixFrom(nd.under, 24))
+		testns.Do(t, nd.netns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) })
 		apiN := apiNode(name, fmt.Sprintf("10.42.%d.0/24", i), nd.under.String(), wgtypes.Key{})
 		if _, err := c.CoreV1().Nodes().Create(context.Background(), apiN, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -180,19 +114,19 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if out, err = runIn(a.netns, "ping", "-c", "1", "-W", "1", "-I", "10.42.0.1", "10.42.1.1"); err == nil {
+		if out, err = testns.Run(a.netns, "ping", "-c", "1", "-W", "1", "-I", "10.42.0.1", "10.42.1.1"); err == nil {
 			break
 		}
 	}
 	if err != nil {
 		t.Fatalf("ping 10.42.1.1 from a's gateway through the mesh: %v\n%s", err, out)
 	}
-	wg, _ := runIn(a.netns, "wg", "show", a.dev)
+	wg, _ := testns.Run(a.netns, "wg", "show", a.dev)
 	t.Logf("wg show on a:\n%s", strings.ReplaceAll(wg, a.key.String(), "(private)"))
 
 	// The CLI reads the running agent's userspace device (UAPI socket).
 	if bin := agentBinary(); bin != "" {
-		out, err := runIn(a.netns, bin, "status", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
+		out, err := testns.Run(a.netns, bin, "status", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
 		t.Logf("wgmesh-agent status (err=%v):\n%s", err, out)
 		if err != nil || !strings.Contains(out, "peer: (node unknown)") || !strings.Contains(out, bn.key.PublicKey().String()) ||
 			!strings.Contains(out, "route: 10.42.1.0/24 dev "+a.dev+" src 10.42.0.1 table 87: ok") {
@@ -201,7 +135,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 		if strings.Contains(out, a.key.String()) {
 			t.Error("status prints the private key")
 		}
-		out, err = runIn(a.netns, bin, "doctor", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
+		out, err = testns.Run(a.netns, bin, "doctor", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
 		t.Logf("wgmesh-agent doctor (err=%v):\n%s", err, out)
 	} else {
 		t.Log("bin/wgmesh-agent not built: CLI part skipped (make build)")
@@ -236,7 +170,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	a.stop()
 	a.start(t, c)
 	eventually(t, "restarted a ready", func() bool { return a.agent.Ready() == nil })
-	if _, err := runIn(a.netns, "ping", "-c", "1", "-W", "2", "-I", "10.42.0.1", "10.42.1.1"); err != nil {
+	if _, err := testns.Run(a.netns, "ping", "-c", "1", "-W", "2", "-I", "10.42.0.1", "10.42.1.1"); err != nil {
 		t.Errorf("no ping after the restart: %v", err)
 	}
 	if got := countActions(c, "patch", "nodes", "") + countActions(c, "patch", "nodes", "status"); got != patches {

@@ -39,7 +39,7 @@ func bigCluster(tb testing.TB, n int) (mesh.Node, []mesh.Node) {
 func benchNode(tb testing.TB) (ns.NetNS, *Dataplane) {
 	n := testns.New(tb)
 	key, _ := wgtypes.GeneratePrivateKey()
-	dev := "wgb" + randSuffix(tb)
+	dev := "wgb" + testns.Suffix(tb)
 	var dp *Dataplane
 	if err := n.Do(func(ns.NetNS) error {
 		var err error

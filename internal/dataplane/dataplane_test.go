@@ -13,6 +13,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/doctor"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -28,7 +29,7 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 	all := l.nodes
 
 	// A user's wg-quick left a broad route to the whole cluster CIDR on node a.
-	do(t, a.netns, func() error {
+	testns.Do(t, a.netns, func() error {
 		// (a bridge stands in for wg-quick's device: no dummy or wireguard module here)
 		wg0 := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "wg0"}}
 		if err := netlink.LinkAdd(wg0); err != nil {
@@ -60,7 +61,7 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 
 	t.Run("status shows peers with node names, handshakes and traffic", func(t *testing.T) {
 		var st Status
-		do(t, a.netns, func() error {
+		testns.Do(t, a.netns, func() error {
 			var err error
 			st, err = a.dp.Status(t.Context())
 			return err
@@ -84,7 +85,7 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 	t.Run("doctor reports the broad route and the mesh still works", func(t *testing.T) {
 		state, problems := mesh.Desired(l.meshNodes(all)[0], l.meshNodes(all), mesh.Options{})
 		var kernel doctor.Kernel
-		do(t, a.netns, func() error {
+		testns.Do(t, a.netns, func() error {
 			var err error
 			kernel, err = doctor.Read(doctor.ReadConfig{Device: a.dev, Endpoint: a.under})
 			return err
@@ -143,7 +144,7 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 
 	t.Run("cleanup leaves nothing", func(t *testing.T) {
 		for _, nd := range all {
-			do(t, nd.netns, func() error { return nd.dp.Cleanup(t.Context()) })
+			testns.Do(t, nd.netns, func() error { return nd.dp.Cleanup(t.Context()) })
 			nd.dp = nil
 			if _, err := os.Stat(filepath.Join("/var/run/wireguard", nd.dev+".sock")); !os.IsNotExist(err) {
 				t.Errorf("%s: UAPI socket still there (%v)", nd.name, err)
@@ -183,7 +184,7 @@ func TestStalePeerOnDeviceIsRemoved(t *testing.T) {
 	a, b := l.nodes[0], l.nodes[1]
 	l.apply(a, l.nodes)
 	// Someone (an older agent with another key for b) left a stale peer.
-	do(t, a.netns, func() error {
+	testns.Do(t, a.netns, func() error {
 		_, err := runHere("wg", "set", a.dev, "peer", "hwYaR4QOGmLzrDCnqgjAbx8jE5vl6fXkVYSYSOaUtUQ=", "allowed-ips", "10.99.0.0/24")
 		return err
 	})
@@ -203,9 +204,9 @@ func TestCleanupWithoutRunningAgent(t *testing.T) {
 	l := newLab(t, 2)
 	a := l.nodes[0]
 	l.apply(a, l.nodes)
-	do(t, a.netns, func() error { return a.dp.Close() })
+	testns.Do(t, a.netns, func() error { return a.dp.Close() })
 	a.dp = nil
-	do(t, a.netns, func() error {
+	testns.Do(t, a.netns, func() error {
 		return CleanupWithout(t.Context(), Config{Device: a.dev})
 	})
 	for _, cmd := range [][]string{
@@ -269,8 +270,8 @@ func TestAgentRestartRewritesNothingThatSurvived(t *testing.T) {
 	for _, nd := range l.nodes {
 		l.apply(nd, l.nodes)
 	}
-	do(t, a.netns, func() error { return a.dp.Close() }) // SIGTERM
-	do(t, a.netns, func() error {
+	testns.Do(t, a.netns, func() error { return a.dp.Close() }) // SIGTERM
+	testns.Do(t, a.netns, func() error {
 		var err error
 		a.dp, err = New(a.cfg)
 		return err

@@ -1,14 +1,10 @@
 package dataplane
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"github.com/wgmesh/wgmesh/internal/testns"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -32,7 +29,7 @@ type lab struct {
 	t      *testing.T
 	dual   bool // IPv6 pod subnets too (the underlay stays IPv4)
 	suffix string
-	under  ns.NetNS
+	under  testns.Underlay
 	nodes  []*labNode
 }
 
@@ -52,41 +49,9 @@ type labNode struct {
 	dev     string
 }
 
-func randSuffix(t testing.TB) string {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// do runs f in netns n on a locked thread, failing the test on error.
-func do(t *testing.T, n ns.NetNS, f func() error) {
-	t.Helper()
-	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func run(n ns.NetNS, name string, args ...string) (string, error) {
-	var out []byte
-	var err error
-	nerr := n.Do(func(ns.NetNS) error {
-		out, err = exec.Command(name, args...).CombinedOutput()
-		return nil
-	})
-	if nerr != nil {
-		return "", nerr
-	}
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
 func mustRun(t *testing.T, n ns.NetNS, name string, args ...string) string {
 	t.Helper()
-	out, err := run(n, name, args...)
+	out, err := testns.Run(n, name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,14 +69,7 @@ func newLab(t *testing.T, n int) *lab { return newLabStack(t, n, false) }
 // newLabStack builds n nodes; dual adds pod subnet fd42:0:0:i::/64.
 func newLabStack(t *testing.T, n int, dual bool) *lab {
 	t.Helper()
-	l := &lab{t: t, dual: dual, suffix: randSuffix(t), under: testns.New(t)}
-	do(t, l.under, func() error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(br)
-	})
+	l := &lab{t: t, dual: dual, suffix: testns.Suffix(t), under: testns.NewUnderlay(t)}
 	for i := range n {
 		l.addNode(i)
 	}
@@ -141,54 +99,17 @@ func (l *lab) addNode(i int) *labNode {
 	if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
 		t.Fatal(err)
 	}
-	// Underlay: eth0 in the node, its peer on br0 in the underlay namespace.
-	do(t, nd.netns, func() error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: fmt.Sprintf("ul%d", i)}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("add underlay veth: %w", err)
-		}
-		peer, err := netlink.LinkByName(fmt.Sprintf("ul%d", i))
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetNsFd(peer, int(l.under.Fd())); err != nil {
-			return err
-		}
-		eth0, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: nd.under.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(eth0); err != nil {
-			return err
-		}
-		lo, _ := netlink.LinkByName("lo")
-		netlink.LinkSetUp(lo)
+	l.under.Attach(t, nd.netns, fmt.Sprintf("ul%d", i), netip.PrefixFrom(nd.under, 24))
+	testns.Do(t, nd.netns, func() error {
 		if err := writeSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
 			return err
 		}
 		return writeSysctl("net/ipv4/ip_forward", "1")
 	})
-	do(t, l.under, func() error {
-		peer, err := netlink.LinkByName(fmt.Sprintf("ul%d", i))
-		if err != nil {
-			return err
-		}
-		br, err := netlink.LinkByName("br0")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetMaster(peer, br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(peer)
-	})
 
 	// Data plane first: it creates cni0 with the gateway (Config.Bridge).
 	gw := nd.subnet.Addr().Next()
-	do(t, nd.netns, func() error {
+	testns.Do(t, nd.netns, func() error {
 		t.Cleanup(func() {
 			// Always stop the userspace device and drop its socket, even
 			// if the test failed half-way.
@@ -213,7 +134,7 @@ func (l *lab) addNode(i int) *labNode {
 		return err
 	})
 	// Pod: eth0 in the pod namespace, its peer on cni0.
-	do(t, nd.netns, func() error {
+	testns.Do(t, nd.netns, func() error {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vpod", MTU: 1420}, PeerName: "podeth"}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("add pod veth: %w", err)
@@ -238,7 +159,7 @@ func (l *lab) addNode(i int) *labNode {
 		}
 		return netlink.LinkSetNsFd(podEnd, int(nd.pod.Fd()))
 	})
-	do(t, nd.pod, func() error {
+	testns.Do(t, nd.pod, func() error {
 		eth, err := netlink.LinkByName("podeth")
 		if err != nil {
 			return err
@@ -294,7 +215,7 @@ func (l *lab) apply(nd *labNode, members []*labNode) Changes {
 		l.t.Fatalf("problems: %+v", problems)
 	}
 	var ch Changes
-	do(l.t, nd.netns, func() error {
+	testns.Do(l.t, nd.netns, func() error {
 		var err error
 		ch, err = nd.dp.Apply(l.t.Context(), state)
 		return err
@@ -330,12 +251,12 @@ func (l *lab) snapshot(nd *labNode) string {
 }
 
 func (l *lab) ping(from, to *labNode) error {
-	_, err := run(from.pod, "ping", "-c", "1", "-W", "3", to.podIP.String())
+	_, err := testns.Run(from.pod, "ping", "-c", "1", "-W", "3", to.podIP.String())
 	return err
 }
 
 func (l *lab) ping6(from, to *labNode) error {
-	_, err := run(from.pod, "ping", "-6", "-c", "1", "-W", "3", to.podIP6.String())
+	_, err := testns.Run(from.pod, "ping", "-6", "-c", "1", "-W", "3", to.podIP6.String())
 	return err
 }
 

@@ -1,14 +1,23 @@
 // Package testns gives tests network namespaces that are removed when the
-// test ends. It is apart from internal/testutil because it pulls in the CNI
-// namespace packages (and with them cgo), which tests that copy their own
-// static binary into a chroot must not link.
+// test ends, and the underlay that joins them as test nodes. It is apart
+// from internal/testutil because it pulls in the CNI namespace packages
+// (and with them cgo), which tests that copy their own static binary into a
+// chroot must not link.
 package testns
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
 )
 
 // New creates a network namespace for the test and removes it when the test
@@ -24,4 +33,104 @@ func New(t testing.TB) ns.NetNS {
 		_ = testutils.UnmountNS(n)
 	})
 	return n
+}
+
+// Do runs f in n on a locked thread and fails the test on error.
+func Do(t testing.TB, n ns.NetNS, f func() error) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Run runs a command in n; a failure's error carries the command and its
+// output.
+func Run(n ns.NetNS, name string, args ...string) (string, error) {
+	var out []byte
+	var err error
+	if nerr := n.Do(func(ns.NetNS) error { out, err = exec.Command(name, args...).CombinedOutput(); return nil }); nerr != nil {
+		return "", nerr
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Suffix is a random six hex digits, for names that must not collide with
+// another test's: userspace WireGuard sockets live in one directory shared
+// by every namespace.
+func Suffix(t testing.TB) string {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// Underlay is a namespace with a bridge, br0, that stands for the network
+// between test nodes.
+type Underlay struct{ ns.NetNS }
+
+// NewUnderlay creates the underlay namespace and its bridge; both go when
+// the test ends.
+func NewUnderlay(t testing.TB) Underlay {
+	t.Helper()
+	u := Underlay{New(t)}
+	Do(t, u, func() error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("add underlay bridge: %w", err)
+		}
+		return netlink.LinkSetUp(br)
+	})
+	return u
+}
+
+// Attach plugs node into the underlay: node gets eth0 (MTU 1500) with addr
+// and lo up; the other end of the veth, named port, joins br0.
+func (u Underlay) Attach(t testing.TB, node ns.NetNS, port string, addr netip.Prefix) {
+	t.Helper()
+	Do(t, node, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: port}); err != nil {
+			return fmt.Errorf("add underlay veth: %w", err)
+		}
+		peer, err := netlink.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetNsFd(peer, int(u.Fd())); err != nil {
+			return err
+		}
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		ipn := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}
+		if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: ipn}); err != nil {
+			return fmt.Errorf("address %s on eth0: %w", addr, err)
+		}
+		if err := netlink.LinkSetUp(eth0); err != nil {
+			return err
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	Do(t, u, func() error {
+		peer, err := netlink.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		br, err := netlink.LinkByName("br0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(peer, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(peer)
+	})
 }

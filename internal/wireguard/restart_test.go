@@ -27,7 +27,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	testutil.RequireRoot(t)
 	na, nb := testns.New(t), testns.New(t)
 	veth := uniqueName(t)
-	in(t, na, func() error {
+	testns.Do(t, na, func() error {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
 			return err
 		}
@@ -40,7 +40,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	underlay := map[ns.NetNS]string{na: "192.0.2.1/24", nb: "192.0.2.2/24"}
 	overlay := map[ns.NetNS]string{na: "10.99.0.1/24", nb: "10.99.0.2/24"}
 	for n, link := range map[ns.NetNS]string{na: veth, nb: veth + "p"} {
-		in(t, n, func() error { return addrUp(link, underlay[n]) })
+		testns.Do(t, n, func() error { return addrUp(link, underlay[n]) })
 	}
 
 	ka, kb := key(t), key(t)
@@ -52,14 +52,14 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}}
 	toA := []mesh.Peer{{Node: "a", PublicKey: ka.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.1:51820"),
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}}
-	in(t, na, func() error {
+	testns.Do(t, na, func() error {
 		if _, err := da.Apply(toB); err != nil {
 			return err
 		}
 		return addrUp(ca.Name, overlay[na])
 	})
 	var indexB int
-	in(t, nb, func() error {
+	testns.Do(t, nb, func() error {
 		if _, err := db.Apply(toA); err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	// Ping every 10 ms while b's agent restarts.
 	var pingOut bytes.Buffer
 	pingDone := make(chan error, 1)
-	in(t, na, func() error {
+	testns.Do(t, na, func() error {
 		ping := exec.Command("ping", "-n", "-q", "-i", "0.01", "-c", "250", "-W", "1", "10.99.0.2")
 		ping.Stdout, ping.Stderr = &pingOut, &pingOut
 		if err := ping.Start(); err != nil { // forked here: in na
@@ -87,15 +87,15 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 		return nil
 	})
 	time.Sleep(500 * time.Millisecond)
-	in(t, nb, func() error { return db.Close() }) // the old agent stops (SIGTERM)
-	db2, pidB2 := ensureUserspace(t, nb, cb)      // the new agent starts
+	testns.Do(t, nb, func() error { return db.Close() }) // the old agent stops (SIGTERM)
+	db2, pidB2 := ensureUserspace(t, nb, cb)             // the new agent starts
 	if pidB2 != pidB {
 		t.Errorf("device process %d replaced by %d", pidB, pidB2)
 	}
 	if db2.EnsureOps != 0 || db2.Mode() != ModeUserspace {
 		t.Errorf("adopting Ensure: %d writes, mode %s", db2.EnsureOps, db2.Mode())
 	}
-	in(t, nb, func() error {
+	testns.Do(t, nb, func() error {
 		l, err := netlink.LinkByName(cb.Name)
 		if err != nil {
 			return err
@@ -131,7 +131,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 		t.Errorf("%d of %d pings lost across the agent restart", sent-recv, sent)
 	}
 
-	in(t, nb, func() error { return Remove(cb.Name) })
+	testns.Do(t, nb, func() error { return Remove(cb.Name) })
 	requireGone(t, nb, cb.Name, pidB)
 }
 
@@ -166,8 +166,8 @@ func TestDeviceProcessStopsWhenItsLinkIsDeleted(t *testing.T) {
 	n := testns.New(t)
 	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t)}
 	d, pid := ensureUserspace(t, n, cfg)
-	in(t, n, func() error { return d.Close() })
-	in(t, n, func() error {
+	testns.Do(t, n, func() error { return d.Close() })
+	testns.Do(t, n, func() error {
 		l, err := netlink.LinkByName(cfg.Name)
 		if err != nil {
 			return err

@@ -51,13 +51,6 @@ func key(t *testing.T) wgtypes.Key {
 	return k
 }
 
-func in(t *testing.T, n ns.NetNS, f func() error) {
-	t.Helper()
-	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestUserspaceDeviceLifecycle(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
@@ -75,7 +68,7 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 	if _, err := netlink.LinkByName(name); err == nil {
 		t.Fatalf("%s is in the test's own namespace", name)
 	}
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			return err
@@ -93,7 +86,7 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 		return nil
 	})
 	// The UDP socket is in the device's namespace, not the test's.
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: 51999})
 		if err == nil {
 			c.Close()
@@ -106,21 +99,21 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 	peer := mesh.Peer{Node: "b", PublicKey: key(t).PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.1:51820"),
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}, PersistentKeepalive: 25 * time.Second}
 	var ops mesh.PeerOps
-	in(t, n, func() (err error) { ops, err = d.Apply([]mesh.Peer{peer}); return })
+	testns.Do(t, n, func() (err error) { ops, err = d.Apply([]mesh.Peer{peer}); return })
 	if ops != (mesh.PeerOps{Added: 1}) {
 		t.Fatalf("add ops %+v", ops)
 	}
-	in(t, n, func() (err error) { ops, err = d.Apply([]mesh.Peer{peer}); return })
+	testns.Do(t, n, func() (err error) { ops, err = d.Apply([]mesh.Peer{peer}); return })
 	if ops != (mesh.PeerOps{}) {
 		t.Fatalf("no-op ops %+v", ops)
 	}
-	in(t, n, func() (err error) { ops, err = d.Apply(nil); return })
+	testns.Do(t, n, func() (err error) { ops, err = d.Apply(nil); return })
 	if ops != (mesh.PeerOps{Removed: 1}) {
 		t.Fatalf("remove ops %+v", ops)
 	}
 
 	// A kernel-mode Ensure refuses the userspace device.
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		_, err := Ensure(Config{Name: name, Mode: ModeKernel, PrivateKey: k})
 		if err == nil || !strings.Contains(err.Error(), "userspace WireGuard device but --wireguard=kernel") {
 			t.Errorf("kernel-mode Ensure over a userspace device: %v", err)
@@ -129,7 +122,7 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 	})
 
 	// Delete: process, link and socket gone.
-	in(t, n, func() error { return d.Delete() })
+	testns.Do(t, n, func() error { return d.Delete() })
 	requireGone(t, n, name, pid)
 }
 
@@ -139,7 +132,7 @@ func ensureUserspace(t *testing.T, n ns.NetNS, cfg Config) (*Device, int) {
 	t.Helper()
 	var d *Device
 	var pid int
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		var err error
 		if d, err = Ensure(cfg); err != nil {
 			return err
@@ -169,7 +162,7 @@ func requireGone(t *testing.T, n ns.NetNS, name string, pid int) {
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("device process %d still there: %v", pid, err)
 	}
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		if _, err := netlink.LinkByName(name); err == nil {
 			t.Error("link still there")
 		}
@@ -183,7 +176,7 @@ func requireGone(t *testing.T, n ns.NetNS, name string, pid int) {
 func TestEnsureRefusesAForeignLink(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "wgmesh0"}}); err != nil {
 			return err
 		}
@@ -205,7 +198,7 @@ func TestAutoFallsBackToUserspaceWithoutModule(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
 	name := uniqueName(t)
-	in(t, n, func() error {
+	testns.Do(t, n, func() error {
 		_, kerr := Ensure(Config{Name: name, Mode: ModeKernel, PrivateKey: key(t)})
 		if kerr == nil {
 			Remove(name)
