@@ -116,6 +116,24 @@ func (c *cluster) agentLogs() string {
 	return s
 }
 
+// meshDump is what each node's kernel has of the mesh now (peers with their
+// handshakes, wgmesh's routes), for failure messages.
+func (c *cluster) meshDump(ctx context.Context) string {
+	s := ""
+	for _, n := range c.Nodes() {
+		wg, err := n.Run(ctx, "wg", "show", lab.AgentInterface)
+		if err != nil {
+			wg += err.Error()
+		}
+		routes, err := n.Run(ctx, "ip", "route", "show", "table", "all", "proto", "87")
+		if err != nil {
+			routes += err.Error()
+		}
+		s += fmt.Sprintf("--- %s: wg show\n%s\n--- %s: wgmesh routes\n%s\n", n.Name, wg, n.Name, routes)
+	}
+	return s
+}
+
 // podsOn returns the cluster's pods on node.
 func (c *cluster) podsOn(node string) []*lab.Pod {
 	var ps []*lab.Pod
@@ -144,6 +162,7 @@ func requireMatrix(t *testing.T, ctx context.Context, c *cluster, pods []*lab.Po
 	}
 	t.Logf("reachability (%d pairs):\n%s", len(cells), lab.FormatMatrix(pods, cells))
 	if bad > 0 {
+		t.Log(c.meshDump(ctx))
 		t.Log(c.agentLogs())
 	}
 }
