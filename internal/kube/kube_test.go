@@ -14,6 +14,7 @@ import (
 
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -503,4 +504,66 @@ func TestClusterReleasesOwnLeaseWhenSpecPodCIDRAppears(t *testing.T) {
 			t.Errorf("a's pod CIDRs %v, want the spec", n.PodCIDRs)
 		}
 	}
+}
+
+// k3sNode is a Node as a k3s agent node has it: besides what wgmesh reads,
+// labels, foreign annotations, managedFields, the kubelet's conditions,
+// capacity and an image list.
+func k3sNode(name, podCIDR, internal string) *corev1.Node {
+	n := apiNode(name, []string{podCIDR}, internal)
+	n.ResourceVersion = "42"
+	n.Labels = map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "k3s"}
+	n.Annotations = map[string]string{
+		mesh.AnnotationPublicKey: "PUB-" + name, mesh.AnnotationEndpoint: internal + ":51820",
+		"k3s.io/node-args": `["agent","--flannel-backend","none"]`, "node.alpha.kubernetes.io/ttl": "0",
+	}
+	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "k3s", Operation: metav1.ManagedFieldsOperationUpdate,
+		FieldsV1: &metav1.FieldsV1{Raw: []byte(strings.Repeat(`{"f:metadata":{"f:labels":{}}}`, 40))}}}
+	n.Status.Conditions = []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "kubelet is posting ready status"},
+		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory"},
+		{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, Reason: ReadyReason},
+	}
+	n.Status.Capacity = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("16Gi")}
+	n.Status.NodeInfo = corev1.NodeSystemInfo{KubeletVersion: "v1.37.2+k3s1", OSImage: "NixOS 25.11", ContainerRuntimeVersion: "containerd://2.1.4"}
+	for i := range 20 {
+		n.Status.Images = append(n.Status.Images, corev1.ContainerImage{
+			Names:     []string{fmt.Sprintf("docker.io/library/app-%d@sha256:%064x", i, i), fmt.Sprintf("docker.io/library/app-%d:v1.%d", i, i)},
+			SizeBytes: int64(i) << 20,
+		})
+	}
+	return n
+}
+
+func TestWatcherCachesOnlyWhatTheAgentReads(t *testing.T) {
+	fat := k3sNode("a", "10.42.1.0/24", "192.168.1.10")
+	c := fake.NewClientset(fat.DeepCopy())
+	w := NewWatcher(c, "kube-system", nil)
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := w.Node("a")
+	if !ok {
+		t.Fatal("node a not cached")
+	}
+	// Everything the agent reads is there.
+	if !reflect.DeepEqual(NodeFromAPI(got), NodeFromAPI(fat)) {
+		t.Errorf("mesh view differs:\ncached %+v\nAPI    %+v", NodeFromAPI(got), NodeFromAPI(fat))
+	}
+	if got.UID != fat.UID || got.ResourceVersion != fat.ResourceVersion || !networkReady(got) || !sameNetworkCondition(got, fat) {
+		t.Errorf("cached identity or NetworkUnavailable lost: %+v", got)
+	}
+	if d := AnnotationsToPublish(got, map[string]string{mesh.AnnotationPublicKey: "PUB-a"}); len(d) != 0 {
+		t.Errorf("published annotations look missing: %v", d)
+	}
+	// The rest is not kept.
+	if len(got.Labels) != 0 || len(got.ManagedFields) != 0 || len(got.Status.Images) != 0 || len(got.Status.Capacity) != 0 ||
+		got.Status.NodeInfo != (corev1.NodeSystemInfo{}) || len(got.Status.Conditions) != 1 || len(got.Annotations) != 2 {
+		t.Errorf("cache keeps more than the agent reads: %+v", got)
+	}
+	again, _ := slimNode(got)
+	if !reflect.DeepEqual(again, got) {
+		t.Errorf("slimNode is not idempotent")
+	}
+	t.Logf("cached Node: %d bytes (protobuf) instead of %d", got.Size(), fat.Size())
 }

@@ -42,7 +42,7 @@ type Watcher struct {
 func NewWatcher(client kubernetes.Interface, namespace string, clusterCIDRs []netip.Prefix) *Watcher {
 	w := &Watcher{client: client, namespace: namespace, clusterCIDRs: clusterCIDRs}
 	// No informer resync: the agent has its own level-triggered resync.
-	w.nodeFactory = informers.NewSharedInformerFactory(client, 0)
+	w.nodeFactory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(slimNode))
 	w.leaseFactory = informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelSubnetLease }))
