@@ -181,7 +181,7 @@ func Memory(ctx context.Context, sizes []int) ([]Row, error) {
 		}
 		kmib := float64(k.RSSKiB) / 1024
 		krow := Row{Section: sec, Name: fmt.Sprintf("RSS of agent-like process, %d peers + routes (kernel device: peers not in the process)", n), Value: kmib, Unit: "MiB",
-			Note: fmt.Sprintf("informer cache on a fake clientset (2 copies of each Node), desired state, routes on a veth standing in for the device; peak %.1f MiB, Go heap %.1f MiB", float64(k.HWMKiB)/1024, float64(k.HeapKiB)/1024)}
+			Note: fmt.Sprintf("informer cache of k3s-like Nodes (only the informer's copy), desired state, routes on a veth standing in for the device; peak %.1f MiB, Go heap %.1f MiB", float64(k.HWMKiB)/1024, float64(k.HeapKiB)/1024)}
 		if n == 1000 {
 			krow = krow.goal("< 40 MiB", kmib < 40)
 		}
@@ -226,9 +226,9 @@ func fmtChanges(c dataplane.Changes) string {
 
 // RunAgentLikeNoDevice is the agent-like process for a kernel WireGuard
 // device, whose peers live in the kernel, not in the agent (`wgmesh-bench
-// rss-kernel -n N`): the informer cache of N+1 Nodes (on a fake clientset,
-// which holds a second copy of every object, so this overstates), the
-// desired state, and N routes (on a dummy link standing in for the device,
+// rss-kernel -n N`): the informer cache of N+1 k3s-like Nodes (listed from
+// a clientset that builds them per request, so the process holds only what
+// the informer keeps), the desired state, and N routes (on a dummy link standing in for the device,
 // as this kernel has no WireGuard module) plus the firewall rules applied
 // through the route and firewall appliers. Only RSSKiB, HWMKiB, HeapKiB
 // and Goroutines are filled.
@@ -260,11 +260,11 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wd, err := startWatcher(ctx, n+1)
+	w, err := startServedWatcher(ctx, n+1)
 	if err != nil {
 		return res, err
 	}
-	nodes := wd.w.Nodes()
+	nodes := w.Nodes()
 	s, problems := mesh.Desired(nodes[0], nodes, mesh.Options{})
 	if len(problems) > 0 {
 		return res, fmt.Errorf("mesh problems: %+v", problems[0])
@@ -292,7 +292,7 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 	res.HeapKiB = ms.HeapAlloc >> 10
 	res.Goroutines = runtime.NumGoroutine()
 	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
-	runtime.KeepAlive(wd)
+	runtime.KeepAlive(w)
 	runtime.KeepAlive(s)
 	return res, nil
 }

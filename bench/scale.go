@@ -13,6 +13,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -23,9 +24,12 @@ import (
 	"github.com/wgmesh/wgmesh/internal/mesh"
 )
 
-// clusterNodes are n Node objects as the control plane and the agents
-// leave them: a pod CIDR, a public key and an endpoint annotation, an
-// internal address. Node i has pod CIDR 10.(i/256).(i%256).0/24.
+// clusterNodes are n Node objects as a k3s cluster has them: what wgmesh
+// reads (a pod CIDR, a public key and an endpoint annotation, an internal
+// address) and what the kubelet and k3s add (labels, annotations,
+// managedFields, conditions, capacity, node info, an image list), so that
+// memory figures count what an agent's informer really receives. Node i has
+// pod CIDR 10.(i/256).(i%256).0/24.
 func clusterNodes(n int) ([]*corev1.Node, error) {
 	out := make([]*corev1.Node, n)
 	for i := range out {
@@ -33,18 +37,57 @@ func clusterNodes(n int) ([]*corev1.Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		name := fmt.Sprintf("node-%05d", i)
 		ip := netip.AddrFrom4([4]byte{192, 168, byte(i / 250), byte(i%250 + 1)})
 		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i / 256), byte(i % 256), 0}), 24).String()
 		out[i] = &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-%05d", i), Annotations: map[string]string{
-				mesh.AnnotationPublicKey: k.PublicKey().String(),
-				mesh.AnnotationEndpoint:  netip.AddrPortFrom(ip, 51820).String(),
-			}},
-			Spec:   corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}},
-			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}},
+			ObjectMeta: metav1.ObjectMeta{Name: name,
+				Labels: map[string]string{
+					"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+					"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "k3s",
+				},
+				Annotations: map[string]string{
+					mesh.AnnotationPublicKey:                                 k.PublicKey().String(),
+					mesh.AnnotationEndpoint:                                  netip.AddrPortFrom(ip, 51820).String(),
+					"k3s.io/node-args":                                       `["agent","--flannel-backend","none","--node-ip","` + ip.String() + `"]`,
+					"k3s.io/node-config-hash":                                "4MPHSAKPDKHBFCJTDQ4LBSXDOUC5JNLY6GKYGJUN5ZEOXTRKFDMQ====",
+					"k3s.io/internal-ip":                                     ip.String(),
+					"node.alpha.kubernetes.io/ttl":                           "0",
+					"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+				},
+				ManagedFields: []metav1.ManagedFieldsEntry{
+					{Manager: "k3s", Operation: metav1.ManagedFieldsOperationUpdate, FieldsV1: fieldsV1("f:metadata", 20)},
+					{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", FieldsV1: fieldsV1("f:status", 30)},
+				},
+			},
+			Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}, ProviderID: "k3s://" + name},
+			Status: corev1.NodeStatus{
+				Addresses:   []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}, {Type: corev1.NodeHostName, Address: name}},
+				Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("16Gi"), corev1.ResourcePods: resource.MustParse("110")},
+				Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("16Gi"), corev1.ResourcePods: resource.MustParse("110")},
+				NodeInfo:    corev1.NodeSystemInfo{KubeletVersion: "v1.37.2+k3s1", OSImage: "NixOS 25.11", ContainerRuntimeVersion: "containerd://2.1.4", KernelVersion: "6.12.40", Architecture: "amd64", OperatingSystem: "linux"},
+			},
+		}
+		for _, c := range []corev1.NodeConditionType{corev1.NodeMemoryPressure, corev1.NodeDiskPressure, corev1.NodePIDPressure, corev1.NodeReady} {
+			out[i].Status.Conditions = append(out[i].Status.Conditions, corev1.NodeCondition{Type: c, Status: corev1.ConditionFalse, Reason: "Kubelet" + string(c), Message: "kubelet reports " + string(c)})
+		}
+		for j := range 20 {
+			out[i].Status.Images = append(out[i].Status.Images, corev1.ContainerImage{
+				Names:     []string{fmt.Sprintf("docker.io/library/app-%d@sha256:%064x", j, j), fmt.Sprintf("docker.io/library/app-%d:v1.%d", j, j)},
+				SizeBytes: int64(j+1) << 20,
+			})
 		}
 	}
 	return out, nil
+}
+
+// fieldsV1 is a managedFields entry's field set with n fields under top.
+func fieldsV1(top string, n int) *metav1.FieldsV1 {
+	fields := make([]string, n)
+	for i := range fields {
+		fields[i] = fmt.Sprintf(`"f:field-%d":{}`, i)
+	}
+	return &metav1.FieldsV1{Raw: []byte(`{"` + top + `":{` + strings.Join(fields, ",") + `}}`)}
 }
 
 // devicePeers is what the WireGuard device reports once desired is applied.
@@ -87,6 +130,35 @@ func startWatcher(ctx context.Context, n int) (*watched, error) {
 		return nil, err
 	}
 	return &watched{client: client, w: w, objs: objs}, nil
+}
+
+// startServedWatcher starts the agent's Watcher on a clientset that builds
+// the n Nodes afresh for its one list request, as an API server sends them,
+// and whose watch stays quiet: the process then holds only the Nodes the
+// informer keeps, as an agent does (a fake clientset's tracker, as in
+// startWatcher, would hold a copy of every Node besides).
+func startServedWatcher(ctx context.Context, n int) (*kube.Watcher, error) {
+	client := fake.NewClientset()
+	client.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		objs, err := clusterNodes(n)
+		if err != nil {
+			return true, nil, err
+		}
+		list := &corev1.NodeList{Items: make([]corev1.Node, len(objs))}
+		for i, o := range objs {
+			list.Items[i] = *o
+		}
+		return true, list, nil
+	})
+	client.PrependWatchReactor("nodes", func(k8stesting.Action) (bool, watch.Interface, error) { return true, watch.NewFake(), nil })
+	w := kube.NewWatcher(client, "kube-system", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	if err := w.OnChange("node-00000", func(kube.Change) {}); err != nil {
+		return nil, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // Reconcile measures one full reconcile of node-00000 in a cluster of n
