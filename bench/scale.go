@@ -69,7 +69,11 @@ func clusterNodes(n int) ([]*corev1.Node, error) {
 			},
 		}
 		for _, c := range []corev1.NodeConditionType{corev1.NodeMemoryPressure, corev1.NodeDiskPressure, corev1.NodePIDPressure, corev1.NodeReady} {
-			out[i].Status.Conditions = append(out[i].Status.Conditions, corev1.NodeCondition{Type: c, Status: corev1.ConditionFalse, Reason: "Kubelet" + string(c), Message: "kubelet reports " + string(c)})
+			status := corev1.ConditionFalse
+			if c == corev1.NodeReady {
+				status = corev1.ConditionTrue
+			}
+			out[i].Status.Conditions = append(out[i].Status.Conditions, corev1.NodeCondition{Type: c, Status: status, Reason: "Kubelet" + string(c), Message: "kubelet reports " + string(c)})
 		}
 		for j := range 20 {
 			out[i].Status.Images = append(out[i].Status.Images, corev1.ContainerImage{
