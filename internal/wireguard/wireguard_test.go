@@ -1,8 +1,6 @@
 package wireguard
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -36,9 +34,7 @@ func TestParseMode(t *testing.T) {
 
 // uniqueName: UAPI sockets live in one directory for all namespaces.
 func uniqueName(t *testing.T) string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "wgu" + hex.EncodeToString(b)
+	name := "wgu" + testns.Suffix(t)
 	t.Cleanup(func() { os.Remove(filepath.Join(socketDir, name+".sock")) })
 	return name
 }
