@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -155,18 +156,10 @@ func (l *logBuf) String() string {
 // the state applied may look at the log a moment too early.
 func (l *logBuf) waitFor(t *testing.T, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	eventually(t, fmt.Sprintf("log lines %q", want), func() bool {
 		logs := l.String()
-		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return strings.Contains(logs, w) })
-		if len(missing) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("logs lack %q:\n%s", missing, logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(logs, w) })
+	})
 }
 
 type harness struct {
