@@ -45,12 +45,9 @@ func ensureGateways(bridge string, subnets []netip.Prefix, mtu int) (int, error)
 	}
 	have := map[netip.Prefix]bool{}
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
+		if p, ok := prefixOfAddr(a); ok {
+			have[p] = true
 		}
-		ones, _ := a.Mask.Size()
-		have[netip.PrefixFrom(ip.Unmap(), ones)] = true
 	}
 	for _, s := range subnets {
 		if s.Bits() > s.Addr().BitLen()-2 {

@@ -1,6 +1,6 @@
 // Package dataplane puts the node's desired mesh (mesh.State) into the
 // kernel through three appliers, each owning a marked set of objects:
-// wireguard (the wgmesh0 device and its peers), route (protocol-87 routes
+// wireguard (the wgmesh0 device, its peers and its addresses), route (protocol-87 routes
 // in table 87 and their ip rule) and firewall (the WGMESH-* chains and
 // their jumps). Optionally it also makes sure the bridge holds this node's
 // gateway addresses, which the routes use as source.
@@ -66,7 +66,7 @@ type Changes struct {
 	PeersAdded, PeersUpdated, PeersRemoved int
 	RoutesAdded, RoutesDeleted             int // added counts replaced routes too
 	RulesChanged                           int // ip rules + iptables writes
-	LinksChanged                           int // bridge created, addresses, MTU, up
+	LinksChanged                           int // bridge created, bridge and tunnel addresses, MTU, up
 }
 
 // Total is the number of kernel writes.
@@ -116,9 +116,9 @@ func (d *Dataplane) Device() *wireguard.Device { return d.wg }
 
 // Apply makes the kernel match s, writing only the difference: peers
 // first (so a route never points to a tunnel without its peer), then the
-// bridge gateways, routes (adds before deletes) and firewall rules. It
-// goes on after a failed step and returns every error joined, with the
-// changes that were made.
+// device's own addresses, the bridge gateways, routes (adds before
+// deletes) and firewall rules. It goes on after a failed step and returns
+// every error joined, with the changes that were made.
 func (d *Dataplane) Apply(ctx context.Context, s mesh.State) (Changes, error) {
 	var ch Changes
 	var errs []error
@@ -127,6 +127,11 @@ func (d *Dataplane) Apply(ctx context.Context, s mesh.State) (Changes, error) {
 	}
 	ops, err := d.wg.Apply(s.Peers)
 	ch.PeersAdded, ch.PeersUpdated, ch.PeersRemoved = ops.Added, ops.Updated, ops.Removed
+	if err != nil {
+		errs = append(errs, err)
+	}
+	n, err := ensureTunnelAddrs(d.wg.Name(), s.TunnelAddrs)
+	ch.LinksChanged += n
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -143,7 +148,7 @@ func (d *Dataplane) Apply(ctx context.Context, s mesh.State) (Changes, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	n, err := d.fw.Apply(firewall.Rules{ClusterCIDRs: d.cfg.ClusterCIDRs, PodSubnets: s.Subnets, Masquerade: d.cfg.Masquerade})
+	n, err = d.fw.Apply(firewall.Rules{ClusterCIDRs: d.cfg.ClusterCIDRs, PodSubnets: s.Subnets, Masquerade: d.cfg.Masquerade})
 	ch.RulesChanged += n
 	if err != nil {
 		errs = append(errs, err)

@@ -62,6 +62,7 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		report(self.Name, ReasonNoPodCIDR, "this node has no pod CIDR: pods cannot start and no peer route has a source address")
 	}
 	gateways := map[bool]netip.Addr{} // is IPv6 -> our cni0 gateway
+	var tunnelAddrs []netip.Prefix
 	for _, p := range selfCIDRs {
 		if p.Bits() > p.Addr().BitLen()-2 {
 			report(self.Name, ReasonInvalidPodCIDR, "this node's pod CIDR %s is too small for a gateway and pods", p)
@@ -69,6 +70,7 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		}
 		if _, ok := gateways[p.Addr().Is6()]; !ok {
 			gateways[p.Addr().Is6()] = Gateway(p)
+			tunnelAddrs = append(tunnelAddrs, TunnelAddress(p))
 		}
 	}
 	selfKeepalive, err := parseKeepalive(self.PersistentKeepalive)
@@ -193,7 +195,7 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		return nil
 	}
 
-	state := State{Subnets: selfCIDRs}
+	state := State{Subnets: selfCIDRs, TunnelAddrs: tunnelAddrs}
 	missingGateway := map[bool]bool{}
 	for _, c := range others {
 		if c.excluded {
@@ -239,6 +241,15 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 
 // Gateway is the cni0 address of a node subnet: its first address.
 func Gateway(subnet netip.Prefix) netip.Addr { return subnet.Masked().Addr().Next() }
+
+// TunnelAddress is the WireGuard device's address in a node subnet: its
+// network address as a host prefix (what flannel gives its own devices).
+// IPAM never hands it to a pod, the gateway is the next one, and a /32 or
+// /128 adds no route: the subnet stays routed to the bridge.
+func TunnelAddress(subnet netip.Prefix) netip.Prefix {
+	a := subnet.Masked().Addr()
+	return netip.PrefixFrom(a, a.BitLen())
+}
 
 // chooseEndpoint returns the endpoint of n: the force-endpoint a person set,
 // else the one its agent published. An invalid force-endpoint, or one that

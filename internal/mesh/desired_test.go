@@ -157,6 +157,22 @@ func TestDesired(t *testing.T) {
 				if got := s.Peers[0].AllowedIPs; !reflect.DeepEqual(got, pfx("10.42.1.0/24", "fd42:0:0:1::/64")) {
 					t.Errorf("allowedIPs = %v (want sorted)", got)
 				}
+				// Rule 7: one tunnel address per family, inside our own subnets.
+				if got := s.TunnelAddrs; !reflect.DeepEqual(got, pfx("10.42.0.0/32", "fd42::/128")) {
+					t.Errorf("tunnel addresses = %v, want 10.42.0.0/32 fd42::/128", got)
+				}
+			},
+		},
+		{
+			name:      "tunnel address: the first subnet of a family only, none for one too small",
+			self:      node("a", 1, "10.42.0.31/31", "10.42.8.0/24", "10.42.9.0/24"),
+			nodes:     []Node{node("b", 2, "10.42.1.0/24")},
+			wantPeers: []string{"b"},
+			problems:  []string{"a:InvalidPodCIDR"},
+			want: func(t *testing.T, s State) {
+				if got := s.TunnelAddrs; !reflect.DeepEqual(got, pfx("10.42.8.0/32")) {
+					t.Errorf("tunnel addresses = %v, want 10.42.8.0/32 (the subnet holding the gateway)", got)
+				}
 			},
 		},
 		{

@@ -48,8 +48,16 @@ type Route struct {
 type State struct {
 	// Subnets are this node's own pod subnets (the cni0 gateways derive from them).
 	Subnets []netip.Prefix
-	Peers   []Peer
-	Routes  []Route
+	// TunnelAddrs are the WireGuard device's own addresses (rule 7): the
+	// network address of this node's first pod subnet of each family, as a
+	// host prefix. Traffic that is masqueraded on its way into the tunnel
+	// (kube-proxy's NodePorts, a node reaching a Service) takes its source
+	// from the outgoing device; with these it carries an address the
+	// peers' exact AllowedIPs accept, where without them it would carry
+	// the node's underlay address and be dropped by the peer.
+	TunnelAddrs []netip.Prefix
+	Peers       []Peer
+	Routes      []Route
 }
 
 // Problem explains why a node is not programmed (or only partly).
