@@ -146,7 +146,7 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 	}
 
 	// Overlaps: among all nodes that claim prefixes (peers or not) and self.
-	// Neither side of an overlap is programmed (design rule 1).
+	// Neither side of an overlap is programmed (design rule 1 in docs/dataplane.md).
 	owners := make([]ownedPrefix, 0, 2*len(others)+len(selfCIDRs))
 	for _, p := range selfCIDRs {
 		owners = append(owners, ownedPrefix{p, -1})

@@ -8,8 +8,8 @@ const (
 )
 
 // PodMTU is the MTU for the WireGuard device, the bridge and every pod veth
-// (design rule 5): explicit when set (> 0), else the underlay MTU minus the
-// WireGuard overhead of the underlay's family.
+// (design rule 5 in docs/dataplane.md): explicit when set (> 0), else the
+// underlay MTU minus the WireGuard overhead of the underlay's family.
 func PodMTU(explicit, underlayMTU int, ipv6Underlay bool) int {
 	if explicit > 0 {
 		return explicit

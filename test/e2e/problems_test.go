@@ -179,7 +179,7 @@ func TestInvalidNodesAreNotProgrammedAndAreReported(t *testing.T) {
 	}
 
 	// Not programmed anywhere: no peer with the bad nodes' keys or endpoints,
-	// and (rule 1) neither of the overlapping pair is a peer on the others.
+	// and (design rule 1 in docs/dataplane.md) neither of the overlapping pair is a peer on the others.
 	// The Event can come before the data plane is applied: poll.
 	var wrong []string
 	deadline = time.Now().Add(20 * time.Second)
