@@ -119,6 +119,7 @@ func Check(ctx context.Context, in Input) []Finding {
 	out = append(out, problemFindings(in.Problems)...)
 	out = append(out, routeFindings(in)...)
 	out = append(out, sysctlFindings(in)...)
+	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
 	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
 	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank[a.Severity], rank[b.Severity]) })
@@ -282,6 +283,52 @@ func sysctlFindings(in Input) []Finding {
 				Message: fmt.Sprintf("rp_filter is strict (1) for %s: packets from remote pods are dropped whenever the best route back to their source is not %s (a missing route, another tool's route)", in.Device, in.Device),
 				Fix:     fmt.Sprintf("sysctl -w net.ipv4.conf.%s.rp_filter=2 net.ipv4.conf.all.rp_filter=2 (loose)", in.Device)})
 		}
+	}
+	return out
+}
+
+// tunnelSourceFindings checks design rule 7: for each family that has
+// peer routes, the device must hold an address inside this node's pod
+// subnets (the kernel's local route on it shows it). Without one,
+// MASQUERADE (kube-proxy's NodePorts, a node reaching a Service whose
+// backend is on another node) picks another device's address, usually the
+// underlay one, and the peer drops the packet: its AllowedIPs for this
+// node are exactly this node's subnets.
+func tunnelSourceFindings(in Input) []Finding {
+	if len(in.Kernel.Routes) == 0 {
+		return nil // routes unknown
+	}
+	var out []Finding
+	for _, v6 := range []bool{false, true} {
+		routed := slices.ContainsFunc(in.Desired.Routes, func(r mesh.Route) bool { return r.Dst.Addr().Is6() == v6 })
+		if !routed {
+			continue
+		}
+		var own []netip.Prefix
+		for _, s := range in.Desired.Subnets {
+			if s.Addr().Is6() == v6 {
+				own = append(own, s)
+			}
+		}
+		held := slices.ContainsFunc(in.Kernel.Routes, func(r Route) bool {
+			return r.Table == localTable && r.Type == "local" && r.Dev == in.Device &&
+				slices.ContainsFunc(own, func(s netip.Prefix) bool { return s.Contains(r.Dst.Addr()) })
+		})
+		if held {
+			continue
+		}
+		fam, want := "IPv4", ""
+		if v6 {
+			fam = "IPv6"
+		}
+		for _, a := range in.Desired.TunnelAddrs {
+			if a.Addr().Is6() == v6 {
+				want = a.String()
+			}
+		}
+		out = append(out, Finding{ID: "TunnelSourceOutsideSubnet", Severity: SeverityError,
+			Message: fmt.Sprintf("%s holds no %s address inside this node's pod subnets %v: traffic masqueraded into the tunnel (NodePorts, the node reaching a Service whose backend is on another node) leaves with another address, such as the underlay one, and every peer drops it (its AllowedIPs for this node are exactly those subnets)", in.Device, fam, own),
+			Fix:     fmt.Sprintf("restart wgmesh on this node: the agent adds %s to %s; if it disappears again, find what removes it (ip monitor address dev %s)", want, in.Device, in.Device)})
 	}
 	return out
 }

@@ -14,7 +14,8 @@ func ptr[T any](v T) *T { return &v }
 func TestCheck(t *testing.T) {
 	gw := netip.MustParseAddr("10.42.0.1")
 	desired := mesh.State{
-		Subnets: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")},
+		Subnets:     []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")},
+		TunnelAddrs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/32")},
 		Routes: []mesh.Route{
 			{Node: "b", Dst: netip.MustParsePrefix("10.42.1.0/24"), Src: gw},
 			{Node: "c", Dst: netip.MustParsePrefix("10.42.2.0/24"), Src: gw},
@@ -28,6 +29,7 @@ func TestCheck(t *testing.T) {
 		{Table: 254, Protocol: 2, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/24"), Dev: "cni0"},      // our own subnet
 		{Table: 254, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "eth0"},         // default
 		{Table: 255, Protocol: 2, Type: "local", Dst: netip.MustParsePrefix("10.42.0.1/32"), Dev: "cni0"},        // local
+		{Table: 255, Protocol: 2, Type: "local", Dst: netip.MustParsePrefix("10.42.0.0/32"), Dev: "wgmesh0"},     // tunnel address
 		{Table: 254, Protocol: 2, Type: "unicast", Dst: netip.MustParsePrefix("192.168.1.0/24"), Dev: "eth0"},    // underlay
 		{Table: 100, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("172.16.0.0/12"), Dev: "somevpn0"}, // unrelated
 	}
@@ -48,6 +50,16 @@ func TestCheck(t *testing.T) {
 		contains string   // in the first finding's message+fix
 	}{
 		{name: "healthy node: nothing", in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: healthy}},
+		{
+			name: "a device without an address in our subnet: masqueraded traffic would carry the underlay source",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Routes = slices.DeleteFunc(k.Routes, func(r Route) bool { return r.Dev == "wgmesh0" && r.Type == "local" })
+				// An address outside our subnets does not count.
+				k.Routes = append(k.Routes, Route{Table: 255, Protocol: 2, Type: "local", Dst: netip.MustParsePrefix("172.31.0.11/32"), Dev: "wgmesh0"})
+			})},
+			want:     []string{"TunnelSourceOutsideSubnet"},
+			contains: "adds 10.42.0.0/32 to wgmesh0",
+		},
 		{
 			name: "wg-quick broad route in main",
 			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
