@@ -87,8 +87,8 @@ bench: ref-plugins
 # each running the real wgmesh-agent. Root; never touches the host network.
 K8S_PROGS := etcd kube-apiserver kube-controller-manager kubectl
 # Kubelet nodes (the kubelet scenarios of make e2e, make lab KUBELET=1) run
-# containerd and kubelet, built and cached the same way.
-K8S_PROGS += kubelet containerd containerd-shim-runc-v2 ctr
+# containerd, kubelet and kube-proxy, built and cached the same way.
+K8S_PROGS += kubelet kube-proxy containerd containerd-shim-runc-v2 ctr
 LAB_DIR   ?= $(CURDIR)/test/e2e/.lab
 k8s-bin:
 	test/e2e/tools/build-k8s.sh $(K8S_PROGS)

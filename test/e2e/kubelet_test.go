@@ -284,6 +284,7 @@ func TestKubeletNodes(t *testing.T) {
 		t.FailNow()
 	}
 	t.Run("PodsReachEachOtherAcrossNodes", func(t *testing.T) { kc.probeAll(t, t.Context(), pods, 20*time.Second) })
+	t.Run("ServicesThroughKubeProxy", func(t *testing.T) { testServicesThroughKubeProxy(t, kc, pods) })
 	t.Run("PodDeletionReleasesAddress", func(t *testing.T) { pods = testPodDeletionReleasesAddress(t, kc, pods) })
 	t.Run("NodeRestartKeepsAddressesAndGCsLeaks", func(t *testing.T) { testNodeRestart(t, kc, pods) })
 	t.Run("PodStartLatency", func(t *testing.T) { testPodStartLatency(t, kc) })

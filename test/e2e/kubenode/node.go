@@ -47,7 +47,7 @@ var kernelTunables = map[string]string{
 
 // Programs the node runs, found in the lab's Kubernetes binary cache
 // (test/e2e/tools/build-k8s.sh kubelet containerd containerd-shim-runc-v2 ctr).
-var Programs = []string{"kubelet", "containerd", "containerd-shim-runc-v2", "ctr"}
+var Programs = []string{"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr"}
 
 // Node is a lab node that runs its own containerd and kubelet.
 type Node struct {
@@ -60,6 +60,7 @@ type Node struct {
 	mntNS      string // the node's mount namespace, as /proc/PID/ns/mnt reads
 	containerd *lab.Process
 	kubelet    *lab.Process
+	proxy      *lab.Process
 }
 
 // Setup prepares n to run containerd and kubelet: the machine's cgroup

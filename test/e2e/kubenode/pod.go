@@ -62,8 +62,14 @@ func InNetNS(path string, fn func() error) error {
 // ProbeHTTP asks the workload at dst for its identity ("pod=NAME ip=IP"),
 // from inside the network namespace at netnsPath.
 func ProbeHTTP(ctx context.Context, netnsPath string, dst netip.Addr, timeout time.Duration) (string, error) {
+	return ProbeHTTPAt(ctx, netnsPath, netip.AddrPortFrom(dst, WorkloadHTTPPort), timeout)
+}
+
+// ProbeHTTPAt is ProbeHTTP to any address and port that leads to a
+// workload: a Service's ClusterIP, a NodePort.
+func ProbeHTTPAt(ctx context.Context, netnsPath string, dst netip.AddrPort, timeout time.Duration) (string, error) {
 	var conn net.Conn
-	addr := netip.AddrPortFrom(dst, WorkloadHTTPPort).String()
+	addr := dst.String()
 	err := InNetNS(netnsPath, func() error {
 		var err error
 		conn, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)

@@ -3,7 +3,7 @@
 # cache outside the clone keyed by version, so a second run reuses them:
 #   $WGMESH_CACHE/bin/<name>-<version>   (plus a stable symlink $WGMESH_CACHE/bin/<name>)
 # Usage: build-k8s.sh [program...]   (default: etcd kube-apiserver kube-controller-manager)
-# Programs: etcd kube-apiserver kube-controller-manager kubelet kubectl containerd
+# Programs: etcd kube-apiserver kube-controller-manager kubelet kubectl kube-proxy containerd
 #           containerd-shim-runc-v2 ctr cnitool
 set -euo pipefail
 
@@ -54,6 +54,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
 		(cd "$dir" && go mod tidy >/dev/null)
@@ -86,7 +87,7 @@ for p in "${progs[@]}"; do
 	etcd)
 		d=$(simple_module etcd-$ETCD_VERSION go.etcd.io/etcd/server/v3@$ETCD_VERSION go.etcd.io/etcd/server/v3)
 		build etcd "$ETCD_VERSION" "$d" go.etcd.io/etcd/server/v3 ;;
-	kube-apiserver|kube-controller-manager|kubelet|kubectl)
+	kube-apiserver|kube-controller-manager|kubelet|kubectl|kube-proxy)
 		d=$(k8s_module)
 		build "$p" "$K8S_VERSION" "$d" "k8s.io/kubernetes/cmd/$p" ;;
 	containerd|containerd-shim-runc-v2|ctr)

@@ -1,0 +1,196 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
+)
+
+// servicesNodePort is the NodePort the scenario asks for.
+const servicesNodePort = 30080
+
+// servicesTries is how many requests each source sends down each path:
+// with backends on three nodes, enough that every path reaches backends on
+// other nodes, where a wrong source address into the tunnel is dropped.
+const servicesTries = 12
+
+// testServicesThroughKubeProxy runs real kube-proxy (iptables mode, as k3s
+// runs it) beside wgmesh on every node and reaches the workload pods (two
+// per node) through a ClusterIP and a NodePort Service, from pods, from the
+// nodes themselves and from outside the nodes. kube-proxy masquerades
+// traffic to a Service from outside the pod network, and NodePort traffic,
+// on its way out: into wgmesh0 when the backend is on another node. The
+// source it picks must be inside the node's pod subnet (design rule 7) or
+// the peer's WireGuard drops the packet. Every request must answer.
+func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
+	ctx := t.Context()
+	for _, k := range kc.nodes {
+		if err := k.StartKubeProxy(ctx); err != nil {
+			t.Fatalf("%v\n%s", err, kc.logs())
+		}
+	}
+	svcs := kc.Client.CoreV1().Services(kubeletPodNS)
+	port := corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromInt32(kubenode.WorkloadHTTPPort), Protocol: corev1.ProtocolTCP}
+	selector := map[string]string{"app": "wgmesh-workload"}
+	cip, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "workload"},
+		Spec:       corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{port}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := port
+	np.NodePort = servicesNodePort
+	if _, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "workload-nodeport"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: selector, Ports: []corev1.ServicePort{np}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"workload", "workload-nodeport"} {
+			_ = svcs.Delete(context.Background(), name, metav1.DeleteOptions{})
+		}
+	})
+	clusterIP := netip.AddrPortFrom(netip.MustParseAddr(cip.Spec.ClusterIP), 80)
+
+	backendNode := map[string]string{} // pod name -> node
+	for _, p := range pods {
+		backendNode[p.Name] = p.Spec.NodeName
+	}
+	nodeNS := func(name string) string { return filepath.Join("/run/netns", kc.node(name).NetNS) }
+	nodePort := func(name string) netip.AddrPort {
+		return netip.AddrPortFrom(kc.node(name).Addr, servicesNodePort)
+	}
+
+	// Wait until every node's kube-proxy has programmed both Services
+	// with every backend.
+	if err := kubeletPoll(ctx, 60*time.Second, func() error { return kc.endpointsReady(ctx, "workload", len(pods)) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kc.nodes {
+		for _, svc := range []string{"workload", "workload-nodeport"} {
+			err := kubeletPoll(ctx, 60*time.Second, func() error {
+				out, err := k.Run(ctx, "iptables-save", "-t", "nat")
+				if err != nil {
+					return err
+				}
+				n := 0
+				for _, line := range strings.Split(out, "\n") {
+					if strings.Contains(line, kubeletPodNS+"/"+svc+":http -> ") && strings.Contains(line, "-j KUBE-SEP-") {
+						n++
+					}
+				}
+				if n != len(pods) {
+					return fmt.Errorf("%s: kube-proxy has %d of %d backends of %s", k.Name, n, len(pods), svc)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, kc.logs())
+			}
+		}
+	}
+
+	// via is the node whose kube-proxy picks the backend: the request
+	// crosses the tunnel when the backend is on another node than via.
+	type path struct {
+		name, from, via, netns string
+		dst                    netip.AddrPort
+	}
+	var paths []path
+	for _, k := range kc.nodes {
+		// A pod of this node, to the ClusterIP (its own node's backends,
+		// other nodes', itself: hairpin) and to another node's NodePort.
+		var pod *corev1.Pod
+		for _, p := range pods {
+			if p.Spec.NodeName == k.Name {
+				pod = p
+				break
+			}
+		}
+		podNS, err := k.PodNetNS(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, path{"pod -> ClusterIP", pod.Name, k.Name, podNS, clusterIP})
+		paths = append(paths, path{"node -> ClusterIP", k.Name, k.Name, nodeNS(k.Name), clusterIP})
+		for _, o := range kc.nodes {
+			if o != k {
+				paths = append(paths, path{"node -> other node's NodePort", k.Name, o.Name, nodeNS(k.Name), nodePort(o.Name)})
+				paths = append(paths, path{"pod -> other node's NodePort", pod.Name, o.Name, podNS, nodePort(o.Name)})
+			}
+		}
+		paths = append(paths, path{"outside -> NodePort", "control-plane", k.Name, filepath.Join("/run/netns", kc.ControlPlaneNetNS()), nodePort(k.Name)})
+	}
+
+	var table strings.Builder
+	failed := 0
+	for _, p := range paths {
+		ok, remote := 0, 0
+		var errs []string
+		for range servicesTries {
+			got, err := kubenode.ProbeHTTPAt(ctx, p.netns, p.dst, 3*time.Second)
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			ok++
+			name, _, _ := strings.Cut(strings.TrimPrefix(got, "pod="), " ")
+			if n := backendNode[name]; n != "" && n != p.via {
+				remote++
+			}
+		}
+		fmt.Fprintf(&table, "%-30s %-14s -> %-20s %2d/%d answered, %2d across the tunnel\n", p.name, p.from, p.dst, ok, servicesTries, remote)
+		if ok != servicesTries {
+			failed++
+			slices.Sort(errs)
+			t.Errorf("%s: %s -> %s: %d of %d failed: %s", p.name, p.from, p.dst, servicesTries-ok, servicesTries, strings.Join(slices.Compact(errs), "; "))
+		}
+		if ok > 0 && remote == 0 {
+			t.Errorf("%s: %s -> %s: no answer came from a backend on another node in %d requests; the path across the tunnel was not exercised", p.name, p.from, p.dst, ok)
+		}
+	}
+	t.Logf("Services through kube-proxy (iptables mode), %d backends on %d nodes, %d requests per path:\n%s", len(pods), len(kc.nodes), servicesTries, table.String())
+	if failed > 0 {
+		for _, k := range kc.nodes {
+			out, _ := k.Run(ctx, "ip", "-br", "addr")
+			t.Logf("%s addresses:\n%s", k.Name, out)
+		}
+		t.Log(kc.logs())
+	}
+}
+
+// endpointsReady says whether the Service's EndpointSlices list want ready
+// endpoints.
+func (kc *kubeletCluster) endpointsReady(ctx context.Context, service string, want int) error {
+	list, err := kc.Client.DiscoveryV1().EndpointSlices(kubeletPodNS).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + service})
+	if err != nil {
+		return err
+	}
+	ready := 0
+	for _, s := range list.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				ready++
+			}
+		}
+	}
+	if ready != want {
+		return fmt.Errorf("service %s: %d ready endpoints, want %d", service, ready, want)
+	}
+	return nil
+}
