@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/internal/cniconf"
+	"github.com/wgmesh/wgmesh/internal/faultpoint"
 	"github.com/wgmesh/wgmesh/internal/link"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -36,21 +37,29 @@ type addition struct {
 func cmdAdd(args *skel.CmdArgs) error {
 	a := &addition{args: args}
 	defer a.closeNetNS()
-	steps := []func() *types.Error{
-		a.loadConf,
-		a.readSubnetEnv,
-		a.openNetNS,
-		a.ensureBridge,
-		a.createVeth,
-		a.allocateAddresses,
-		a.configurePodInterface,
+	// Each step that changes the system is followed by a fault point (a
+	// test hook that can SIGKILL the process there): whatever a step leaves,
+	// DEL, a retried ADD and GC must be able to undo.
+	steps := []struct {
+		run   func() *types.Error
+		after string
+	}{
+		{a.loadConf, ""},
+		{a.readSubnetEnv, ""},
+		{a.openNetNS, ""},
+		{a.ensureBridge, faultpoint.BridgeReady},
+		{a.createVeth, faultpoint.VethReady},
+		{a.allocateAddresses, faultpoint.AddressAssigned},
+		{a.configurePodInterface, faultpoint.PodConfigured},
 	}
 	for _, step := range steps {
-		if err := step(); err != nil {
+		if err := step.run(); err != nil {
 			a.undo.run()
 			return err
 		}
+		faultpoint.Reached(step.after)
 	}
+	faultpoint.Reached(faultpoint.BeforeResultSent)
 	return types.PrintResult(a.result, a.conf.CNIVersion)
 }
 

@@ -23,6 +23,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/wgmesh/wgmesh/internal/faultpoint"
 	"github.com/wgmesh/wgmesh/internal/ipam"
 	"github.com/wgmesh/wgmesh/internal/ipam/pool"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
@@ -79,6 +80,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return types.NewError(CodeStateFailure, err.Error(), "")
 	}
 
+	faultpoint.Reached(faultpoint.IPAMReserved)
 	res, err := result(cfg, allocs, sets).GetAsVersion(cfg.CNIVersion)
 	if err != nil {
 		// Nothing was printed: the runtime sees a failure, so hold nothing.
