@@ -38,11 +38,19 @@ var All = []string{BridgeCreated, BridgeReady, VethCreated, VethAliased, VethAtt
 var killAt = os.Getenv(EnvVar)
 
 // Reached kills the process with SIGKILL if it was told to die at point.
+// When the process leads its process group, or its parent does (the test
+// started the plugin in a group of its own, and a delegated IPAM runs in
+// its parent's), the whole group dies: the plugin and the IPAM together, as
+// when the node loses power. Otherwise only this process dies.
 func Reached(point string) {
 	if killAt == "" || killAt != point {
 		return
 	}
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	target := os.Getpid()
+	if g := syscall.Getpgrp(); g == os.Getpid() || g == os.Getppid() {
+		target = -g
+	}
+	_ = syscall.Kill(target, syscall.SIGKILL)
 	for { // the signal is already pending; never run on past the point
 		time.Sleep(time.Second)
 	}

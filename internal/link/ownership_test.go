@@ -249,4 +249,3 @@ func linkExists(n ns.NetNS, name string) bool {
 	})
 	return found
 }
-
