@@ -16,6 +16,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
+	"github.com/wgmesh/wgmesh/internal/ipam"
 	"github.com/wgmesh/wgmesh/internal/link"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -71,6 +72,24 @@ func (a *addition) loadConf() *types.Error {
 	}
 	if e := cniconf.ValidIfName("CNI_IFNAME", a.args.IfName); e != nil {
 		return cniError(CodeInvalidEnv, e.Error(), nil)
+	}
+	return a.checkIPAMConf()
+}
+
+// checkIPAMConf refuses an ipam section that wgmesh-ipam would refuse, now,
+// before the bridge and the veth exist: a bad range or a relative dataDir
+// is found by the IPAM only after they were made. Only ADD checks: DEL and
+// GC must keep working for whatever an older, laxer version set up.
+func (a *addition) checkIPAMConf() *types.Error {
+	if a.conf.IPAM.Type != cniconf.DefaultIPAMType {
+		return nil
+	}
+	_, err := ipam.ParseConfig(a.conf.IPAMStdin)
+	switch {
+	case errors.Is(err, ipam.ErrMalformed):
+		return cniError(CodeDecode, "cannot decode the ipam section", err)
+	case err != nil:
+		return cniError(CodeInvalidConf, fmt.Sprintf("invalid wgmesh netconf: %v", err), nil)
 	}
 	return nil
 }
