@@ -92,3 +92,24 @@ func TestAddKilledAtEveryStepIsUndone(t *testing.T) {
 		}
 	}
 }
+
+// An ADD repeated for the same attachment without a DEL (a runtime that
+// timed out waiting and tried again) succeeds, with the same address, and
+// one DEL then removes everything. 112 is only for another attachment's
+// interface (TestAddWhenPodAlreadyHasTheInterface).
+func TestAddRepeatedForTheSameAttachmentSucceeds(t *testing.T) {
+	l := newLab(t, true)
+	p := l.newPod()
+	first := podIP(t, l.mustAdd(p))
+	second := podIP(t, l.mustAdd(p))
+	if first != second {
+		t.Errorf("repeated ADD got %s, the first %s", second, first)
+	}
+	if err := ping(p.netns, l.subnet.Addr().Next()); err != nil {
+		t.Errorf("after the repeated ADD: %v", err)
+	}
+	if err := l.del(p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	assertNothingLeft(t, l, p)
+}
