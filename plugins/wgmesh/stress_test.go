@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -394,7 +395,17 @@ func (l *lab) countLeftovers(p *pod, mu *sync.Mutex, veth, halfMade, addr *int) 
 		noAlias = found && lk.Attrs().Alias == ""
 		return nil
 	})
-	held := slices.Contains(slices.Collect(maps.Values(l.allocations())), p.rt.ContainerID)
+	// Not l.allocations: other workers' DELs remove files while this reads
+	// the directory, and it must not fail (nor Goexit) for that.
+	held := false
+	dir := filepath.Join(l.dataDir, l.list.Name)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if id, _, _ := strings.Cut(string(b), "\r\n"); err == nil && id == p.rt.ContainerID {
+			held = true
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if found {
