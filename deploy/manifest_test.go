@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/wgmesh/wgmesh/internal/install"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 func deployDir(t *testing.T) string {
@@ -607,17 +608,18 @@ func TestAgentBinaryInstallIsWired(t *testing.T) {
 	}
 }
 
-// kustomize renders the overlays (kubectl's built-in kustomize or kustomize
-// itself); tests that need it skip where neither is installed.
+// kustomize renders the overlays: kustomize itself where installed, else
+// kubectl's built-in kustomize, from the cache `make k8s-bin` fills or PATH.
+// Without either the tests skip, except under CI=true (.ci/run builds
+// kubectl first), where they fail.
 func kustomize(t *testing.T, dir string) []byte {
 	t.Helper()
 	var cmd *exec.Cmd
 	if p, err := exec.LookPath("kustomize"); err == nil {
 		cmd = exec.Command(p, "build", dir)
-	} else if p, err := exec.LookPath("kubectl"); err == nil {
-		cmd = exec.Command(p, "kustomize", dir)
 	} else {
-		t.Skip("neither kustomize nor kubectl is installed: overlays not rendered")
+		kubectl := testutil.Program(t, "kubectl", "overlays not rendered (kustomize is not installed either)")
+		cmd = exec.Command(kubectl, "kustomize", dir)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

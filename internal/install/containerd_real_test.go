@@ -1,34 +1,20 @@
 package install
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
-// containerdBinary finds a real containerd: the e2e cache
-// ($WGMESH_CACHE/bin/containerd, built by test/e2e/tools/build-k8s.sh) or PATH.
+// containerdBinary finds a real containerd: the cache `make k8s-bin` fills
+// ($WGMESH_CACHE/bin/containerd, built by test/e2e/tools/build-k8s.sh) or
+// PATH. Under CI=true a missing one fails the test (.ci/run builds it first).
 func containerdBinary(t *testing.T) string {
 	t.Helper()
-	cache := os.Getenv("WGMESH_CACHE")
-	if cache == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			cache = filepath.Join(home, ".cache", "wgmesh")
-		}
-	}
-	if p := filepath.Join(cache, "bin", "containerd"); cache != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("containerd"); err == nil {
-		return p
-	}
-	t.Skip("no containerd binary (make e2e builds one into $WGMESH_CACHE/bin): real default config not checked")
-	return ""
+	return testutil.Program(t, "containerd", "real default config not checked")
 }
 
 // The config real containerd writes (`containerd config default`: version 4

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -131,6 +132,9 @@ type attachmentJSON struct {
 // directory name, so it must never contain a path separator or be "..".
 var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 
+// maxNetworkName is NAME_MAX: the network name is a directory name.
+const maxNetworkName = 255
+
 // ParseConfig decodes, validates and defaults a network configuration.
 // Errors wrap ErrMalformed or ErrInvalid and name the offending field.
 func ParseConfig(data []byte) (Config, error) {
@@ -143,6 +147,9 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	if !networkName.MatchString(n.Name) || n.Name == "." || n.Name == ".." {
 		return Config{}, fmt.Errorf("%w: name %q: must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", ErrInvalid, n.Name)
+	}
+	if len(n.Name) > maxNetworkName {
+		return Config{}, fmt.Errorf("%w: name is %d bytes long, at most %d: it names the directory <dataDir>/<name> that holds the allocations", ErrInvalid, len(n.Name), maxNetworkName)
 	}
 	if n.IPAM == nil || isNull(*n.IPAM) {
 		return Config{}, fmt.Errorf("%w: ipam is missing", ErrInvalid)
@@ -170,6 +177,15 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
+	}
+	// A relative path would be resolved against whatever directory the
+	// runtime runs the plugin in, which differs between runtimes and
+	// between ADD and DEL: addresses would be given twice or never freed.
+	if !filepath.IsAbs(c.DataDir) {
+		return Config{}, fmt.Errorf("%w: ipam.dataDir %q must be an absolute path", ErrInvalid, c.DataDir)
+	}
+	if !filepath.IsAbs(c.SubnetFile) {
+		return Config{}, fmt.Errorf("%w: ipam.subnetFile %q must be an absolute path", ErrInvalid, c.SubnetFile)
 	}
 
 	if raw.Ranges != nil {
@@ -199,6 +215,51 @@ func ParseConfig(data []byte) (Config, error) {
 		}
 	}
 
+	list := n.ValidAttachments
+	if list == nil {
+		list = n.Attachments
+	}
+	if list != nil {
+		c.HasValidAttachments = true
+		var atts []attachmentJSON
+		if err := json.Unmarshal(list, &atts); err != nil {
+			return Config{}, fmt.Errorf("%w: cni.dev/valid-attachments: %w", ErrMalformed, err)
+		}
+		for _, a := range atts {
+			c.ValidAttachments = append(c.ValidAttachments, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+		}
+	}
+	return c, nil
+}
+
+// ParseReleaseConfig decodes only what DEL and GC need to find and free
+// allocations: the network name, ipam.dataDir and the GC list. Ranges,
+// routes and the subnet file are not looked at, so a configuration that ADD
+// refuses today, or one an older, laxer version accepted, never makes DEL
+// or GC fail: a runtime keeps a pod until its DEL succeeds.
+//
+// The name is still checked against the CNI rule, because it becomes a
+// path: a name that could climb out of dataDir is refused here too.
+func ParseReleaseConfig(data []byte) (Config, error) {
+	var n netConfJSON
+	if err := json.Unmarshal(data, &n); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if !networkName.MatchString(n.Name) || n.Name == "." || n.Name == ".." {
+		return Config{}, fmt.Errorf("%w: name %q: must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", ErrInvalid, n.Name)
+	}
+	var raw struct {
+		DataDir string `json:"dataDir"`
+	}
+	if n.IPAM != nil && !isNull(*n.IPAM) {
+		if err := json.Unmarshal(*n.IPAM, &raw); err != nil {
+			return Config{}, fmt.Errorf("%w: ipam: %w", ErrMalformed, err)
+		}
+	}
+	c := Config{CNIVersion: n.CNIVersion, Network: n.Name, DataDir: raw.DataDir}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
 	list := n.ValidAttachments
 	if list == nil {
 		list = n.Attachments
@@ -334,6 +395,9 @@ func parseRange(r rangeJSON) (Range, error) {
 	if subnet.Addr().BitLen()-subnet.Bits() < 2 {
 		return Range{}, fmt.Errorf("subnet %s is too small for a gateway and an address (at most /%d)", subnet, subnet.Addr().BitLen()-2)
 	}
+	if err := subnetenv.CheckPodPrefix(subnet); err != nil {
+		return Range{}, fmt.Errorf("subnet %w", err)
+	}
 	rg := Range{Subnet: subnet}
 	fields := []struct {
 		name string
@@ -355,6 +419,9 @@ func parseRange(r rangeJSON) (Range, error) {
 		if !subnet.Contains(a) {
 			return Range{}, fmt.Errorf("%s %s is outside subnet %s", f.name, a, subnet)
 		}
+		if err := notNetworkOrBroadcast(subnet, a); err != nil {
+			return Range{}, fmt.Errorf("%s %w", f.name, err)
+		}
 		*f.dst = a
 	}
 	rg = withDefaults(rg)
@@ -362,6 +429,26 @@ func parseRange(r rangeJSON) (Range, error) {
 		return Range{}, fmt.Errorf("rangeEnd %s is before rangeStart %s", rg.End, rg.Start)
 	}
 	return rg, nil
+}
+
+// notNetworkOrBroadcast refuses the two addresses of a subnet that no pod
+// can have: the network address (for IPv6 the subnet-router anycast
+// address) and, for IPv4, the broadcast address. host-local accepts them
+// as range bounds and leaves the allocator to trip over them; refusing
+// says what is wrong before anything is made (we do not clamp: a range
+// that silently differs from the one written is harder to debug).
+func notNetworkOrBroadcast(subnet netip.Prefix, a netip.Addr) error {
+	first, last := subnet.Addr().Next(), lastAddr(subnet)
+	if a.Is4() {
+		last = last.Prev()
+	}
+	switch {
+	case a == subnet.Addr():
+		return fmt.Errorf("%s is the network address of %s, which no pod can use: refused (the first usable address is %s)", a, subnet, first)
+	case a.Is4() && a == lastAddr(subnet):
+		return fmt.Errorf("%s is the broadcast address of %s, which no pod can use: refused (the last usable address is %s)", a, subnet, last)
+	}
+	return nil
 }
 
 func parseRoute(r routeJSON) (Route, error) {

@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -112,6 +113,20 @@ func TestParseConfigErrors(t *testing.T) {
 		{"route not cidr", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"default"}]}`), ErrInvalid, `ipam.routes[0]: dst "default" is not a CIDR`},
 		{"route bad gw", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"0.0.0.0/0","gw":"x"}]}`), ErrInvalid, `ipam.routes[0]: gw "x" is not an IP address`},
 		{"route family", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"0.0.0.0/0","gw":"fd00::1"}]}`), ErrInvalid, "gw fd00::1 and dst 0.0.0.0/0 are of different families"},
+		{"relative dataDir", conf(`{"type":"wgmesh-ipam","dataDir":"var/lib/cni"}`), ErrInvalid, `ipam.dataDir "var/lib/cni" must be an absolute path`},
+		{"dot dataDir", conf(`{"type":"wgmesh-ipam","dataDir":"./ipam"}`), ErrInvalid, `ipam.dataDir "./ipam" must be an absolute path`},
+		{"relative subnetFile", conf(`{"type":"wgmesh-ipam","subnetFile":"subnet.env"}`), ErrInvalid, `ipam.subnetFile "subnet.env" must be an absolute path`},
+		{"name too long", `{"name":"` + strings.Repeat("n", 256) + `","ipam":{"type":"wgmesh-ipam"}}`, ErrInvalid, "name is 256 bytes long, at most 255"},
+		{"multicast subnet", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"224.0.0.0/24"}]]}`), ErrInvalid, "ipam.ranges[0][0]: subnet 224.0.0.0/24 is not a unicast range usable for pods: it overlaps multicast"},
+		{"loopback subnet", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"127.0.0.0/24"}]]}`), ErrInvalid, "overlaps loopback"},
+		{"link-local subnet v6", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"fe80::/64"}]]}`), ErrInvalid, "overlaps link-local"},
+		{"all-zero subnet", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"0.0.0.0/24"}]]}`), ErrInvalid, "overlaps all-zero"},
+		{"start is network", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.42.1.0"}]]}`), ErrInvalid, "ipam.ranges[0][0]: rangeStart 10.42.1.0 is the network address of 10.42.1.0/24, which no pod can use: refused (the first usable address is 10.42.1.1)"},
+		{"end is broadcast", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeEnd":"10.42.1.255"}]]}`), ErrInvalid, "ipam.ranges[0][0]: rangeEnd 10.42.1.255 is the broadcast address of 10.42.1.0/24, which no pod can use: refused (the last usable address is 10.42.1.254)"},
+		{"start is broadcast", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.42.1.255"}]]}`), ErrInvalid, "rangeStart 10.42.1.255 is the broadcast address"},
+		{"end is network", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeEnd":"10.42.1.0"}]]}`), ErrInvalid, "rangeEnd 10.42.1.0 is the network address"},
+		{"v6 start is network", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"fd00::/64","rangeStart":"fd00::"}]]}`), ErrInvalid, "rangeStart fd00:: is the network address of fd00::/64"},
+		{"gateway is network", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","gateway":"10.42.1.0"}]]}`), ErrInvalid, "gateway 10.42.1.0 is the network address"},
 		{"gc list not list", `{"name":"n","ipam":{"type":"wgmesh-ipam"},"cni.dev/valid-attachments":{}}`, ErrMalformed, "cni.dev/valid-attachments: json: cannot unmarshal object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -190,6 +205,9 @@ func FuzzParseConfig(f *testing.F) {
 		if c.Network == "" || strings.ContainsAny(c.Network, "/\\") || c.Network == ".." || c.SubnetFile == "" || c.DataDir == "" {
 			t.Fatalf("bad defaults: %+v", c)
 		}
+		if len(c.Network) > 255 || !filepath.IsAbs(c.DataDir) || !filepath.IsAbs(c.SubnetFile) {
+			t.Fatalf("a name or path the kernel or the runtime cannot use: %+v", c)
+		}
 		for i, set := range c.Ranges {
 			if len(set) == 0 {
 				t.Fatalf("empty range set %d", i)
@@ -198,10 +216,38 @@ func FuzzParseConfig(f *testing.F) {
 				if r.Subnet != r.Subnet.Masked() || !r.Subnet.Contains(r.Start) || !r.Subnet.Contains(r.End) || !r.Subnet.Contains(r.Gateway) || r.End.Less(r.Start) {
 					t.Fatalf("range not usable: %+v", r)
 				}
+				if subnetenv.CheckPodPrefix(r.Subnet) != nil {
+					t.Fatalf("subnet not usable for pods: %+v", r)
+				}
+				for _, a := range []netip.Addr{r.Start, r.End, r.Gateway} {
+					if a == r.Subnet.Addr() || (a.Is4() && a == lastAddr(r.Subnet)) {
+						t.Fatalf("range bound or gateway %s is the network or broadcast address: %+v", a, r)
+					}
+				}
 				if r.Start.Is4() != set[0].Start.Is4() {
 					t.Fatalf("mixed families in set %d", i)
 				}
 			}
 		}
 	})
+}
+
+// DEL and GC find the allocations of any configuration ADD ever accepted,
+// or refuses now: only the name (a path) must be safe.
+func TestParseReleaseConfigIgnoresWhatDelDoesNotNeed(t *testing.T) {
+	for _, in := range []string{
+		conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","rangeStart":"10.42.1.0"}]],"dataDir":"/d"}`),
+		conf(`{"type":"wgmesh-ipam","ranges":"not even a list","dataDir":"/d"}`),
+		conf(`{"type":"host-local","subnetFile":"relative","dataDir":"/d"}`),
+	} {
+		c, err := ParseReleaseConfig([]byte(in))
+		if err != nil || c.Network != "wgmesh" || c.DataDir != "/d" {
+			t.Errorf("ParseReleaseConfig(%s) = %+v, %v", in, c, err)
+		}
+	}
+	for _, in := range []string{`{"name":"../etc","ipam":{}}`, `{"name":"","ipam":{}}`, `{`} {
+		if _, err := ParseReleaseConfig([]byte(in)); err == nil {
+			t.Errorf("ParseReleaseConfig(%s) accepted it", in)
+		}
+	}
 }

@@ -4,8 +4,9 @@
 // pod end.
 //
 // It owns the bridge it is told to use (created when absent, adopted when
-// present, never deleted), the veths whose alias it wrote (see Owner) and
-// the pod interface it configures. It never touches other links, routes or
+// present, never deleted), the veths whose alias it wrote (see Owner) or
+// that it can prove it made before the alias was written (see halfMade),
+// and the pod interface it configures. It never touches other links, routes or
 // addresses, and it runs in whatever network namespace its caller is in:
 // callers switch namespaces, not it.
 package link
@@ -19,11 +20,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+
+	"github.com/wgmesh/wgmesh/internal/faultpoint"
 )
 
 // BridgeConfig is what the bridge must look like.
@@ -51,6 +55,7 @@ func EnsureBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
 			return nil, fmt.Errorf("set MTU %d on bridge %s: %w", cfg.MTU, cfg.Name, err)
 		}
 	}
+	noRouterAdvertisements(cfg.Name)
 	if br.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
 			return nil, fmt.Errorf("set bridge %s up: %w", cfg.Name, err)
@@ -79,7 +84,8 @@ func bridgeByName(name string) (*netlink.Bridge, error) {
 // createBridge creates the bridge up, with the MTU and a fixed random MAC:
 // without a MAC of its own, a bridge takes the lowest MAC of its ports and
 // changes it as pods come and go, which breaks the pods' ARP entries for
-// the gateway.
+// the gateway. All three go in the creating request, so a bridge is never
+// seen without them.
 func createBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = cfg.Name
@@ -90,11 +96,20 @@ func createBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
 	if err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("create bridge %s: %w", cfg.Name, err)
 	}
-	if err == nil {
-		// The plugin owns the bridge's routes: no router advertisements.
-		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Name+"/accept_ra", []byte("0"), 0o644)
-	}
+	faultpoint.Reached(faultpoint.BridgeCreated)
 	return bridgeByName(cfg.Name)
+}
+
+// noRouterAdvertisements makes the bridge ignore IPv6 router advertisements:
+// the plugin owns the bridge's routes. Every EnsureBridge checks it (one
+// read), so a bridge whose creator was killed before writing it gets it
+// from the next ADD.
+func noRouterAdvertisements(name string) {
+	path := "/proc/sys/net/ipv6/conf/" + name + "/accept_ra"
+	if b, err := os.ReadFile(path); err != nil || (len(b) > 0 && b[0] == '0') {
+		return // no IPv6 on this node, or already off
+	}
+	_ = os.WriteFile(path, []byte("0"), 0o644)
 }
 
 // EnsureAddress adds addr to l unless it is already there. One netlink
@@ -126,8 +141,8 @@ func RandomMAC() net.HardwareAddr {
 }
 
 // Owner identifies the attachment a host veth belongs to. It is written into
-// the link's alias, so GC can find the veths of attachments that no longer
-// exist without any state outside the kernel.
+// the link's alias, so GC can find the veths of a network without any state
+// outside the kernel.
 type Owner struct {
 	Network     string
 	ContainerID string
@@ -136,12 +151,33 @@ type Owner struct {
 
 const aliasPrefix = "wgmesh "
 
-// Alias renders o as a link alias ("wgmesh net=N id=C if=I").
+// maxAliasField bounds each field of the alias. The kernel refuses an alias
+// of IFALIASZ (256) bytes or more, and neither CNI network names nor
+// container IDs have a length limit; with fields of at most 64 bytes and an
+// interface name of at most 15, an alias is at most 162 bytes.
+const maxAliasField = 64
+
+// Alias renders o as a link alias ("wgmesh net=N id=C if=I"). A network
+// name or container ID longer than 64 bytes is shortened (see shorten), so
+// the alias always fits the kernel's limit.
 func (o Owner) Alias() string {
-	return fmt.Sprintf("%snet=%s id=%s if=%s", aliasPrefix, o.Network, o.ContainerID, o.IfName)
+	return fmt.Sprintf("%snet=%s id=%s if=%s", aliasPrefix, shorten(o.Network), shorten(o.ContainerID), shorten(o.IfName))
+}
+
+// shorten keeps s when it fits maxAliasField, else its first 40 bytes, '~'
+// and 16 hex digits of its SHA-256: still unique, still recognisable.
+// CNI names and IDs never contain '~' or spaces, so it is unambiguous.
+func shorten(s string) string {
+	if len(s) <= maxAliasField {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return s[:40] + "~" + hex.EncodeToString(sum[:8])
 }
 
 // ParseAlias reverses Alias; ok is false for aliases wgmesh did not write.
+// Fields that Alias shortened come back shortened: compare them with
+// SameNetwork, not ==.
 func ParseAlias(s string) (o Owner, ok bool) {
 	rest, found := strings.CutPrefix(s, aliasPrefix)
 	if !found {
@@ -161,13 +197,38 @@ func ParseAlias(s string) (o Owner, ok bool) {
 	return o, o.Network != "" && o.ContainerID != "" && o.IfName != ""
 }
 
+// SameNetwork reports whether o (parsed from an alias) names network.
+func (o Owner) SameNetwork(network string) bool {
+	return o.Network == shorten(network)
+}
+
 // HostVethName is the host-side veth name of an attachment: "wgm" and 12
 // hex digits of a hash of the container ID and interface name. Being
 // derived, DEL finds the veth without entering the pod's netns, and a
-// retried ADD finds the leftover of a killed one.
+// retried ADD finds the leftover of a killed one. It is also half of the
+// proof that a veth is ours (see halfMade).
 func HostVethName(containerID, ifName string) string {
 	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
 	return "wgm" + hex.EncodeToString(sum[:6])
+}
+
+// hostVethName matches every name HostVethName can return.
+var hostVethName = regexp.MustCompile(`^wgm[0-9a-f]{12}$`)
+
+// halfMade reports whether l is a host veth that CreateVeth made but did not
+// finish labelling: a process killed between creating the pair and setting
+// the alias (the kernel ignores an alias sent with RTM_NEWLINK, so the two
+// cannot be one request). Such a link is ours beyond reasonable doubt:
+//   - its name has HostVethName's shape (the caller derived it, or GC checks
+//     the shape);
+//   - it is a veth without an alias, attached to no bridge (CreateVeth sets
+//     the alias before it attaches);
+//   - its peer lives in another network namespace: CreateVeth creates the
+//     pod end directly in the pod's netns, in the same request as the host
+//     end, so this holds from the instant the pair exists.
+func halfMade(l netlink.Link) bool {
+	a := l.Attrs()
+	return l.Type() == "veth" && hostVethName.MatchString(a.Name) && a.Alias == "" && a.MasterIndex == 0 && a.NetNsID >= 0
 }
 
 // VethConfig describes a pod's veth pair.
@@ -240,15 +301,20 @@ func CreateVeth(cfg VethConfig) (Veth, error) {
 }
 
 // attach labels the host end with its owner (the kernel ignores an alias
-// given at creation) and puts it on the bridge.
+// given at creation) and puts it on the bridge. Until the alias is set the
+// veth is recognised as ours by halfMade; the alias must come before the
+// bridge, which halfMade relies on.
 func attach(host *netlink.Veth, owner Owner, br netlink.Link, hairpin bool) error {
+	faultpoint.Reached(faultpoint.VethCreated)
 	if err := netlink.LinkSetAlias(host, owner.Alias()); err != nil {
 		return fmt.Errorf("set alias on %s: %w", host.Name, err)
 	}
+	faultpoint.Reached(faultpoint.VethAliased)
 	if err := netlink.LinkSetMasterByIndex(host, br.Attrs().Index); err != nil {
 		return fmt.Errorf("attach %s to bridge %s: %w", host.Name, br.Attrs().Name, err)
 	}
 	if hairpin {
+		faultpoint.Reached(faultpoint.VethAttached)
 		if err := netlink.LinkSetHairpin(host, true); err != nil {
 			return fmt.Errorf("set hairpin on %s: %w", host.Name, err)
 		}
@@ -258,7 +324,9 @@ func attach(host *netlink.Veth, owner Owner, br netlink.Link, hairpin bool) erro
 
 // DeleteHostVeth deletes a host veth (and with it the pod end). removed is
 // false when there was no such link, which is not an error: DEL is
-// idempotent. A link of that name that is not a wgmesh veth is left alone.
+// idempotent. It deletes a veth with a wgmesh alias, or one that halfMade
+// proves is ours (a killed ADD's); any other link of that name is left
+// alone.
 func DeleteHostVeth(name string) (removed bool, err error) {
 	l, err := netlinksafe.LinkByName(name)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
@@ -267,7 +335,7 @@ func DeleteHostVeth(name string) (removed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("look up %s: %w", name, err)
 	}
-	if _, ok := ParseAlias(l.Attrs().Alias); !ok || l.Type() != "veth" {
+	if !ours(l) {
 		return false, fmt.Errorf("%s exists but is not a wgmesh veth (type %s, alias %q); not deleting it", name, l.Type(), l.Attrs().Alias)
 	}
 	if err := netlink.LinkDel(l); err != nil {
@@ -279,13 +347,33 @@ func DeleteHostVeth(name string) (removed bool, err error) {
 	return true, nil
 }
 
-// OwnedVeth is a host veth with a wgmesh alias.
+// ours reports whether l is a host veth wgmesh made: labelled, or half made.
+func ours(l netlink.Link) bool {
+	if l.Type() != "veth" {
+		return false
+	}
+	if _, ok := ParseAlias(l.Attrs().Alias); ok {
+		return true
+	}
+	return halfMade(l)
+}
+
+// OwnedVeth is a host veth of a network: labelled with its alias, or half
+// made (Owner is then the zero value: the alias that would name it was
+// never written).
 type OwnedVeth struct {
 	Name  string
 	Owner Owner
 }
 
-// OwnedVeths lists the host veths wgmesh created for network (one dump).
+// HalfMade reports whether the veth is a killed ADD's leftover without alias.
+func (v OwnedVeth) HalfMade() bool { return v.Owner == Owner{} }
+
+// OwnedVeths lists, in one dump, the host veths wgmesh created for network
+// and the half-made ones (see halfMade). A half-made veth carries no
+// network name; it is listed for every network, because it can only be the
+// leftover of an ADD killed in the instant between two netlink requests,
+// or an ADD in that very instant, which then fails cleanly and is retried.
 func OwnedVeths(network string) ([]OwnedVeth, error) {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
@@ -296,8 +384,10 @@ func OwnedVeths(network string) ([]OwnedVeth, error) {
 		if l.Type() != "veth" {
 			continue
 		}
-		if o, ok := ParseAlias(l.Attrs().Alias); ok && o.Network == network {
+		if o, ok := ParseAlias(l.Attrs().Alias); ok && o.SameNetwork(network) {
 			out = append(out, OwnedVeth{Name: l.Attrs().Name, Owner: o})
+		} else if halfMade(l) {
+			out = append(out, OwnedVeth{Name: l.Attrs().Name})
 		}
 	}
 	return out, nil

@@ -80,6 +80,16 @@ func (e Env) Validate() error {
 	if e.Network6.IsValid() && e.Subnet6.IsValid() && !contains(e.Network6, e.Subnet6) {
 		return fmt.Errorf("%s=%s is not inside %s=%s", keySubnet6, e.Subnet6, keyNetwork6, e.Network6)
 	}
+	for _, kv := range []struct {
+		key string
+		p   netip.Prefix
+	}{{keySubnet, e.Subnet}, {keySubnet6, e.Subnet6}} {
+		if kv.p.IsValid() {
+			if err := CheckPodPrefix(kv.p); err != nil {
+				return fmt.Errorf("%s=%w", kv.key, err)
+			}
+		}
+	}
 	if e.Subnet.IsValid() && e.Subnet.Bits() > 30 {
 		return fmt.Errorf("%s=%s is too small for a gateway and pods (at most /30)", keySubnet, e.Subnet)
 	}

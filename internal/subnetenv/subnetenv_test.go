@@ -33,6 +33,19 @@ func TestParse(t *testing.T) {
 		{name: "bad mtu", in: "WGMESH_SUBNET=10.42.1.0/24\nWGMESH_MTU=abc", wantErr: "WGMESH_MTU"},
 		{name: "mtu range", in: "WGMESH_SUBNET=10.42.1.0/24\nWGMESH_MTU=100", wantErr: "out of range"},
 		{name: "unknown key", in: "WGMESH_SUBNETS=10.42.1.0/24", wantErr: "unknown key"},
+		{name: "all-zero v4", in: "WGMESH_SUBNET=0.0.0.0/24", wantErr: "WGMESH_SUBNET=0.0.0.0/24 is not a unicast range usable for pods: it overlaps all-zero"},
+		{name: "all of v4", in: "WGMESH_SUBNET=0.0.0.0/0", wantErr: "all-zero"},
+		{name: "all-zero v6", in: "WGMESH_SUBNET6=::/64", wantErr: "WGMESH_SUBNET6=::/64 is not a unicast range usable for pods: it overlaps all-zero"},
+		{name: "multicast v4", in: "WGMESH_SUBNET=224.1.0.0/24", wantErr: "multicast"},
+		{name: "multicast v6", in: "WGMESH_SUBNET6=ff02::/64", wantErr: "multicast"},
+		{name: "loopback v4", in: "WGMESH_SUBNET=127.0.1.0/24", wantErr: "loopback"},
+		{name: "loopback v6", in: "WGMESH_SUBNET6=::1/128", wantErr: "loopback"},
+		{name: "link-local v4", in: "WGMESH_SUBNET=169.254.3.0/24", wantErr: "link-local"},
+		{name: "link-local v6", in: "WGMESH_SUBNET6=fe80::/64", wantErr: "link-local"},
+		{name: "reserved v4", in: "WGMESH_SUBNET=255.255.255.0/24", wantErr: "reserved or broadcast"},
+		{name: "wide v4 over loopback", in: "WGMESH_SUBNET=96.0.0.0/3", wantErr: "loopback"},
+		{name: "ula v6", in: "WGMESH_SUBNET6=fd00:42:1::/64", want: Env{Subnet6: pfx("fd00:42:1::/64")}},
+		{name: "public v4", in: "WGMESH_SUBNET=100.64.1.0/24", want: Env{Subnet: pfx("100.64.1.0/24")}},
 		{name: "duplicate", in: "WGMESH_SUBNET=10.42.1.0/24\nWGMESH_SUBNET=10.42.2.0/24", wantErr: "twice"},
 	}
 	for _, tt := range tests {
@@ -110,6 +123,41 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed %+v into %+v", e, again)
 		}
 	})
+}
+
+// Whatever prefix CheckPodPrefix accepts contains no address that is
+// unspecified, loopback, link-local, multicast or in 240.0.0.0/4.
+func FuzzCheckPodPrefix(f *testing.F) {
+	f.Add([]byte{10, 42, 1, 0}, 24)
+	f.Add([]byte{0xfd, 0, 0, 0x42, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 64)
+	f.Add([]byte{127, 0, 0, 0}, 7)
+	f.Fuzz(func(t *testing.T, b []byte, bits int) {
+		a, ok := netip.AddrFromSlice(b)
+		if !ok || bits < 0 || bits > a.BitLen() {
+			return
+		}
+		p := netip.PrefixFrom(a, bits).Masked()
+		if CheckPodPrefix(p) != nil {
+			return
+		}
+		first, last := p.Addr(), p.Addr()
+		for i := p.Bits(); i < p.Addr().BitLen(); i++ {
+			last = setBit(last, i)
+		}
+		for _, x := range []netip.Addr{first, last} {
+			if x.IsUnspecified() || x.IsLoopback() || x.IsLinkLocalUnicast() || x.IsMulticast() || x.IsLinkLocalMulticast() ||
+				(x.Is4() && x.As4()[0] >= 240) {
+				t.Fatalf("CheckPodPrefix accepted %s, which holds %s", p, x)
+			}
+		}
+	})
+}
+
+func setBit(a netip.Addr, i int) netip.Addr {
+	s := a.AsSlice()
+	s[i/8] |= 0x80 >> (i % 8)
+	out, _ := netip.AddrFromSlice(s)
+	return out
 }
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }

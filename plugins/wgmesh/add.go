@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/internal/cniconf"
+	"github.com/wgmesh/wgmesh/internal/faultpoint"
+	"github.com/wgmesh/wgmesh/internal/ipam"
 	"github.com/wgmesh/wgmesh/internal/link"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -36,21 +38,29 @@ type addition struct {
 func cmdAdd(args *skel.CmdArgs) error {
 	a := &addition{args: args}
 	defer a.closeNetNS()
-	steps := []func() *types.Error{
-		a.loadConf,
-		a.readSubnetEnv,
-		a.openNetNS,
-		a.ensureBridge,
-		a.createVeth,
-		a.allocateAddresses,
-		a.configurePodInterface,
+	// Each step that changes the system is followed by a fault point (a
+	// test hook that can SIGKILL the process there): whatever a step leaves,
+	// DEL, a retried ADD and GC must be able to undo.
+	steps := []struct {
+		run   func() *types.Error
+		after string
+	}{
+		{a.loadConf, ""},
+		{a.readSubnetEnv, ""},
+		{a.openNetNS, ""},
+		{a.ensureBridge, faultpoint.BridgeReady},
+		{a.createVeth, faultpoint.VethReady},
+		{a.allocateAddresses, faultpoint.AddressAssigned},
+		{a.configurePodInterface, faultpoint.PodConfigured},
 	}
 	for _, step := range steps {
-		if err := step(); err != nil {
+		if err := step.run(); err != nil {
 			a.undo.run()
 			return err
 		}
+		faultpoint.Reached(step.after)
 	}
+	faultpoint.Reached(faultpoint.BeforeResultSent)
 	return types.PrintResult(a.result, a.conf.CNIVersion)
 }
 
@@ -62,6 +72,24 @@ func (a *addition) loadConf() *types.Error {
 	}
 	if e := cniconf.ValidIfName("CNI_IFNAME", a.args.IfName); e != nil {
 		return cniError(CodeInvalidEnv, e.Error(), nil)
+	}
+	return a.checkIPAMConf()
+}
+
+// checkIPAMConf refuses an ipam section that wgmesh-ipam would refuse, now,
+// before the bridge and the veth exist: a bad range or a relative dataDir
+// is found by the IPAM only after they were made. Only ADD checks: DEL and
+// GC must keep working for whatever an older, laxer version set up.
+func (a *addition) checkIPAMConf() *types.Error {
+	if a.conf.IPAM.Type != cniconf.DefaultIPAMType {
+		return nil
+	}
+	_, err := ipam.ParseConfig(a.conf.IPAMStdin)
+	switch {
+	case errors.Is(err, ipam.ErrMalformed):
+		return cniError(CodeDecode, "cannot decode the ipam section", err)
+	case err != nil:
+		return cniError(CodeInvalidConf, fmt.Sprintf("invalid wgmesh netconf: %v", err), nil)
 	}
 	return nil
 }

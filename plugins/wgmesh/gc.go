@@ -38,12 +38,23 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(CodeLinkSetup, "cannot list veths for GC", err)
 	}
+	// A veth is matched to its attachment by its name, which is derived from
+	// the attachment: that works for half-made veths (no alias) and for
+	// aliases whose container ID was shortened.
+	keep := make(map[string]bool, len(valid))
+	for a := range valid {
+		keep[link.HostVethName(a.containerID, a.ifName)] = true
+	}
 	for _, v := range owned {
-		if valid[attachment{v.Owner.ContainerID, v.Owner.IfName}] {
+		if keep[v.Name] {
 			continue
 		}
 		if _, err := link.DeleteHostVeth(v.Name); err != nil {
 			return cniError(CodeLinkSetup, fmt.Sprintf("cannot remove stale veth %s", v.Name), err)
+		}
+		if v.HalfMade() {
+			fmt.Fprintf(os.Stderr, "wgmesh: GC removed veth %s left without its alias by a killed ADD\n", v.Name)
+			continue
 		}
 		fmt.Fprintf(os.Stderr, "wgmesh: GC removed veth %s of %s/%s\n", v.Name, v.Owner.ContainerID, v.Owner.IfName)
 	}

@@ -258,7 +258,9 @@ func (l *lab) status() error {
 }
 
 func (l *lab) gc(live []*pod) error {
-	args := &libcni.GCArgs{}
+	// Never nil: a runtime with no pod left sends an empty list, which
+	// means "nothing is valid"; a missing list means "do not guess".
+	args := &libcni.GCArgs{ValidAttachments: []types.GCAttachment{}}
 	for _, p := range live {
 		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: p.rt.ContainerID, IfName: p.rt.IfName})
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/wgmesh/wgmesh/internal/link"
 )
@@ -243,5 +245,176 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 		if err := ping(p.netns, l.subnet.Addr().Next()); err != nil {
 			t.Errorf("kept pod after GC: %v", err)
 		}
+	}
+}
+
+// TestStressKilledAddsAreUndoneByDel is the runtime's view of kill safety:
+// 32 workers run pod lifecycles through libcni and the shipped conflist;
+// half of the ADDs are SIGKILLed (the plugin with its IPAM, or a chained
+// portmap/bandwidth) after a random delay up to 1.2x a normal ADD's time,
+// and then handled as containerd does: DEL (which must succeed), and for
+// half of them a retried ADD that must succeed too, then DEL. The pod's
+// netns lives on, so DEL has to remove everything itself. At the end the
+// node holds no veth and the IPAM no address; no address was ever held by
+// two live pods.
+func TestStressKilledAddsAreUndoneByDel(t *testing.T) {
+	l := newLab(t, true)
+	killer := libcni.NewCNIConfigWithCacheDir(l.cni.Path, l.dir+"/cache", &groupKillExec{})
+	const cycles, workers = 384, 32
+
+	var (
+		mu                               sync.Mutex
+		addTime                          = 300 * time.Millisecond
+		liveIPs                          = map[netip.Addr]string{}
+		killed, outran, retried          int
+		leftVeth, leftHalfMade, leftAddr int // what killed ADDs left for DEL
+		failedDels, failedAdds, dups     int
+		podIfLeft                        int
+	)
+	claim := func(ip netip.Addr, p *pod) {
+		mu.Lock()
+		defer mu.Unlock()
+		if other, dup := liveIPs[ip]; dup {
+			dups++
+			t.Errorf("address %s given to %s while %s still holds it", ip, p.rt.ContainerID, other)
+		}
+		liveIPs[ip] = p.rt.ContainerID
+	}
+	release := func(ip netip.Addr) {
+		mu.Lock()
+		defer mu.Unlock()
+		delete(liveIPs, ip)
+	}
+	count := func(n *int) { mu.Lock(); *n++; mu.Unlock() }
+	del := func(p *pod) {
+		if err := l.del(p); err != nil {
+			count(&failedDels)
+			t.Errorf("DEL %s: %v", p.name, err)
+		}
+	}
+	// lifecycle is an ordinary pod: ADD, check the address, DEL.
+	lifecycle := func(p *pod, what string) {
+		start := time.Now()
+		r, err := l.add(context.Background(), p)
+		if err != nil {
+			count(&failedAdds)
+			t.Errorf("%s %s: %v", what, p.name, err)
+			del(p)
+			return
+		}
+		mu.Lock()
+		addTime = (addTime*7 + time.Since(start)) / 8
+		mu.Unlock()
+		ip := podIP(t, r)
+		claim(ip, p)
+		release(ip)
+		del(p)
+	}
+
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for i := range cycles {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p := l.newPod()
+			if i%2 == 1 {
+				lifecycle(p, "ADD")
+				return
+			}
+			mu.Lock()
+			limit := max(50*time.Millisecond, addTime*12/10)
+			mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond+rand.N(limit))
+			var res types.Result
+			err := l.inNode(func() error {
+				var err error
+				res, err = killer.AddNetworkList(ctx, l.list, p.rt)
+				return err
+			})
+			cancel()
+			if err == nil {
+				count(&outran)
+				r, cerr := current.NewResultFromResult(res)
+				if cerr != nil {
+					t.Error(cerr)
+					return
+				}
+				claim(podIP(t, r), p)
+				release(podIP(t, r))
+				del(p)
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("ADD %s failed other than by the kill: %v", p.name, err)
+			}
+			count(&killed)
+			l.countLeftovers(p, &mu, &leftVeth, &leftHalfMade, &leftAddr)
+			del(p)
+			if linkIn(t, p.netns, p.rt.IfName) {
+				count(&podIfLeft)
+				t.Errorf("DEL after a killed ADD left %s in pod %s", p.rt.IfName, p.name)
+			}
+			if i%4 == 0 { // the runtime tries the pod again
+				count(&retried)
+				lifecycle(p, "retried ADD")
+			}
+		}()
+	}
+	wg.Wait()
+
+	veths := l.hostVeths()
+	var leakedAddrs []netip.Addr
+	for a := range l.allocations() {
+		leakedAddrs = append(leakedAddrs, a)
+	}
+	t.Logf("%d lifecycles by %d workers: %d ADDs SIGKILLed mid-ADD (%d then retried), %d outran the kill", cycles, workers, killed, retried, outran)
+	t.Logf("killed ADDs left for DEL: %d veths (%d without their alias), %d addresses", leftVeth, leftHalfMade, leftAddr)
+	t.Logf("result: %d failed DELs, %d failed ADDs, %d leaked veths, %d leaked addresses, %d duplicate addresses, %d pod interfaces left",
+		failedDels, failedAdds, len(veths), len(leakedAddrs), dups, podIfLeft)
+	if killed == 0 {
+		t.Errorf("no ADD was killed: the stress did not stress")
+	}
+	if len(veths) != 0 {
+		t.Errorf("veths left in the node: %v", veths)
+	}
+	if len(leakedAddrs) != 0 {
+		t.Errorf("addresses left in the IPAM: %v", leakedAddrs)
+	}
+}
+
+// countLeftovers records what a killed ADD of p left: its host veth (and
+// whether it lacks the alias), its address.
+func (l *lab) countLeftovers(p *pod, mu *sync.Mutex, veth, halfMade, addr *int) {
+	name := link.HostVethName(p.rt.ContainerID, p.rt.IfName)
+	var found, noAlias bool
+	_ = l.inNode(func() error {
+		lk, err := netlinksafe.LinkByName(name)
+		found = err == nil
+		noAlias = found && lk.Attrs().Alias == ""
+		return nil
+	})
+	// Not l.allocations: other workers' DELs remove files while this reads
+	// the directory, and it must not fail (nor Goexit) for that.
+	held := false
+	dir := filepath.Join(l.dataDir, l.list.Name)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if id, _, _ := strings.Cut(string(b), "\r\n"); err == nil && id == p.rt.ContainerID {
+			held = true
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if found {
+		*veth++
+	}
+	if noAlias {
+		*halfMade++
+	}
+	if held {
+		*addr++
 	}
 }

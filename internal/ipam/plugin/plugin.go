@@ -23,6 +23,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/wgmesh/wgmesh/internal/faultpoint"
 	"github.com/wgmesh/wgmesh/internal/ipam"
 	"github.com/wgmesh/wgmesh/internal/ipam/pool"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
@@ -79,6 +80,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return types.NewError(CodeStateFailure, err.Error(), "")
 	}
 
+	faultpoint.Reached(faultpoint.IPAMReserved)
 	res, err := result(cfg, allocs, sets).GetAsVersion(cfg.CNIVersion)
 	if err != nil {
 		// Nothing was printed: the runtime sees a failure, so hold nothing.
@@ -98,7 +100,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // Del releases the attachment's addresses. It needs neither subnet.env nor
 // an existing allocation directory: DEL must succeed whatever is left.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	cfg, err := parse(args)
+	cfg, err := parseForRelease(args)
 	if err != nil {
 		return err
 	}
@@ -167,7 +169,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 // GC releases every allocation whose attachment is not in
 // cni.dev/valid-attachments, and every orphan left by a killed process.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
-	cfg, err := parse(args)
+	cfg, err := parseForRelease(args)
 	if err != nil {
 		return err
 	}
@@ -212,6 +214,19 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 
 func parse(args *skel.CmdArgs) (ipam.Config, error) {
 	cfg, err := ipam.ParseConfig(args.StdinData)
+	switch {
+	case errors.Is(err, ipam.ErrMalformed):
+		return cfg, types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	case err != nil:
+		return cfg, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	return cfg, nil
+}
+
+// parseForRelease is parse for DEL and GC: only what finds the allocations
+// (see ipam.ParseReleaseConfig).
+func parseForRelease(args *skel.CmdArgs) (ipam.Config, error) {
+	cfg, err := ipam.ParseReleaseConfig(args.StdinData)
 	switch {
 	case errors.Is(err, ipam.ErrMalformed):
 		return cfg, types.NewError(types.ErrDecodingFailure, err.Error(), "")

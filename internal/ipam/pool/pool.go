@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend"
@@ -62,7 +63,8 @@ func Open(dataDir, network string) (*Pool, error) {
 // when the directory does not exist.
 func OpenExisting(dataDir, network string) (*Pool, error) {
 	dir := filepath.Join(dataDir, network)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	// A name too long for a directory (ADD refuses those) never held any.
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENAMETOOLONG) {
 		return nil, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("allocation directory %s: %w", dir, err)
