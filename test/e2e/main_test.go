@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +131,19 @@ func (c *cluster) meshDump(ctx context.Context) string {
 			routes += err.Error()
 		}
 		s += fmt.Sprintf("--- %s: wg show\n%s\n--- %s: wgmesh routes\n%s\n", n.Name, wg, n.Name, routes)
+		// What a one-way loss on the underlay would show: neighbours, UDP
+		// socket errors, and which rules packets hit.
+		for _, cmd := range [][]string{
+			{"ip", "-br", "addr"}, {"ip", "neigh"}, {"ss", "-uanp"},
+			{"nstat", "-az", "Udp*", "Ip*Discards", "IpInAddrErrors", "IpInHdrErrors"},
+			{"iptables-save", "-c"},
+		} {
+			out, err := n.Run(ctx, cmd...)
+			if err != nil {
+				out += err.Error()
+			}
+			s += fmt.Sprintf("--- %s: %s\n%s\n", n.Name, strings.Join(cmd, " "), out)
+		}
 	}
 	return s
 }
