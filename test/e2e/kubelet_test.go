@@ -87,7 +87,7 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 func (kc *kubeletCluster) logs() string {
 	var b strings.Builder
 	for _, k := range kc.nodes {
-		for _, name := range []string{"kubelet", "containerd", "wgmesh-agent"} {
+		for _, name := range []string{"kubelet", "containerd", "wgmesh-agent", "kube-proxy-iptables", "kube-proxy-nftables"} {
 			data, err := os.ReadFile(filepath.Join(k.Dir, name+".log"))
 			if err != nil {
 				continue

@@ -27,21 +27,17 @@ const servicesNodePort = 30080
 // other nodes, where a wrong source address into the tunnel is dropped.
 const servicesTries = 12
 
-// testServicesThroughKubeProxy runs real kube-proxy (iptables mode, as k3s
-// runs it) beside wgmesh on every node and reaches the workload pods (two
-// per node) through a ClusterIP and a NodePort Service, from pods, from the
-// nodes themselves and from outside the nodes. kube-proxy masquerades
-// traffic to a Service from outside the pod network, and NodePort traffic,
-// on its way out: into wgmesh0 when the backend is on another node. The
-// source it picks must be inside the node's pod subnet (design rule 7) or
-// the peer's WireGuard drops the packet. Every request must answer.
+// testServicesThroughKubeProxy runs real kube-proxy beside wgmesh on every
+// node, in each mode a k3s node can run it (iptables, then nftables), and
+// reaches the workload pods (two per node) through a ClusterIP and a
+// NodePort Service, from pods, from the nodes themselves and from outside
+// the nodes. kube-proxy masquerades traffic to a Service from outside the
+// pod network, and NodePort traffic, on its way out: into wgmesh0 when the
+// backend is on another node. The source it picks must be inside the
+// node's pod subnet (design rule 7) or the peer's WireGuard drops the
+// packet. Every request must answer.
 func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
 	ctx := t.Context()
-	for _, k := range kc.nodes {
-		if err := k.StartKubeProxy(ctx); err != nil {
-			t.Fatalf("%v\n%s", err, kc.logs())
-		}
-	}
 	svcs := kc.Client.CoreV1().Services(kubeletPodNS)
 	port := corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromInt32(kubenode.WorkloadHTTPPort), Protocol: corev1.ProtocolTCP}
 	selector := map[string]string{"app": "wgmesh-workload"}
@@ -71,37 +67,53 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 	for _, p := range pods {
 		backendNode[p.Name] = p.Spec.NodeName
 	}
-	nodeNS := func(name string) string { return filepath.Join("/run/netns", kc.node(name).NetNS) }
 	nodePort := func(name string) netip.AddrPort {
 		return netip.AddrPortFrom(kc.node(name).Addr, servicesNodePort)
 	}
 
-	// Wait until every node's kube-proxy has programmed both Services
-	// with every backend.
-	if err := kubeletPoll(ctx, 60*time.Second, func() error { return kc.endpointsReady(ctx, "workload", len(pods)) }); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range kc.nodes {
-		for _, svc := range []string{"workload", "workload-nodeport"} {
-			err := kubeletPoll(ctx, 60*time.Second, func() error {
-				out, err := k.Run(ctx, "iptables-save", "-t", "nat")
-				if err != nil {
-					return err
+	for _, mode := range kubenode.ProxyModes {
+		t.Run(mode, func(t *testing.T) {
+			for _, k := range kc.nodes {
+				if err := k.StartKubeProxy(ctx, mode); err != nil {
+					t.Fatalf("%v\n%s", err, kc.logs())
 				}
-				n := 0
-				for _, line := range strings.Split(out, "\n") {
-					if strings.Contains(line, kubeletPodNS+"/"+svc+":http -> ") && strings.Contains(line, "-j KUBE-SEP-") {
-						n++
+				t.Cleanup(func() {
+					if err := k.StopKubeProxy(context.Background()); err != nil {
+						t.Error(err)
 					}
-				}
-				if n != len(pods) {
-					return fmt.Errorf("%s: kube-proxy has %d of %d backends of %s", k.Name, n, len(pods), svc)
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("%v\n%s", err, kc.logs())
+				})
 			}
+			kc.probeServices(t, pods, clusterIP, nodePort, backendNode)
+		})
+	}
+}
+
+// probeServices waits until a pod on every node reaches every backend
+// through the ClusterIP (pod traffic needs no masquerade, so this only
+// says kube-proxy has synced), then sends servicesTries requests down each
+// path and requires every one to answer.
+func (kc *kubeletCluster) probeServices(t *testing.T, pods []*corev1.Pod, clusterIP netip.AddrPort, nodePort func(string) netip.AddrPort, backendNode map[string]string) {
+	ctx := t.Context()
+	nodeNS := func(name string) string { return filepath.Join("/run/netns", kc.node(name).NetNS) }
+	for _, k := range kc.nodes {
+		pod := firstPodOn(pods, k.Name)
+		podNS, err := k.PodNetNS(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		err = kubeletPoll(ctx, 60*time.Second, func() error {
+			if got, err := kubenode.ProbeHTTPAt(ctx, podNS, clusterIP, 2*time.Second); err == nil {
+				name, _, _ := strings.Cut(strings.TrimPrefix(got, "pod="), " ")
+				seen[name] = true
+			}
+			if len(seen) < len(pods) {
+				return fmt.Errorf("%s reached %d of %d backends through %s", pod.Name, len(seen), len(pods), clusterIP)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, kc.logs())
 		}
 	}
 
@@ -115,13 +127,7 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 	for _, k := range kc.nodes {
 		// A pod of this node, to the ClusterIP (its own node's backends,
 		// other nodes', itself: hairpin) and to another node's NodePort.
-		var pod *corev1.Pod
-		for _, p := range pods {
-			if p.Spec.NodeName == k.Name {
-				pod = p
-				break
-			}
-		}
+		pod := firstPodOn(pods, k.Name)
 		podNS, err := k.PodNetNS(pod)
 		if err != nil {
 			t.Fatal(err)
@@ -164,7 +170,7 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 			t.Errorf("%s: %s -> %s: no answer came from a backend on another node in %d requests; the path across the tunnel was not exercised", p.name, p.from, p.dst, ok)
 		}
 	}
-	t.Logf("Services through kube-proxy (iptables mode), %d backends on %d nodes, %d requests per path:\n%s", len(pods), len(kc.nodes), servicesTries, table.String())
+	t.Logf("Services through kube-proxy, %d backends on %d nodes, %d requests per path:\n%s", len(pods), len(kc.nodes), servicesTries, table.String())
 	if failed > 0 {
 		for _, k := range kc.nodes {
 			out, _ := k.Run(ctx, "ip", "-br", "addr")
@@ -174,23 +180,12 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 	}
 }
 
-// endpointsReady says whether the Service's EndpointSlices list want ready
-// endpoints.
-func (kc *kubeletCluster) endpointsReady(ctx context.Context, service string, want int) error {
-	list, err := kc.Client.DiscoveryV1().EndpointSlices(kubeletPodNS).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + service})
-	if err != nil {
-		return err
-	}
-	ready := 0
-	for _, s := range list.Items {
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready == nil || *e.Conditions.Ready {
-				ready++
-			}
+// firstPodOn is the first of pods on node.
+func firstPodOn(pods []*corev1.Pod, node string) *corev1.Pod {
+	for _, p := range pods {
+		if p.Spec.NodeName == node {
+			return p
 		}
-	}
-	if ready != want {
-		return fmt.Errorf("service %s: %d ready endpoints, want %d", service, ready, want)
 	}
 	return nil
 }

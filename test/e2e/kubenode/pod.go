@@ -68,6 +68,12 @@ func ProbeHTTP(ctx context.Context, netnsPath string, dst netip.Addr, timeout ti
 // ProbeHTTPAt is ProbeHTTP to any address and port that leads to a
 // workload: a Service's ClusterIP, a NodePort.
 func ProbeHTTPAt(ctx context.Context, netnsPath string, dst netip.AddrPort, timeout time.Duration) (string, error) {
+	return httpGet(ctx, netnsPath, dst, "/", timeout)
+}
+
+// httpGet sends GET path to dst over a connection made inside the network
+// namespace at netnsPath, and returns the body of a 200 answer.
+func httpGet(ctx context.Context, netnsPath string, dst netip.AddrPort, path string, timeout time.Duration) (string, error) {
 	var conn net.Conn
 	addr := dst.String()
 	err := InNetNS(netnsPath, func() error {
@@ -80,20 +86,20 @@ func ProbeHTTPAt(ctx context.Context, netnsPath string, dst netip.AddrPort, time
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
-		return "", fmt.Errorf("GET %s: %w", addr, err)
+	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+		return "", fmt.Errorf("GET %s%s: %w", addr, path, err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", addr, err)
+		return "", fmt.Errorf("GET %s%s: %w", addr, path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", addr, err)
+		return "", fmt.Errorf("GET %s%s: %w", addr, path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", addr, resp.Status)
+		return "", fmt.Errorf("GET %s%s: %s", addr, path, resp.Status)
 	}
 	return strings.TrimSpace(string(body)), nil
 }
