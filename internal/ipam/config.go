@@ -215,19 +215,9 @@ func ParseConfig(data []byte) (Config, error) {
 		}
 	}
 
-	list := n.ValidAttachments
-	if list == nil {
-		list = n.Attachments
-	}
-	if list != nil {
-		c.HasValidAttachments = true
-		var atts []attachmentJSON
-		if err := json.Unmarshal(list, &atts); err != nil {
-			return Config{}, fmt.Errorf("%w: cni.dev/valid-attachments: %w", ErrMalformed, err)
-		}
-		for _, a := range atts {
-			c.ValidAttachments = append(c.ValidAttachments, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
-		}
+	var err error
+	if c.ValidAttachments, c.HasValidAttachments, err = n.validAttachments(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
 }
@@ -260,19 +250,9 @@ func ParseReleaseConfig(data []byte) (Config, error) {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
-	list := n.ValidAttachments
-	if list == nil {
-		list = n.Attachments
-	}
-	if list != nil {
-		c.HasValidAttachments = true
-		var atts []attachmentJSON
-		if err := json.Unmarshal(list, &atts); err != nil {
-			return Config{}, fmt.Errorf("%w: cni.dev/valid-attachments: %w", ErrMalformed, err)
-		}
-		for _, a := range atts {
-			c.ValidAttachments = append(c.ValidAttachments, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
-		}
+	var err error
+	if c.ValidAttachments, c.HasValidAttachments, err = n.validAttachments(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
 }
@@ -567,4 +547,24 @@ func (c Config) IsValid(a Attachment) bool {
 		}
 	}
 	return false
+}
+
+// validAttachments decodes the GC list (cni.dev/valid-attachments, or the
+// older cni.dev/attachments); ok says whether the runtime sent one.
+func (n netConfJSON) validAttachments() (atts []Attachment, ok bool, err error) {
+	list := n.ValidAttachments
+	if list == nil {
+		list = n.Attachments
+	}
+	if list == nil {
+		return nil, false, nil
+	}
+	var raw []attachmentJSON
+	if err := json.Unmarshal(list, &raw); err != nil {
+		return nil, true, fmt.Errorf("%w: cni.dev/valid-attachments: %w", ErrMalformed, err)
+	}
+	for _, a := range raw {
+		atts = append(atts, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	return atts, true, nil
 }
