@@ -1,7 +1,8 @@
 // Package link creates and removes the kernel links of the wgmesh CNI
 // plugin: the pod bridge (with the node subnets' gateway addresses), the
 // veth pairs that connect pods to it, and the addresses and routes of the
-// pod end.
+// pod end. The agent's data plane sets up the bridge through it too, so
+// there is one way the bridge is made.
 //
 // It owns the bridge it is told to use (created when absent, adopted when
 // present, never deleted), the veths whose alias it wrote (see Owner) or
@@ -26,6 +27,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
 )
@@ -39,40 +41,54 @@ type BridgeConfig struct {
 	Gateways []netip.Prefix
 }
 
-// EnsureBridge makes the bridge exist, be up, have the MTU and carry the
-// gateway addresses. It adds what is missing and changes nothing else, so
-// concurrent callers (many ADDs at once) all succeed.
-func EnsureBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
-	br, err := bridgeByName(cfg.Name)
+// EnsureBridge is the one place the pod bridge is set up. The agent's data
+// plane calls it before any pod exists (peer routes take the gateway as
+// their source) and the plugin calls it on every ADD; whichever runs first,
+// the bridge ends up the same. A missing bridge is created with a fixed
+// MAC, the MTU and up (see createBridge); an existing one is adopted as it
+// is. Either way it then ignores router advertisements, is up and carries
+// the gateway addresses. It adds what is missing and changes nothing else,
+// so concurrent callers (many ADDs at once, the agent) all succeed. The MTU
+// of an existing bridge is left alone: the agent and the plugin read it
+// from different sources and must not undo each other's. It never deletes
+// the bridge. writes counts the kernel changes made: 0 when all was there.
+func EnsureBridge(cfg BridgeConfig) (br *netlink.Bridge, writes int, err error) {
+	br, err = bridgeByName(cfg.Name)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		br, err = createBridge(cfg)
+		var created bool
+		br, created, err = createBridge(cfg)
+		if created {
+			writes++
+		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, writes, err
 	}
-	if cfg.MTU > 0 && br.MTU != cfg.MTU {
-		if err := netlink.LinkSetMTU(br, cfg.MTU); err != nil {
-			return nil, fmt.Errorf("set MTU %d on bridge %s: %w", cfg.MTU, cfg.Name, err)
-		}
+	if noRouterAdvertisements(cfg.Name) {
+		writes++
 	}
-	noRouterAdvertisements(cfg.Name)
 	if br.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
-			return nil, fmt.Errorf("set bridge %s up: %w", cfg.Name, err)
+			return nil, writes, fmt.Errorf("set bridge %s up: %w", cfg.Name, err)
 		}
+		writes++
 	}
 	for _, gw := range cfg.Gateways {
-		if err := EnsureAddress(br, gw); err != nil {
-			return nil, err
+		added, err := ensureAddress(br, gw)
+		if err != nil {
+			return nil, writes, err
+		}
+		if added {
+			writes++
 		}
 	}
-	return br, nil
+	return br, writes, nil
 }
 
 func bridgeByName(name string) (*netlink.Bridge, error) {
 	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
 	}
 	br, ok := l.(*netlink.Bridge)
 	if !ok {
@@ -85,41 +101,60 @@ func bridgeByName(name string) (*netlink.Bridge, error) {
 // without a MAC of its own, a bridge takes the lowest MAC of its ports and
 // changes it as pods come and go, which breaks the pods' ARP entries for
 // the gateway. All three go in the creating request, so a bridge is never
-// seen without them.
-func createBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
+// seen without them. created is false when another caller made it first.
+func createBridge(cfg BridgeConfig) (br *netlink.Bridge, created bool, err error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = cfg.Name
 	attrs.MTU = cfg.MTU
 	attrs.Flags = net.FlagUp
 	attrs.HardwareAddr = RandomMAC()
-	err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
+	err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
 	if err != nil && !errors.Is(err, syscall.EEXIST) {
-		return nil, fmt.Errorf("create bridge %s: %w", cfg.Name, err)
+		return nil, false, fmt.Errorf("create bridge %s: %w", cfg.Name, err)
 	}
+	created = err == nil
 	faultpoint.Reached(faultpoint.BridgeCreated)
-	return bridgeByName(cfg.Name)
+	br, err = bridgeByName(cfg.Name)
+	return br, created, err
 }
 
 // noRouterAdvertisements makes the bridge ignore IPv6 router advertisements:
-// the plugin owns the bridge's routes. Every EnsureBridge checks it (one
+// wgmesh owns the bridge's routes. Every EnsureBridge checks it (one
 // read), so a bridge whose creator was killed before writing it gets it
-// from the next ADD.
-func noRouterAdvertisements(name string) {
+// from the next call. It reports whether it wrote.
+func noRouterAdvertisements(name string) bool {
 	path := "/proc/sys/net/ipv6/conf/" + name + "/accept_ra"
 	if b, err := os.ReadFile(path); err != nil || (len(b) > 0 && b[0] == '0') {
-		return // no IPv6 on this node, or already off
+		return false // no IPv6 on this node, or already off
 	}
-	_ = os.WriteFile(path, []byte("0"), 0o644)
+	return os.WriteFile(path, []byte("0"), 0o644) == nil
 }
 
-// EnsureAddress adds addr to l unless it is already there. One netlink
-// request, no dump: EEXIST means another ADD put it there first.
+// EnsureAddress adds the gateway addr to the bridge l unless it is already
+// there (see ensureAddress).
 func EnsureAddress(l netlink.Link, addr netip.Prefix) error {
+	_, err := ensureAddress(l, addr)
+	return err
+}
+
+// ensureAddress adds a gateway address in one netlink request, no dump:
+// EEXIST means another caller put it there first, and added is false. An
+// IPv6 gateway skips duplicate address detection: pods use it as their
+// next hop, and the node as its source, the moment it is there, not after
+// DAD (which does not even start while the bridge has no port).
+func ensureAddress(l netlink.Link, addr netip.Prefix) (added bool, err error) {
 	a := &netlink.Addr{IPNet: IPNet(addr)}
-	if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, syscall.EEXIST) {
-		return fmt.Errorf("add address %s to %s: %w", addr, l.Attrs().Name, err)
+	if addr.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
 	}
-	return nil
+	err = netlink.AddrAdd(l, a)
+	if errors.Is(err, syscall.EEXIST) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("add address %s to %s: %w", addr, l.Attrs().Name, err)
+	}
+	return true, nil
 }
 
 // IPNet converts a netip prefix (address with prefix length, host bits kept)

@@ -44,12 +44,12 @@ func TestBridgeAndVethLifecycle(t *testing.T) {
 
 	err := node.Do(func(ns.NetNS) error {
 		cfg := BridgeConfig{Name: brName, MTU: 1380, Gateways: []netip.Prefix{gw}}
-		br, err := EnsureBridge(cfg)
+		br, _, err := EnsureBridge(cfg)
 		if err != nil {
 			return err
 		}
-		if _, err := EnsureBridge(cfg); err != nil { // idempotent
-			return fmt.Errorf("second EnsureBridge: %w", err)
+		if _, n, err := EnsureBridge(cfg); err != nil || n != 0 { // idempotent
+			return fmt.Errorf("second EnsureBridge: %d writes, %v", n, err)
 		}
 		addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_V4)
 		if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "10.77.1.1/24" {
@@ -135,7 +135,7 @@ func TestConfigurePodInterface(t *testing.T) {
 	testutil.RequireRoot(t)
 	node, pod := testns.New(t), testns.New(t)
 	err := node.Do(func(ns.NetNS) error {
-		br, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400, Gateways: []netip.Prefix{netip.MustParsePrefix("10.77.1.1/24")}})
+		br, _, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400, Gateways: []netip.Prefix{netip.MustParsePrefix("10.77.1.1/24")}})
 		if err != nil {
 			return err
 		}

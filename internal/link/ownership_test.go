@@ -143,7 +143,7 @@ func TestCreateVethReplacesHalfMadePair(t *testing.T) {
 	node, pod := testns.New(t), testns.New(t)
 	owner := Owner{Network: "t", ContainerID: fmt.Sprintf("c%x", rand.Uint64()), IfName: "eth0"}
 	err := node.Do(func(ns.NetNS) error {
-		br, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400})
+		br, _, err := EnsureBridge(BridgeConfig{Name: "br0", MTU: 1400})
 		if err != nil {
 			return err
 		}

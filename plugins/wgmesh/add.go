@@ -121,7 +121,7 @@ func (a *addition) closeNetNS() {
 // ensureBridge makes cni0 carry the node subnets' gateways and lets the
 // node forward pod traffic (to the mesh and to the world).
 func (a *addition) ensureBridge() *types.Error {
-	br, err := link.EnsureBridge(link.BridgeConfig{Name: a.conf.Bridge, MTU: a.mtu, Gateways: gateways(a.env)})
+	br, _, err := link.EnsureBridge(link.BridgeConfig{Name: a.conf.Bridge, MTU: a.mtu, Gateways: gateways(a.env)})
 	if err != nil {
 		return cniError(CodeLinkSetup, fmt.Sprintf("cannot set up bridge %s", a.conf.Bridge), err)
 	}
