@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/internal/doctor"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -265,4 +266,32 @@ func (nd *labNode) podCIDRs() []netip.Prefix {
 		return []netip.Prefix{nd.subnet, nd.subnet6}
 	}
 	return []netip.Prefix{nd.subnet}
+}
+
+// doctor runs doctor as `wgmesh-agent doctor` does on nd: Read in nd's
+// namespace (asking the kernel where packets to each peer subnet go, as
+// a pod on cni0 and as the node), then Check against nd's desired state.
+func (l *lab) doctor(nd *labNode, members []*labNode) []doctor.Finding {
+	l.t.Helper()
+	nodes := l.meshNodes(members)
+	var self mesh.Node
+	for _, n := range nodes {
+		if n.Name == nd.name {
+			self = n
+		}
+	}
+	state, problems := mesh.Desired(self, nodes, mesh.Options{})
+	var kernel doctor.Kernel
+	testns.Do(l.t, nd.netns, func() error {
+		var err error
+		kernel, err = doctor.Read(doctor.ReadConfig{Device: nd.dev, Endpoint: nd.under, Routes: state.Routes, Bridge: "cni0"})
+		return err
+	})
+	findings := doctor.Check(l.t.Context(), doctor.Input{Device: nd.dev, Desired: state, Problems: problems, Kernel: kernel})
+	var text []string
+	for _, f := range findings {
+		text = append(text, f.String())
+	}
+	l.t.Logf("doctor on %s:\n%s", nd.name, strings.Join(text, "\n"))
+	return findings
 }
