@@ -82,7 +82,7 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 			state.Routes = st.Routes
 		}
 	}
-	kernel, readErr := doctor.Read(doctor.ReadConfig{Device: c.iface, Endpoint: endpoint, Routes: state.Routes, Bridge: c.bridge})
+	kernel, readErr := doctor.Read(doctor.ReadConfig{Device: c.iface, Endpoint: endpoint, Routes: state.Routes, Bridge: c.bridge, Subnets: state.Subnets})
 	if readErr != nil {
 		fmt.Fprintf(w, "note: some kernel facts could not be read, their checks are skipped: %v\n\n", readErr)
 	}

@@ -244,8 +244,8 @@ func (l *lab) snapshot(nd *labNode) string {
 		fmt.Fprintln(&b, strings.Join(f, " "))
 	}
 	b.WriteString(mustRun(t, nd.netns, "ip", "route", "show", "table", "all", "proto", "87"))
-	b.WriteString(mustRun(t, nd.netns, "ip", "rule", "show", "pref", "5787"))
-	b.WriteString(mustRun(t, nd.netns, "ip", "-6", "rule", "show", "pref", "5787"))
+	b.WriteString(mustRun(t, nd.netns, "ip", "rule", "show", "pref", "5187"))
+	b.WriteString(mustRun(t, nd.netns, "ip", "-6", "rule", "show", "pref", "5187"))
 	b.WriteString(mustRun(t, nd.netns, "iptables", "-S", "WGMESH-FORWARD"))
 	b.WriteString(mustRun(t, nd.netns, "iptables", "-t", "nat", "-S", "WGMESH-POSTRTG"))
 	return b.String()
@@ -284,14 +284,30 @@ func (l *lab) doctor(nd *labNode, members []*labNode) []doctor.Finding {
 	var kernel doctor.Kernel
 	testns.Do(l.t, nd.netns, func() error {
 		var err error
-		kernel, err = doctor.Read(doctor.ReadConfig{Device: nd.dev, Endpoint: nd.under, Routes: state.Routes, Bridge: "cni0"})
+		kernel, err = doctor.Read(doctor.ReadConfig{Device: nd.dev, Endpoint: nd.under, Routes: state.Routes, Bridge: "cni0", Subnets: state.Subnets})
 		return err
 	})
-	findings := doctor.Check(l.t.Context(), doctor.Input{Device: nd.dev, Desired: state, Problems: problems, Kernel: kernel})
+	findings := doctor.Check(l.t.Context(), doctor.Input{Device: nd.dev, Desired: state, Problems: problems, OurRulePriority: nd.cfg.RulePriority, Kernel: kernel})
 	var text []string
 	for _, f := range findings {
 		text = append(text, f.String())
 	}
 	l.t.Logf("doctor on %s:\n%s", nd.name, strings.Join(text, "\n"))
 	return findings
+}
+
+// restart stops nd's agent and starts it again with rule priority prio
+// (0: the default); the userspace device lives on, as on a real restart.
+func (l *lab) restart(nd *labNode, prio int) {
+	l.t.Helper()
+	testns.Do(l.t, nd.netns, func() error {
+		if err := nd.dp.Close(); err != nil {
+			return err
+		}
+		nd.dp = nil
+		nd.cfg.RulePriority = prio
+		var err error
+		nd.dp, err = New(nd.cfg)
+		return err
+	})
 }

@@ -29,6 +29,7 @@ func lookupFindings(in Input) []Finding {
 		prio, table int
 		dev, err    string
 		route       netip.Prefix
+		local       bool
 	}
 	type group struct {
 		first      Lookup
@@ -38,13 +39,14 @@ func lookupFindings(in Input) []Finding {
 	groups := map[key]*group{}
 	var order []key
 	for _, l := range in.Kernel.Lookups {
-		if skip[l.Dst] || (l.Err == "" && l.Dev == in.Device) {
+		want := cmp.Or(l.Want, in.Device)
+		if skip[l.Dst] || (l.Err == "" && l.Dev == want) {
 			continue
 		}
 		if l.Err != "" && l.FromPod() && forwardOff(in.Kernel, l.Addr.Is6()) {
 			continue // IPForwardOff says why
 		}
-		k := key{prio: -1, table: l.Table, dev: l.Dev, err: l.Err, route: l.Route}
+		k := key{prio: -1, table: l.Table, dev: l.Dev, err: l.Err, route: l.Route, local: l.Local}
 		if l.Rule != nil {
 			k.prio = l.Rule.Priority
 		}
@@ -75,29 +77,38 @@ func lookupFindings(in Input) []Finding {
 		}
 		who := "from pods"
 		switch {
+		case l.Local:
+			who = "coming out of the tunnel (requests and replies from remote pods)"
 		case g.pods && g.node:
 			who = "from pods and from the node itself"
 		case g.node:
 			who = "from the node itself"
 		}
 		what := fmt.Sprintf("packets to peer subnet(s) %s %s", strings.Join(shown, ", "), who)
+		if l.Local {
+			what = fmt.Sprintf("packets to this node's pods (%s) %s", strings.Join(shown, ", "), who)
+		}
+		want := cmp.Or(l.Want, in.Device)
 		if l.Err != "" {
 			out = append(out, Finding{ID: "RouteRejected", Severity: SeverityError,
-				Message: fmt.Sprintf("%s are refused by the kernel (%s, asked as %s): they never reach %s", what, l.Err, l.asked(), in.Device),
+				Message: fmt.Sprintf("%s are refused by the kernel (%s, asked as %s): they never reach %s", what, l.Err, l.asked(), want),
 				Fix:     fmt.Sprintf("see which rule and route answer: ip rule show; ip route get %s %s; a blackhole, unreachable or prohibit rule or route ahead of wgmesh's rule (priority %d) belongs to another tool", l.Addr, l.getArgs(), in.OurRulePriority)})
 			continue
 		}
-		out = append(out, capturedFinding(in, l, what))
+		out = append(out, capturedFinding(in, l, what, want))
 	}
 	return out
 }
 
-func capturedFinding(in Input, l Lookup, what string) Finding {
+func capturedFinding(in Input, l Lookup, what, want string) Finding {
 	dev := l.Dev
 	if dev == "" {
 		dev = "no device"
 	}
-	msg := fmt.Sprintf("%s leave through %s, not %s: they never reach the peers", what, dev, in.Device)
+	msg := fmt.Sprintf("%s leave through %s, not %s: they never reach the peers", what, dev, want)
+	if l.Local {
+		msg = fmt.Sprintf("%s leave through %s, not %s: they never reach the pods", what, dev, want)
+	}
 	answer := fmt.Sprintf("table %s", tableName(l.Table))
 	if l.Route.IsValid() {
 		answer = fmt.Sprintf("route %s dev %s in table %s", l.Route, dev, tableName(l.Table))
@@ -108,6 +119,17 @@ func capturedFinding(in Input, l Lookup, what string) Finding {
 	case l.Rule == nil:
 		msg += fmt.Sprintf("; the kernel answers with %s, and no ip rule doctor can match selects that table (ip rule show)", answer)
 		fix = fmt.Sprintf("find the rule that selects table %s (ip rule show; ip route get %s %s) and keep the tool that owns it off the pod CIDR", tableName(l.Table), l.Addr, l.getArgs())
+	case l.Local:
+		// Our table has no route to our own pods: main's route to the
+		// bridge answers them, at 32766, after every other rule.
+		msg += fmt.Sprintf("; ip rule \"%s\" comes before the main table's rule (32766), whose route to %s answers them otherwise, and selects %s", l.Rule, want, answer)
+		fix = fmt.Sprintf("keep the tool that owns ip rule %d and table %s off the pod CIDR", l.Rule.Priority, tableName(l.Table))
+		if tailscale(l.Rule) {
+			fix += " (this is Tailscale's: a tailnet subnet route that covers the pod CIDR, accepted with --accept-routes; stop advertising it, or run tailscale set --accept-routes=false on this node)"
+		}
+		if l.Route.IsValid() && l.Table != localTable {
+			fix += fmt.Sprintf("; to see it work meanwhile: ip route del %s dev %s table %s (the tool may put it back)", l.Route, dev, tableName(l.Table))
+		}
 	case in.OurTable != mainTable && l.Rule.Priority > in.OurRulePriority:
 		// Our rule comes first, yet the answer came from later: our
 		// rule is missing, or our table has no route for it.
@@ -134,7 +156,7 @@ func tailscale(r *Rule) bool {
 
 // asked says how the packet looked.
 func (l Lookup) asked() string {
-	if l.FromPod() {
+	if l.Iif != "" {
 		return fmt.Sprintf("from %s in on %s", l.Src, l.Iif)
 	}
 	if l.Src.IsValid() {
@@ -146,7 +168,7 @@ func (l Lookup) asked() string {
 // getArgs are the arguments of `ip route get ADDR ...` that ask the same.
 func (l Lookup) getArgs() string {
 	switch {
-	case l.FromPod():
+	case l.Iif != "":
 		return fmt.Sprintf("from %s iif %s", l.Src, l.Iif)
 	case l.Src.IsValid():
 		return fmt.Sprintf("from %s", l.Src)
@@ -166,6 +188,7 @@ func forwardOff(k Kernel, v6 bool) bool {
 // left through kr's device from kr's table.
 func captures(in Input, kr Route) bool {
 	return slices.ContainsFunc(in.Kernel.Lookups, func(l Lookup) bool {
-		return l.Err == "" && l.Dev != in.Device && l.Table == kr.Table && l.Dev == kr.Dev && kr.Dst.Contains(l.Addr)
+		want := cmp.Or(l.Want, in.Device)
+		return l.Err == "" && l.Dev != want && l.Table == kr.Table && l.Dev == kr.Dev && kr.Dst.Contains(l.Addr)
 	})
 }

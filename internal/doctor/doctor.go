@@ -3,8 +3,11 @@
 // without the right source, forwarding and rp_filter settings, a FORWARD
 // policy that drops pod traffic, an MTU too large for the underlay, and
 // the problems the desired-state computation found (duplicate or
-// overlapping pod CIDRs, bad keys). Check is pure and table-tested; Read
-// gathers the kernel facts. Doctor only reads: it changes nothing.
+// overlapping pod CIDRs, bad keys), and, from the kernel's own route
+// lookups, packets to peer subnets (or from the tunnel to this node's
+// pods) that another tool's rule and table send elsewhere. Check is pure
+// and table-tested; Read gathers the kernel facts. Doctor only reads: it
+// changes nothing.
 package doctor
 
 import (

@@ -33,7 +33,7 @@ func TestCheck(t *testing.T) {
 		{Table: 254, Protocol: 2, Type: "unicast", Dst: netip.MustParsePrefix("192.168.1.0/24"), Dev: "eth0"},    // underlay
 		{Table: 100, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("172.16.0.0/12"), Dev: "somevpn0"}, // unrelated
 	}
-	ours87 := &Rule{Priority: 5787, Table: 87, Selector: "from all", SuppressPrefixlen: -1}
+	ours87 := &Rule{Priority: 5187, Table: 87, Selector: "from all", SuppressPrefixlen: -1}
 	// The kernel's answers on a healthy node: every peer subnet, as a pod
 	// and as the node, leaves through wgmesh0 from table 87.
 	var lookups []Lookup
@@ -105,8 +105,8 @@ func TestCheck(t *testing.T) {
 			contains: "is inside peer subnet(s) 10.42.2.0/24 (c)",
 		},
 		{
-			name: "another tool's rule ahead of ours captures a peer subnet: error naming the rule and the table, no ShadowingRoute",
-			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+			name: "another tool's rule ahead of ours (an agent from before issue 15, rule at 5787) captures a peer subnet: error naming the rule and the table, no ShadowingRoute",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, OurRulePriority: 5787, Kernel: with(func(k *Kernel) {
 				k.Routes = append(k.Routes, Route{Table: 52, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/16"), Dev: "tailscale0"})
 				capture(k, "10.42.1.0/24", tailscale52, 52, "tailscale0", "10.42.0.0/16")
 			})},
@@ -115,11 +115,35 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "the capture's fix names the tool and the route",
-			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, OurRulePriority: 5787, Kernel: with(func(k *Kernel) {
 				capture(k, "10.42.1.0/24", tailscale52, 52, "tailscale0", "10.42.0.0/16")
 			})},
 			want:     []string{"RouteCaptured"},
 			contains: "tailscale set --accept-routes=false on this node); to see it work meanwhile: ip route del 10.42.0.0/16 dev tailscale0 table 52",
+		},
+		{
+			name: "Tailscale's rule behind ours answers: ours did not",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				capture(k, "10.42.1.0/24", tailscale52, 52, "tailscale0", "10.42.0.0/16")
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: `wgmesh's rule (priority 5187, lookup 87) did not answer, so ip rule "5270: from all lookup 52" selects route 10.42.0.0/16 dev tailscale0 in table 52`,
+		},
+		{
+			name: "the way back: packets out of the tunnel to our own pods taken by a rule ahead of main",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Lookups = append(k.Lookups, Lookup{Dst: desired.Subnets[0], Addr: gw.Next(), Local: true, Src: netip.MustParseAddr("10.42.1.2"), Iif: "wgmesh0", Want: "cni0",
+					Dev: "tailscale0", Table: 52, Route: netip.MustParsePrefix("10.42.0.0/16"), Rule: tailscale52})
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: `packets to this node's pods (10.42.0.0/24) coming out of the tunnel (requests and replies from remote pods) leave through tailscale0, not cni0: they never reach the pods; ip rule "5270: from all lookup 52" comes before the main table's rule (32766)`,
+		},
+		{
+			name: "the way back answered by the bridge: nothing",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Lookups = append(k.Lookups, Lookup{Dst: desired.Subnets[0], Addr: gw.Next(), Local: true, Src: netip.MustParseAddr("10.42.1.2"), Iif: "wgmesh0", Want: "cni0",
+					Dev: "cni0", Table: 254, Route: desired.Subnets[0]})
+			})},
 		},
 		{
 			name: "a rule of another tool at another priority and table",
@@ -137,7 +161,7 @@ func TestCheck(t *testing.T) {
 				capture(k, "10.42.2.0/24", main, 254, "eth0", "0.0.0.0/0")
 			})},
 			want:     []string{"RouteCaptured"},
-			contains: "10.42.1.0/24 (b), 10.42.2.0/24 (c) from pods and from the node itself leave through eth0, not wgmesh0: they never reach the peers; wgmesh's rule (priority 5787, lookup 87) did not answer",
+			contains: "10.42.1.0/24 (b), 10.42.2.0/24 (c) from pods and from the node itself leave through eth0, not wgmesh0: they never reach the peers; wgmesh's rule (priority 5187, lookup 87) did not answer",
 		},
 		{
 			name: "the kernel refuses a peer subnet",
@@ -178,7 +202,7 @@ func TestCheck(t *testing.T) {
 				k.Routes = append(k.Routes, Route{Table: 52, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/16"), Dev: "tailscale0"})
 			})},
 			want:     []string{"ShadowingRoute"},
-			contains: "it does not win while wgmesh's rule (priority 5787, table 87) comes before every rule that selects table 52",
+			contains: "it does not win while wgmesh's rule (priority 5187, table 87) comes before every rule that selects table 52",
 		},
 		{
 			name: "another table's route that the kernel's lookups show not winning",

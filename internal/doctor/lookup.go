@@ -21,14 +21,21 @@ import (
 // wgmesh's, and then its route wins whatever table 87 holds.
 type Lookup struct {
 	// Dst is the peer subnet, Node its node; Addr the address looked up
-	// in it (the peer's gateway).
+	// in it (the peer's gateway). For Local lookups Dst is this node's
+	// pod subnet and Addr a pod address in it.
 	Dst  netip.Prefix
 	Node string
 	Addr netip.Addr
+	// Local: a packet to one of this node's own pods, coming out of the
+	// tunnel (a remote pod's request or reply).
+	Local bool
 	// Src is the packet's source; Iif the device it comes in on: the
-	// bridge for a pod's packet, "" for one the node itself sends.
+	// bridge for a pod's packet, the WireGuard device for one from the
+	// tunnel, "" for one the node itself sends.
 	Src netip.Addr
 	Iif string
+	// Want is the device the packet must leave through.
+	Want string
 	// The answer: output device and the table it came from; Route is the
 	// matched route's destination (invalid when unknown); Rule is the ip
 	// rule that selected Table (nil when none could be matched).
@@ -41,8 +48,8 @@ type Lookup struct {
 	Err string
 }
 
-// FromPod says whether the packet is one a pod sends.
-func (l Lookup) FromPod() bool { return l.Iif != "" }
+// FromPod says whether the packet is one a local pod sends.
+func (l Lookup) FromPod() bool { return l.Iif != "" && !l.Local }
 
 // Rule is an ip rule as `ip rule` prints it.
 type Rule struct {
@@ -103,13 +110,18 @@ func readLookups(cfg ReadConfig, names map[int]string) ([]Lookup, error) {
 			bridge = l.Attrs().Index
 		}
 	}
+	device := 0
+	if l, err := netlinksafe.LinkByName(cfg.Device); err == nil {
+		device = l.Attrs().Index
+	}
 	var out []Lookup
+	inbound := map[netip.Addr]bool{}
 	for _, r := range cfg.Routes {
 		fam := netlink.FAMILY_V4
 		if r.Dst.Addr().Is6() {
 			fam = netlink.FAMILY_V6
 		}
-		l := Lookup{Dst: r.Dst, Node: r.Node, Addr: hostIn(r.Dst)}
+		l := Lookup{Dst: r.Dst, Node: r.Node, Addr: hostIn(r.Dst), Want: cfg.Device}
 		if bridge != 0 && r.Src.IsValid() {
 			pod := l
 			pod.Src, pod.Iif = r.Src.Next(), cfg.Bridge
@@ -118,6 +130,22 @@ func readLookups(cfg ReadConfig, names map[int]string) ([]Lookup, error) {
 		self := l
 		self.Src = r.Src
 		out = append(out, lookup(self, 0, rules[fam], names))
+		// The way back: a packet out of the tunnel to one of our pods
+		// must leave through the bridge. Main's route for our subnet is
+		// looked up last (32766): a rule ahead of it whose table covers
+		// the cluster CIDR takes these too, also when wgmesh's rule
+		// comes first. Once per family (per gateway).
+		if bridge != 0 && device != 0 && r.Src.IsValid() && !inbound[r.Src] {
+			inbound[r.Src] = true
+			dst := netip.PrefixFrom(r.Src.Next(), r.Src.BitLen())
+			for _, s := range cfg.Subnets {
+				if s.Contains(r.Src) {
+					dst = s
+				}
+			}
+			in := Lookup{Dst: dst, Addr: r.Src.Next(), Local: true, Src: l.Addr.Next(), Iif: cfg.Device, Want: cfg.Bridge}
+			out = append(out, lookup(in, device, rules[fam], names))
+		}
 	}
 	return out, errors.Join(errs...)
 }

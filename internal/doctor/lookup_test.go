@@ -29,6 +29,7 @@ func TestMatchRule(t *testing.T) {
 	// order `ip rule` lists them.
 	rules := []netlink.Rule{
 		rule(0, 255, nil),
+		rule(5187, 87, nil),
 		rule(5210, 254, func(r *netlink.Rule) { r.Mark, r.Mask = 0x80000, mask(0xff0000) }),
 		rule(5230, 253, func(r *netlink.Rule) { r.Mark, r.Mask = 0x80000, mask(0xff0000) }),
 		rule(5250, 0, func(r *netlink.Rule) { r.Mark, r.Mask = 0x80000, mask(0xff0000) }), // unreachable
@@ -36,7 +37,6 @@ func TestMatchRule(t *testing.T) {
 		rule(5300, 300, func(r *netlink.Rule) { r.IifName = "cni0" }),
 		rule(5400, 400, func(r *netlink.Rule) { r.Src = cidr("10.42.0.0/24") }),
 		rule(5500, 500, func(r *netlink.Rule) { r.Dst = cidr("10.42.9.0/24") }),
-		rule(5787, 87, nil),
 		rule(32764, 254, func(r *netlink.Rule) { r.SuppressPrefixlen = 0 }),
 		rule(32765, 51820, func(r *netlink.Rule) { r.Mark, r.Invert = 0xca6c, true }),
 		rule(32766, 254, nil),
@@ -51,7 +51,7 @@ func TestMatchRule(t *testing.T) {
 		want  string // Rule.String(), "" for none
 	}{
 		{"Tailscale's table", 52, pod, "5270: from all lookup 52"},
-		{"ours", 87, node, "5787: from all lookup 87"},
+		{"ours", 87, node, "5187: from all lookup 87"},
 		{"iif matches the pod's packet", 300, pod, "5300: from all iif cni0 lookup 300"},
 		{"iif does not match the node's", 300, node, ""},
 		{"from matches the pod subnet", 400, node, "5400: from 10.42.0.0/24 lookup 400"},

@@ -32,6 +32,9 @@ type ReadConfig struct {
 	// Bridge is the pods' bridge (cni0): a pod's packets come in on it.
 	// Empty: only lookups as the node itself.
 	Bridge string
+	// Subnets are this node's pod subnets (names the subnet of a lookup
+	// to our own pods; optional).
+	Subnets []netip.Prefix
 }
 
 // Read gathers the kernel facts Check needs, from the network namespace of
