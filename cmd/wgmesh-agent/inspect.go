@@ -72,20 +72,21 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 	if len(self.InternalIPs) > 0 {
 		endpoint = self.InternalIPs[0]
 	}
-	kernel, readErr := doctor.Read(doctor.ReadConfig{Device: c.iface, Endpoint: endpoint})
-	if readErr != nil {
-		fmt.Fprintf(w, "note: some kernel facts could not be read, their checks are skipped: %v\n\n", readErr)
-	}
-	ourTable := 0
+	ourTable, ourPriority := 0, 0
 	if st, err := agent.ReadStatus(ctx, c.iface); err == nil {
-		ourTable = st.RouteTable
+		ourTable, ourPriority = st.RouteTable, st.RulePriority
 		if apiErr != nil {
 			// Without the API, the routes the agent last programmed stand
-			// in for the desired ones, so shadowing routes are still found.
+			// in for the desired ones, so shadowing routes are still found
+			// and the kernel is still asked where their packets go.
 			state.Routes = st.Routes
 		}
 	}
-	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, Kernel: kernel})
+	kernel, readErr := doctor.Read(doctor.ReadConfig{Device: c.iface, Endpoint: endpoint, Routes: state.Routes, Bridge: c.bridge, Subnets: state.Subnets})
+	if readErr != nil {
+		fmt.Fprintf(w, "note: some kernel facts could not be read, their checks are skipped: %v\n\n", readErr)
+	}
+	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel})
 	if len(findings) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return nil

@@ -16,7 +16,7 @@ func TestWriteStatusNamesPeersAndShowsRouteState(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	kb, kc, stale := newKey(t).PublicKey().String(), newKey(t).PublicKey().String(), newKey(t).PublicKey().String()
 	st := dataplane.Status{
-		Device: "wgmesh0", Mode: wireguard.ModeKernel, PublicKey: "SELFPUB", ListenPort: 51820, MTU: 1420, RouteTable: 87, RulePriority: 5787,
+		Device: "wgmesh0", Mode: wireguard.ModeKernel, PublicKey: "SELFPUB", ListenPort: 51820, MTU: 1420, RouteTable: 87, RulePriority: 5187,
 		Peers: []dataplane.PeerStatus{
 			{PublicKey: kc, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.2.0/24")}},
 			{PublicKey: kb, Endpoint: netip.MustParseAddrPort("192.168.0.2:51820"), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")},

@@ -54,7 +54,7 @@ type Config struct {
 	// fails until it is.
 	Bridge string
 	// RouteTable and RulePriority: defaults route.DefaultTable (87) and
-	// route.DefaultRulePriority (5787). RouteTable 254 uses main, no rule.
+	// route.DefaultRulePriority (5187). RouteTable 254 uses main, no rule.
 	RouteTable   int
 	RulePriority int
 	Logger       *slog.Logger

@@ -155,8 +155,8 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 			}
 			for _, cmd := range [][]string{
 				{"ip", "route", "show", "table", "all", "proto", "87"},
-				{"ip", "rule", "show", "pref", "5787"},
-				{"ip", "-6", "rule", "show", "pref", "5787"},
+				{"ip", "rule", "show", "pref", "5187"},
+				{"ip", "-6", "rule", "show", "pref", "5187"},
 			} {
 				if out := mustRun(t, nd.netns, cmd[0], cmd[1:]...); strings.TrimSpace(out) != "" {
 					t.Errorf("%s: %v left:\n%s", nd.name, cmd, out)
@@ -211,7 +211,7 @@ func TestCleanupWithoutRunningAgent(t *testing.T) {
 	})
 	for _, cmd := range [][]string{
 		{"ip", "route", "show", "table", "all", "proto", "87"},
-		{"ip", "rule", "show", "pref", "5787"},
+		{"ip", "rule", "show", "pref", "5187"},
 	} {
 		if out := mustRun(t, a.netns, cmd[0], cmd[1:]...); strings.TrimSpace(out) != "" {
 			t.Errorf("%v left:\n%s", cmd, out)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/internal/doctor"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -243,8 +244,8 @@ func (l *lab) snapshot(nd *labNode) string {
 		fmt.Fprintln(&b, strings.Join(f, " "))
 	}
 	b.WriteString(mustRun(t, nd.netns, "ip", "route", "show", "table", "all", "proto", "87"))
-	b.WriteString(mustRun(t, nd.netns, "ip", "rule", "show", "pref", "5787"))
-	b.WriteString(mustRun(t, nd.netns, "ip", "-6", "rule", "show", "pref", "5787"))
+	b.WriteString(mustRun(t, nd.netns, "ip", "rule", "show", "pref", "5187"))
+	b.WriteString(mustRun(t, nd.netns, "ip", "-6", "rule", "show", "pref", "5187"))
 	b.WriteString(mustRun(t, nd.netns, "iptables", "-S", "WGMESH-FORWARD"))
 	b.WriteString(mustRun(t, nd.netns, "iptables", "-t", "nat", "-S", "WGMESH-POSTRTG"))
 	return b.String()
@@ -265,4 +266,48 @@ func (nd *labNode) podCIDRs() []netip.Prefix {
 		return []netip.Prefix{nd.subnet, nd.subnet6}
 	}
 	return []netip.Prefix{nd.subnet}
+}
+
+// doctor runs doctor as `wgmesh-agent doctor` does on nd: Read in nd's
+// namespace (asking the kernel where packets to each peer subnet go, as
+// a pod on cni0 and as the node), then Check against nd's desired state.
+func (l *lab) doctor(nd *labNode, members []*labNode) []doctor.Finding {
+	l.t.Helper()
+	nodes := l.meshNodes(members)
+	var self mesh.Node
+	for _, n := range nodes {
+		if n.Name == nd.name {
+			self = n
+		}
+	}
+	state, problems := mesh.Desired(self, nodes, mesh.Options{})
+	var kernel doctor.Kernel
+	testns.Do(l.t, nd.netns, func() error {
+		var err error
+		kernel, err = doctor.Read(doctor.ReadConfig{Device: nd.dev, Endpoint: nd.under, Routes: state.Routes, Bridge: "cni0", Subnets: state.Subnets})
+		return err
+	})
+	findings := doctor.Check(l.t.Context(), doctor.Input{Device: nd.dev, Desired: state, Problems: problems, OurRulePriority: nd.cfg.RulePriority, Kernel: kernel})
+	var text []string
+	for _, f := range findings {
+		text = append(text, f.String())
+	}
+	l.t.Logf("doctor on %s:\n%s", nd.name, strings.Join(text, "\n"))
+	return findings
+}
+
+// restart stops nd's agent and starts it again with rule priority prio
+// (0: the default); the userspace device lives on, as on a real restart.
+func (l *lab) restart(nd *labNode, prio int) {
+	l.t.Helper()
+	testns.Do(l.t, nd.netns, func() error {
+		if err := nd.dp.Close(); err != nil {
+			return err
+		}
+		nd.dp = nil
+		nd.cfg.RulePriority = prio
+		var err error
+		nd.dp, err = New(nd.cfg)
+		return err
+	})
 }

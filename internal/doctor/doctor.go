@@ -3,8 +3,11 @@
 // without the right source, forwarding and rp_filter settings, a FORWARD
 // policy that drops pod traffic, an MTU too large for the underlay, and
 // the problems the desired-state computation found (duplicate or
-// overlapping pod CIDRs, bad keys). Check is pure and table-tested; Read
-// gathers the kernel facts. Doctor only reads: it changes nothing.
+// overlapping pod CIDRs, bad keys), and, from the kernel's own route
+// lookups, packets to peer subnets (or from the tunnel to this node's
+// pods) that another tool's rule and table send elsewhere. Check is pure
+// and table-tested; Read gathers the kernel facts. Doctor only reads: it
+// changes nothing.
 package doctor
 
 import (
@@ -84,7 +87,10 @@ type Input struct {
 	// OurTable is the table holding our routes; 0 means route.DefaultTable
 	// (87). 254 when the agent puts its routes in main.
 	OurTable int
-	Kernel   Kernel
+	// OurRulePriority is the priority of wgmesh's ip rule; 0 means
+	// route.DefaultRulePriority.
+	OurRulePriority int
+	Kernel          Kernel
 }
 
 // Kernel holds facts read from the kernel. A field left at its zero value
@@ -108,6 +114,9 @@ type Kernel struct {
 	UnderlayMTU  int
 	UnderlayIPv6 bool
 	UnderlayDev  string
+	// Lookups are the kernel's answers for packets to the peer subnets,
+	// as pods and as the node send them; nil when not asked.
+	Lookups []Lookup
 }
 
 // Check returns the findings for in, most severe first, in a stable order.
@@ -115,9 +124,13 @@ func Check(ctx context.Context, in Input) []Finding {
 	if in.OurTable == 0 {
 		in.OurTable = route.DefaultTable
 	}
+	if in.OurRulePriority == 0 {
+		in.OurRulePriority = route.DefaultRulePriority
+	}
 	var out []Finding
 	out = append(out, problemFindings(in.Problems)...)
 	out = append(out, routeFindings(in)...)
+	out = append(out, lookupFindings(in)...)
 	out = append(out, sysctlFindings(in)...)
 	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
@@ -201,8 +214,12 @@ func routeFindings(in Input) []Finding {
 			msg += "; in the main table it collides with or wins over wgmesh's route"
 		case in.OurTable == mainTable:
 			msg += "; wgmesh's longer prefix wins today, but traffic falls back to it whenever a wgmesh route is missing"
+		case captures(in, kr):
+			continue // it wins: RouteCaptured reports it, with the rule that lets it
+		case len(in.Kernel.Lookups) > 0:
+			msg += fmt.Sprintf("; the kernel's own route lookups go to %s today (table %d answers first), but traffic falls back to it whenever a wgmesh route is missing", in.Device, in.OurTable)
 		default:
-			msg += fmt.Sprintf("; wgmesh's table %d is looked up first, so it does not win today, but traffic falls back to it whenever a wgmesh route is missing", in.OurTable)
+			msg += fmt.Sprintf("; it does not win while wgmesh's rule (priority %d, table %d) comes before every rule that selects table %d (doctor could not ask the kernel), and traffic falls back to it whenever a wgmesh route is missing", in.OurRulePriority, in.OurTable, kr.Table)
 		}
 		fix := fmt.Sprintf("remove it: ip route del %s", kr)
 		if strings.HasPrefix(kr.Dev, "wg") {
@@ -211,12 +228,7 @@ func routeFindings(in Input) []Finding {
 		out = append(out, Finding{ID: "ShadowingRoute", Severity: sev, Message: msg, Fix: fix})
 	}
 	// Our routes: present, and with the gateway as source.
-	ours := map[netip.Prefix]Route{}
-	for _, kr := range in.Kernel.Routes {
-		if kr.Protocol == mesh.RouteProtocol && kr.Table == in.OurTable {
-			ours[kr.Dst] = kr
-		}
-	}
+	ours := ourRoutes(in)
 	if len(in.Kernel.Routes) > 0 {
 		for _, want := range in.Desired.Routes {
 			got, ok := ours[want.Dst]
@@ -225,7 +237,7 @@ func routeFindings(in Input) []Finding {
 				out = append(out, Finding{ID: "RouteMissing", Severity: SeverityError,
 					Message: fmt.Sprintf("no wgmesh route to %s (node %s) in table %d", want.Dst, want.Node, in.OurTable),
 					Fix:     "check the agent's log for the failed route add; it retries on every resync"})
-			case got.Src != want.Src || (in.Device != "" && got.Dev != in.Device):
+			case routeWrong(in, want, got):
 				out = append(out, Finding{ID: "RouteWrongSrc", Severity: SeverityError,
 					Message: fmt.Sprintf("route to %s is %s; want dev %s src %s (replies from remote pods must come back through the tunnel)", want.Dst, got, in.Device, want.Src),
 					Fix:     fmt.Sprintf("the agent replaces it on its next resync; if it stays, check that %s is an address of the bridge (ip -br addr show cni0)", want.Src)})
@@ -233,6 +245,20 @@ func routeFindings(in Input) []Finding {
 		}
 	}
 	return out
+}
+
+func ourRoutes(in Input) map[netip.Prefix]Route {
+	ours := map[netip.Prefix]Route{}
+	for _, kr := range in.Kernel.Routes {
+		if kr.Protocol == mesh.RouteProtocol && kr.Table == in.OurTable {
+			ours[kr.Dst] = kr
+		}
+	}
+	return ours
+}
+
+func routeWrong(in Input, want mesh.Route, got Route) bool {
+	return got.Src != want.Src || (in.Device != "" && got.Dev != in.Device)
 }
 
 // minBits is the shortest prefix length among desired routes that p overlaps.

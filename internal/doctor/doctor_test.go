@@ -33,16 +33,39 @@ func TestCheck(t *testing.T) {
 		{Table: 254, Protocol: 2, Type: "unicast", Dst: netip.MustParsePrefix("192.168.1.0/24"), Dev: "eth0"},    // underlay
 		{Table: 100, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("172.16.0.0/12"), Dev: "somevpn0"}, // unrelated
 	}
+	ours87 := &Rule{Priority: 5187, Table: 87, Selector: "from all", SuppressPrefixlen: -1}
+	// The kernel's answers on a healthy node: every peer subnet, as a pod
+	// and as the node, leaves through wgmesh0 from table 87.
+	var lookups []Lookup
+	for _, r := range desired.Routes {
+		addr := r.Dst.Addr().Next()
+		lookups = append(lookups,
+			Lookup{Dst: r.Dst, Node: r.Node, Addr: addr, Src: gw.Next(), Iif: "cni0", Dev: "wgmesh0", Table: 87, Route: r.Dst, Rule: ours87},
+			Lookup{Dst: r.Dst, Node: r.Node, Addr: addr, Src: gw, Dev: "wgmesh0", Table: 87, Route: r.Dst, Rule: ours87})
+	}
 	healthy := Kernel{
 		Routes: good, IPv4Forward: ptr(true), ForwardPolicy: "DROP", ForwardJump: true,
 		RPFilterAll: ptr(2), RPFilterDevice: ptr(0), DeviceMTU: 1420, UnderlayMTU: 1500, UnderlayDev: "eth0",
+		Lookups: lookups,
 	}
 	with := func(f func(k *Kernel)) Kernel {
 		k := healthy
 		k.Routes = slices.Clone(healthy.Routes)
+		k.Lookups = slices.Clone(healthy.Lookups)
 		f(&k)
 		return k
 	}
+	// capture makes the lookups to dst answer like Tailscale's table 52
+	// with a subnet route over the whole cluster CIDR.
+	capture := func(k *Kernel, dst string, rule *Rule, table int, dev, route string) {
+		for i := range k.Lookups {
+			if k.Lookups[i].Dst == netip.MustParsePrefix(dst) {
+				k.Lookups[i].Dev, k.Lookups[i].Table, k.Lookups[i].Rule = dev, table, rule
+				k.Lookups[i].Route = netip.MustParsePrefix(route)
+			}
+		}
+	}
+	tailscale52 := &Rule{Priority: 5270, Table: 52, Selector: "from all", SuppressPrefixlen: -1}
 	tests := []struct {
 		name     string
 		in       Input
@@ -80,6 +103,114 @@ func TestCheck(t *testing.T) {
 			})},
 			want:     []string{"ShadowingRoute"},
 			contains: "is inside peer subnet(s) 10.42.2.0/24 (c)",
+		},
+		{
+			name: "another tool's rule ahead of ours (an agent from before issue 15, rule at 5787) captures a peer subnet: error naming the rule and the table, no ShadowingRoute",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, OurRulePriority: 5787, Kernel: with(func(k *Kernel) {
+				k.Routes = append(k.Routes, Route{Table: 52, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/16"), Dev: "tailscale0"})
+				capture(k, "10.42.1.0/24", tailscale52, 52, "tailscale0", "10.42.0.0/16")
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: `packets to peer subnet(s) 10.42.1.0/24 (b) from pods and from the node itself leave through tailscale0, not wgmesh0: they never reach the peers; ip rule "5270: from all lookup 52" comes before wgmesh's rule (priority 5787, lookup 87) and selects route 10.42.0.0/16 dev tailscale0 in table 52`,
+		},
+		{
+			name: "the capture's fix names the tool and the route",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, OurRulePriority: 5787, Kernel: with(func(k *Kernel) {
+				capture(k, "10.42.1.0/24", tailscale52, 52, "tailscale0", "10.42.0.0/16")
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: "tailscale set --accept-routes=false on this node); to see it work meanwhile: ip route del 10.42.0.0/16 dev tailscale0 table 52",
+		},
+		{
+			name: "Tailscale's rule behind ours answers: ours did not",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				capture(k, "10.42.1.0/24", tailscale52, 52, "tailscale0", "10.42.0.0/16")
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: `wgmesh's rule (priority 5187, lookup 87) did not answer, so ip rule "5270: from all lookup 52" selects route 10.42.0.0/16 dev tailscale0 in table 52`,
+		},
+		{
+			name: "the way back: packets out of the tunnel to our own pods taken by a rule ahead of main",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Lookups = append(k.Lookups, Lookup{Dst: desired.Subnets[0], Addr: gw.Next(), Local: true, Src: netip.MustParseAddr("10.42.1.2"), Iif: "wgmesh0", Want: "cni0",
+					Dev: "tailscale0", Table: 52, Route: netip.MustParsePrefix("10.42.0.0/16"), Rule: tailscale52})
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: `packets to this node's pods (10.42.0.0/24) coming out of the tunnel (requests and replies from remote pods) leave through tailscale0, not cni0: they never reach the pods; ip rule "5270: from all lookup 52" comes before the main table's rule (32766)`,
+		},
+		{
+			name: "the way back answered by the bridge: nothing",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Lookups = append(k.Lookups, Lookup{Dst: desired.Subnets[0], Addr: gw.Next(), Local: true, Src: netip.MustParseAddr("10.42.1.2"), Iif: "wgmesh0", Want: "cni0",
+					Dev: "cni0", Table: 254, Route: desired.Subnets[0]})
+			})},
+		},
+		{
+			name: "a rule of another tool at another priority and table",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, OurRulePriority: 5187, Kernel: with(func(k *Kernel) {
+				capture(k, "10.42.2.0/24", &Rule{Priority: 1000, Table: 100, Selector: "from 10.42.0.0/16", SuppressPrefixlen: -1}, 100, "vpn0", "10.42.2.0/24")
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: `ip rule "1000: from 10.42.0.0/16 lookup 100" comes before wgmesh's rule (priority 5187, lookup 87)`,
+		},
+		{
+			name: "our rule gone: main answers through the default route",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				main := &Rule{Priority: 32766, Table: 254, Selector: "from all", SuppressPrefixlen: -1}
+				capture(k, "10.42.1.0/24", main, 254, "eth0", "0.0.0.0/0")
+				capture(k, "10.42.2.0/24", main, 254, "eth0", "0.0.0.0/0")
+			})},
+			want:     []string{"RouteCaptured"},
+			contains: "10.42.1.0/24 (b), 10.42.2.0/24 (c) from pods and from the node itself leave through eth0, not wgmesh0: they never reach the peers; wgmesh's rule (priority 5187, lookup 87) did not answer",
+		},
+		{
+			name: "the kernel refuses a peer subnet",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				for i := range k.Lookups {
+					if k.Lookups[i].Dst == netip.MustParsePrefix("10.42.2.0/24") && k.Lookups[i].FromPod() {
+						k.Lookups[i].Err = "network is unreachable"
+					}
+				}
+			})},
+			want:     []string{"RouteRejected"},
+			contains: "10.42.2.0/24 (c) from pods are refused by the kernel (network is unreachable, asked as from 10.42.0.2 in on cni0)",
+		},
+		{
+			name: "forwarding off: the refused pod lookups are IPForwardOff's",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.IPv4Forward = ptr(false)
+				for i := range k.Lookups {
+					if k.Lookups[i].FromPod() {
+						k.Lookups[i].Err = "network is unreachable"
+					}
+				}
+			})},
+			want: []string{"IPForwardOff"},
+		},
+		{
+			name: "a missing route is RouteMissing, not also a capture",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Routes = slices.Delete(k.Routes, 1, 2)
+				capture(k, "10.42.2.0/24", &Rule{Priority: 32766, Table: 254, Selector: "from all", SuppressPrefixlen: -1}, 254, "eth0", "0.0.0.0/0")
+			})},
+			want: []string{"RouteMissing"},
+		},
+		{
+			name: "another table's route that does not win, kernel not asked: the claim is hedged",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Lookups = nil
+				k.Routes = append(k.Routes, Route{Table: 52, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/16"), Dev: "tailscale0"})
+			})},
+			want:     []string{"ShadowingRoute"},
+			contains: "it does not win while wgmesh's rule (priority 5187, table 87) comes before every rule that selects table 52",
+		},
+		{
+			name: "another table's route that the kernel's lookups show not winning",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.Routes = append(k.Routes, Route{Table: 52, Protocol: 3, Type: "unicast", Dst: netip.MustParsePrefix("10.42.0.0/16"), Dev: "tailscale0"})
+			})},
+			want:     []string{"ShadowingRoute"},
+			contains: "the kernel's own route lookups go to wgmesh0 today",
 		},
 		{
 			name: "route without the gateway as source, and a missing one",

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wgmesh/wgmesh/internal/firewall"
+	"github.com/wgmesh/wgmesh/internal/mesh"
 )
 
 // ReadConfig says what to read.
@@ -25,6 +26,15 @@ type ReadConfig struct {
 	Endpoint netip.Addr
 	// SysctlRoot is /proc/sys (tests may point it elsewhere).
 	SysctlRoot string
+	// Routes are the peer routes (destination, the gateway as src): the
+	// kernel is asked where a packet to each goes (Kernel.Lookups).
+	Routes []mesh.Route
+	// Bridge is the pods' bridge (cni0): a pod's packets come in on it.
+	// Empty: only lookups as the node itself.
+	Bridge string
+	// Subnets are this node's pod subnets (names the subnet of a lookup
+	// to our own pods; optional).
+	Subnets []netip.Prefix
 }
 
 // Read gathers the kernel facts Check needs, from the network namespace of
@@ -65,6 +75,12 @@ func Read(cfg ReadConfig) (Kernel, error) {
 			Dev: names[r.LinkIndex], Src: src.Unmap(),
 		})
 	}
+
+	lookups, err := readLookups(cfg, names)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	k.Lookups = lookups
 
 	k.IPv4Forward = readBool(filepath.Join(cfg.SysctlRoot, "net/ipv4/ip_forward"), &errs)
 	k.IPv6Forward = readBool(filepath.Join(cfg.SysctlRoot, "net/ipv6/conf/all/forwarding"), nil)

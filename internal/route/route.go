@@ -11,9 +11,10 @@
 // specific one silently wins by longest prefix. A broader one (wg-quick's
 // `10.42.0.0/16 dev wg0`) does not win over our /24 in main, but nothing
 // in main protects us from the other two. Like Calico, our routes sit in
-// table 87, looked up by a rule at priority 5787, before the main table's
-// rule (32766): for a peer subnet our table answers first whatever main
-// holds, and nothing we add can collide with anyone's main-table route.
+// table 87, looked up by a rule at priority DefaultRulePriority (5187),
+// before the main table's rule (32766): for a peer subnet our table
+// answers first whatever main holds, and nothing we add can collide with
+// anyone's main-table route. Why that priority: see DefaultRulePriority.
 // Destinations we have no route for fall through to main unchanged.
 // Table: 254 (main) is accepted for hosts that want kilo-style main-table
 // routes; no rule is made then.
@@ -36,8 +37,37 @@ import (
 
 // Defaults.
 const (
-	DefaultTable        = 87
-	DefaultRulePriority = 5787
+	DefaultTable = 87
+	// DefaultRulePriority places our rule where a rule of another tool
+	// cannot take peer pod subnets from the mesh without meaning to, and
+	// where we take nothing from the tools that must come first. Known
+	// neighbours, lowest first:
+	//
+	//	0            local table (Cilium moves it to 100)
+	//	1..112       Cilium (1 WireGuard, 9 proxy, 20 ingress, 110/111 egress, 112 VTEP)
+	//	99           Calico's WireGuard rule (wireguardRoutingRulePriority)
+	//	10..1536     AWS VPC CNI (10 VLAN, 512 to-pod, 1024 not-to-VPC, 1536 from-pod)
+	//	5210..5270   Tailscale (5210/5230/5250 for its own marked packets,
+	//	             5270 "lookup 52": tailnet routes, and subnet routes
+	//	             accepted with --accept-routes); it restores 5200..5299
+	//	32764/32765  wg-quick's full-tunnel pair (first free below main),
+	//	             kube-router's DSR and egress-IP fwmark rules
+	//	32766/32767  main, default
+	//
+	// Table 87 holds only this cluster's live peer pod subnets, so a
+	// packet it answers for belongs in the tunnel whoever else routes that
+	// destination. Before Tailscale: a tailnet route over the pod CIDR
+	// (several k3s clusters on one tailnet all use 10.42.0.0/16) must not
+	// take pod traffic (issue 15: at 5787, rule 5270 won silently). It
+	// costs Tailscale nothing: its marked packets go to underlay
+	// endpoints, never into a pod subnet (EndpointInMesh keeps peers'
+	// endpoints out of them too). After the CNIs' and cloud plugins'
+	// mark and per-pod rules (all below 2000), which redirect traffic on
+	// purpose. Coming first covers the way out only: the way back to our
+	// own pods is main's cni0 route, at 32766 (docs/dataplane.md).
+	// Doctor's RouteCaptured names any rule that still wins, either way.
+	// An agent of an older version left its rule at 5787; Apply moves it.
+	DefaultRulePriority = 5187
 	mainTable           = unix.RT_TABLE_MAIN
 )
 
@@ -224,51 +254,58 @@ func family(p netip.Prefix) int {
 	return netlink.FAMILY_V6
 }
 
-// ourRules lists the rules of family that are ours: our priority, our table.
-func (m *Manager) ourRules(fam int) ([]netlink.Rule, error) {
+// ourRules lists the rules of family that are ours: our table, and our
+// priority (ours) or our protocol at another priority (moved: left by an
+// agent with another DefaultRulePriority, 5787 before issue 15).
+func (m *Manager) ourRules(fam int) (ours, moved []netlink.Rule, err error) {
 	rules, err := netlinksafe.RuleListFiltered(fam, &netlink.Rule{Table: m.cfg.Table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return nil, fmt.Errorf("list rules: %w", err)
+		return nil, nil, fmt.Errorf("list rules: %w", err)
 	}
-	var ours []netlink.Rule
 	for _, r := range rules {
-		if r.Priority == m.cfg.RulePriority && r.Table == m.cfg.Table {
+		switch {
+		case r.Table != m.cfg.Table:
+		case r.Priority == m.cfg.RulePriority:
 			ours = append(ours, r)
+		case r.Protocol == mesh.RouteProtocol:
+			moved = append(moved, r)
 		}
 	}
-	return ours, nil
+	return ours, moved, nil
 }
 
-func (m *Manager) rule(fam int) *netlink.Rule {
+func (m *Manager) rule(fam, priority int) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = fam
 	r.Table = m.cfg.Table
-	r.Priority = m.cfg.RulePriority
+	r.Priority = priority
 	r.Protocol = mesh.RouteProtocol
 	return r
 }
 
-// ensureRule makes our rule of family present (want) or absent.
+// ensureRule makes our rule of family present (want) or absent, and
+// removes our rules at other priorities: the new one is added first, so
+// that peer subnets are never without a rule in between.
 func (m *Manager) ensureRule(fam int, want bool) (added, deleted int, err error) {
-	ours, err := m.ourRules(fam)
+	ours, moved, err := m.ourRules(fam)
 	if err != nil {
 		return 0, 0, err
 	}
-	switch {
-	case want && len(ours) == 0:
-		if err := netlink.RuleAdd(m.rule(fam)); err != nil {
+	if !want {
+		moved = append(moved, ours...)
+	} else if len(ours) == 0 {
+		if err := netlink.RuleAdd(m.rule(fam, m.cfg.RulePriority)); err != nil {
 			return 0, 0, fmt.Errorf("add rule priority %d lookup %d: %w", m.cfg.RulePriority, m.cfg.Table, err)
 		}
-		return 1, 0, nil
-	case !want:
-		for range ours {
-			if err := netlink.RuleDel(m.rule(fam)); err != nil && !errors.Is(err, unix.ENOENT) {
-				return 0, deleted, fmt.Errorf("delete rule priority %d lookup %d: %w", m.cfg.RulePriority, m.cfg.Table, err)
-			}
-			deleted++
-		}
+		added = 1
 	}
-	return 0, deleted, nil
+	for _, r := range moved {
+		if err := netlink.RuleDel(m.rule(fam, r.Priority)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return added, deleted, fmt.Errorf("delete rule priority %d lookup %d: %w", r.Priority, m.cfg.Table, err)
+		}
+		deleted++
+	}
+	return added, deleted, nil
 }
 
 // Cleanup deletes all our routes and our rules; it works without the

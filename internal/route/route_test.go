@@ -109,7 +109,7 @@ func TestApplyIsIdempotentAndOwnsOnlyItsRoutes(t *testing.T) {
 	}
 	rules := sh(t, n, "ip", "rule") + sh(t, n, "ip", "-6", "rule")
 	t.Logf("ip rule:\n%s", rules)
-	if strings.Count(rules, "5787:\tfrom all lookup 87 proto 87") != 2 {
+	if strings.Count(rules, "5187:\tfrom all lookup 87 proto 87") != 2 {
 		t.Errorf("want one rule per family:\n%s", rules)
 	}
 	// Our route wins over the equal and the broader route in main.
@@ -158,6 +158,37 @@ func TestApplyIsIdempotentAndOwnsOnlyItsRoutes(t *testing.T) {
 		if !strings.Contains(all, theirs) {
 			t.Errorf("cleanup removed someone else's route %q:\n%s", theirs, all)
 		}
+	}
+}
+
+// TestApplyMovesOurRuleFromAnOlderPriority: an agent from before issue 15
+// left its rule at 5787, behind Tailscale's 5270. Apply adds the rule at
+// the new priority and deletes the old one (ours: table 87, protocol 87);
+// a rule of someone else that also looks up table 87 stays.
+func TestApplyMovesOurRuleFromAnOlderPriority(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := hostNS(t)
+	sh(t, n, "ip", "rule", "add", "pref", "5787", "lookup", "87", "proto", "87")
+	sh(t, n, "ip", "-6", "rule", "add", "pref", "5787", "lookup", "87", "proto", "87")
+	sh(t, n, "ip", "rule", "add", "pref", "6000", "from", "192.0.2.0/24", "lookup", "87")
+	m, err := New(Config{Device: "wgx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops Ops
+	inNS(t, n, func() { ops, err = m.Apply(desired()) })
+	if err != nil || ops != (Ops{RoutesAdded: 3, RulesAdded: 2, RulesDeleted: 2}) {
+		t.Fatalf("apply: ops %+v, err %v", ops, err)
+	}
+	rules := sh(t, n, "ip", "rule") + sh(t, n, "ip", "-6", "rule")
+	t.Logf("ip rule:\n%s", rules)
+	if strings.Contains(rules, "5787:") || strings.Count(rules, "5187:\tfrom all lookup 87 proto 87") != 2 ||
+		!strings.Contains(rules, "6000:\tfrom 192.0.2.0/24 lookup 87") {
+		t.Errorf("want our rule moved to 5187 in both families and the other rule kept:\n%s", rules)
+	}
+	inNS(t, n, func() { ops, err = m.Apply(desired()) })
+	if err != nil || ops != (Ops{}) {
+		t.Fatalf("second apply: ops %+v, err %v", ops, err)
 	}
 }
 
