@@ -72,8 +72,8 @@ type objects struct {
 	role         *rbacv1.Role
 	roleBinding  *rbacv1.RoleBinding
 	ds           *appsv1.DaemonSet
-	policy       *admissionv1.ValidatingAdmissionPolicy
-	binding      *admissionv1.ValidatingAdmissionPolicyBinding
+	policies     []*admissionv1.ValidatingAdmissionPolicy
+	bindings     []*admissionv1.ValidatingAdmissionPolicyBinding
 	byKey        map[string]map[string]any
 	orderedKinds []string
 }
@@ -110,9 +110,9 @@ func decode(t *testing.T, data []byte) objects {
 		case *appsv1.DaemonSet:
 			o.ds = v
 		case *admissionv1.ValidatingAdmissionPolicy:
-			o.policy = v
+			o.policies = append(o.policies, v)
 		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			o.binding = v
+			o.bindings = append(o.bindings, v)
 		default:
 			t.Fatalf("unexpected object %s", key)
 		}

@@ -23,59 +23,67 @@ func TestNodeIsolationPolicyShipsWithTheOverlays(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) { checkNodeIsolation(t, o) })
 	}
-	if b := base(t); b.policy == nil {
+	if b := base(t); len(b.policies) == 0 {
 		t.Error("base() should include the node-isolation component (what wgmesh.yaml holds)")
 	}
-	if o := decode(t, kustomize(t, filepath.Join(deployDir(t), "base"))); o.policy != nil || o.binding != nil {
+	if o := decode(t, kustomize(t, filepath.Join(deployDir(t), "base"))); len(o.policies)+len(o.bindings) > 0 {
 		t.Error("deploy/base must stay installable where the API server has no ValidatingAdmissionPolicy")
 	}
 }
 
 func checkNodeIsolation(t *testing.T, o objects) {
 	t.Helper()
-	p, b := o.policy, o.binding
-	if p == nil || b == nil {
-		t.Fatalf("no ValidatingAdmissionPolicy and binding (have %v)", o.orderedKinds)
+	if len(o.policies) != 2 || len(o.bindings) != 2 {
+		t.Fatalf("want the two ValidatingAdmissionPolicies (Nodes, Leases) and their bindings, have %v", o.orderedKinds)
 	}
-	if b.Spec.PolicyName != p.Name || !reflect.DeepEqual(b.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
-		t.Errorf("binding %s: policy %q actions %v, want %q [Deny]", b.Name, b.Spec.PolicyName, b.Spec.ValidationActions, p.Name)
-	}
-	if b.Spec.ParamRef != nil || b.Spec.MatchResources != nil {
-		t.Errorf("binding narrows the policy: %+v", b.Spec)
-	}
-	if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionv1.Fail {
-		t.Error("failurePolicy must be Fail: an unevaluated policy must not let a node through")
+	bound := map[string]bool{}
+	for _, b := range o.bindings {
+		if !reflect.DeepEqual(b.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+			t.Errorf("binding %s: actions %v, want [Deny]", b.Name, b.Spec.ValidationActions)
+		}
+		if b.Spec.ParamRef != nil || b.Spec.MatchResources != nil {
+			t.Errorf("binding %s narrows the policy: %+v", b.Name, b.Spec)
+		}
+		bound[b.Spec.PolicyName] = true
 	}
 	user := `request.userInfo.username == "system:serviceaccount:` + o.sa.Namespace + ":" + o.sa.Name + `"`
-	if len(p.Spec.MatchConditions) != 1 || !strings.Contains(p.Spec.MatchConditions[0].Expression, user) ||
-		!strings.Contains(p.Spec.MatchConditions[0].Expression, `"authentication.kubernetes.io/node-name"`) {
-		t.Errorf("matchConditions %+v, want the agent's ServiceAccount (%s) with a node claim", p.Spec.MatchConditions, user)
-	}
-	var all string
-	for _, v := range p.Spec.Variables {
-		all += v.Expression + "\n"
-	}
-	for _, v := range p.Spec.Validations {
-		all += v.Expression + "\n" + v.MessageExpression + "\n"
-	}
-	if !strings.Contains(all, `"`+kube.LabelSubnetLease+`"`) {
-		t.Errorf("the policy does not name the subnet Lease label %q", kube.LabelSubnetLease)
-	}
 	// Every verb the agent's RBAC grants on Nodes and Leases is matched.
 	matched := map[string]bool{}
-	for _, r := range p.Spec.MatchConstraints.ResourceRules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				for _, op := range r.Operations {
-					matched[g+"/"+res+"/"+string(op)] = true
+	var all string
+	for _, p := range o.policies {
+		if !bound[p.Name] {
+			t.Errorf("policy %s has no binding", p.Name)
+		}
+		if !strings.HasPrefix(p.Name, kube.IsolationPolicy) {
+			t.Errorf("policy %s: doctor recognises denials by the prefix %q", p.Name, kube.IsolationPolicy)
+		}
+		if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionv1.Fail {
+			t.Errorf("%s: failurePolicy must be Fail: an unevaluated policy must not let a node through", p.Name)
+		}
+		if len(p.Spec.MatchConditions) != 1 || !strings.Contains(p.Spec.MatchConditions[0].Expression, user) ||
+			!strings.Contains(p.Spec.MatchConditions[0].Expression, `"`+kube.NodeClaim+`"`) {
+			t.Errorf("%s: matchConditions %+v, want the agent's ServiceAccount (%s) with a node claim", p.Name, p.Spec.MatchConditions, user)
+		}
+		for _, v := range p.Spec.Variables {
+			all += v.Expression + "\n"
+		}
+		for _, r := range p.Spec.MatchConstraints.ResourceRules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, op := range r.Operations {
+						matched[g+"/"+res+"/"+string(op)] = true
+					}
 				}
 			}
 		}
 	}
+	if !strings.Contains(all, `"`+kube.LabelSubnetLease+`"`) {
+		t.Errorf("the policies do not name the subnet Lease label %q", kube.LabelSubnetLease)
+	}
 	for _, want := range []string{"/nodes/UPDATE", "/nodes/status/UPDATE", "coordination.k8s.io/leases/CREATE",
 		"coordination.k8s.io/leases/UPDATE", "coordination.k8s.io/leases/DELETE"} {
 		if !matched[want] {
-			t.Errorf("policy does not match %s", want)
+			t.Errorf("no policy matches %s", want)
 		}
 	}
 }

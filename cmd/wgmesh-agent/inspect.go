@@ -85,7 +85,11 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 			state.Routes = st.Routes
 		}
 	}
-	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, Kernel: kernel})
+	var iso *doctor.Isolation
+	if apiErr == nil {
+		iso = isolation(ctx, c)
+	}
+	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, Kernel: kernel, Isolation: iso})
 	if len(findings) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return nil
@@ -102,6 +106,23 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// isolation asks the API server whether it holds this agent's credentials
+// to this node (doctor's NodeIsolation findings).
+func isolation(ctx context.Context, c *config) *doctor.Isolation {
+	client, err := kube.NewClient(c.kubeconfig, apiTimeout)
+	if err != nil {
+		return &doctor.Isolation{Unknown: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	p := kube.ProbeIsolation(ctx, client, c.namespace)
+	iso := &doctor.Isolation{NodeClaim: p.NodeClaim, Enforced: p.Enforced}
+	if err := errors.Join(p.ClaimErr, p.ProbeErr); err != nil {
+		iso.Unknown = err.Error()
+	}
+	return iso
 }
 
 // runCleanup removes what wgmesh created on this node: iptables chains,

@@ -107,10 +107,26 @@ func TestNodeIsolationPolicyConfinesEachAgentToItsOwnNodeAndLease(t *testing.T) 
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if p, err := c.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, "wgmesh-node-isolation", metav1.GetOptions{}); err != nil {
-		t.Fatal(err)
-	} else if p.Status.TypeChecking != nil && len(p.Status.TypeChecking.ExpressionWarnings) > 0 {
-		t.Errorf("the API server's type check of the policy warns: %+v", p.Status.TypeChecking.ExpressionWarnings)
+	// The API server type-checks each policy against the kinds it matches
+	// (a warning, not a refusal, so it is checked here).
+	for _, name := range []string{"wgmesh-node-isolation-nodes", "wgmesh-node-isolation-leases"} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			p, err := c.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Status.ObservedGeneration == p.Generation && p.Status.TypeChecking != nil {
+				if w := p.Status.TypeChecking.ExpressionWarnings; len(w) > 0 {
+					t.Errorf("the API server's type check of %s warns: %+v", name, w)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not type-checked after 30s: %+v", name, p.Status)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
 	}
 
 	// The real agents under the policy: the mesh converges as before.
@@ -163,6 +179,14 @@ func TestNodeIsolationPolicyConfinesEachAgentToItsOwnNodeAndLease(t *testing.T) 
 		if b, _ := os.ReadFile(n.Agent.Log); strings.Contains(string(b), "wgmesh-node-isolation") || strings.Contains(strings.ToLower(string(b)), "forbidden") {
 			t.Errorf("%s: the agent was refused something under the policy:\n%s", n.Name, b)
 		}
+	}
+
+	// doctor names the mode: bound to node1, policy enforced.
+	n1 := c.Node("node1")
+	out, err := n1.Run(ctx, c.AgentCommand(n1, "doctor")...)
+	t.Logf("wgmesh-agent doctor on node1 (err=%v):\n%s", err, out)
+	if err != nil || !strings.Contains(out, "[info] NodeIsolation: the agent's token is bound to node node1 and the API server enforces the node-isolation policy") {
+		t.Errorf("doctor does not report the node-isolation policy in force")
 	}
 
 	lease2 := leaseOf["node2"]
@@ -302,6 +326,21 @@ func TestNodeIsolationPolicyConfinesEachAgentToItsOwnNodeAndLease(t *testing.T) 
 	}
 	if err := patchNode(ctx, client(unbound), "node2", "", `{"metadata":{"annotations":{"wgmesh.io/e2e":"x"}}}`, true); err != nil {
 		t.Errorf("agent ServiceAccount without node claim patching node2: %v (the policy matches only tokens with the claim)", err)
+	}
+
+	// doctor with that token says the policy cannot apply to it. The
+	// running agent keeps the token it started with.
+	n2 := c.Node("node2")
+	if err := c.SetAgentToken(n2, unbound); err != nil {
+		t.Fatal(err)
+	}
+	out, err = n2.Run(ctx, c.AgentCommand(n2, "doctor")...)
+	t.Logf("wgmesh-agent doctor on node2 with a token bound to no pod (err=%v):\n%s", err, out)
+	if !strings.Contains(out, "[warning] NoNodeClaim: the agent's token carries no node claim") {
+		t.Errorf("doctor does not warn that the token carries no node claim")
+	}
+	if err := c.SetAgentToken(n2, tokens["node2"]); err != nil {
+		t.Fatal(err)
 	}
 
 	// Nothing got through: the mesh is as it was.
