@@ -21,6 +21,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -71,6 +72,8 @@ type objects struct {
 	role         *rbacv1.Role
 	roleBinding  *rbacv1.RoleBinding
 	ds           *appsv1.DaemonSet
+	policies     []*admissionv1.ValidatingAdmissionPolicy
+	bindings     []*admissionv1.ValidatingAdmissionPolicyBinding
 	byKey        map[string]map[string]any
 	orderedKinds []string
 }
@@ -106,6 +109,10 @@ func decode(t *testing.T, data []byte) objects {
 			o.roleBinding = v
 		case *appsv1.DaemonSet:
 			o.ds = v
+		case *admissionv1.ValidatingAdmissionPolicy:
+			o.policies = append(o.policies, v)
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			o.bindings = append(o.bindings, v)
 		default:
 			t.Fatalf("unexpected object %s", key)
 		}
@@ -129,18 +136,22 @@ func shipped(t *testing.T) objects {
 	return decode(t, readFile(t, filepath.Join(deployDir(t), "wgmesh.yaml")))
 }
 
-// base decodes deploy/base's resources, in kustomization order.
+// base decodes deploy/base's resources and those of the components the k3s
+// overlay adds (node-isolation), in kustomization order: what
+// deploy/wgmesh.yaml holds.
 func base(t *testing.T) objects {
 	t.Helper()
-	dir := filepath.Join(deployDir(t), "base")
-	var k struct{ Resources []string }
-	if err := yaml.Unmarshal(readFile(t, filepath.Join(dir, "kustomization.yaml")), &k); err != nil {
-		t.Fatal(err)
-	}
 	var all []byte
-	for _, r := range k.Resources {
-		all = append(all, []byte("\n---\n")...)
-		all = append(all, readFile(t, filepath.Join(dir, r))...)
+	for _, dir := range []string{"base", "components/node-isolation"} {
+		dir = filepath.Join(deployDir(t), dir)
+		var k struct{ Resources []string }
+		if err := yaml.Unmarshal(readFile(t, filepath.Join(dir, "kustomization.yaml")), &k); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range k.Resources {
+			all = append(all, []byte("\n---\n")...)
+			all = append(all, readFile(t, filepath.Join(dir, r))...)
+		}
 	}
 	return decode(t, all)
 }

@@ -86,7 +86,11 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 	if readErr != nil {
 		fmt.Fprintf(w, "note: some kernel facts could not be read, their checks are skipped: %v\n\n", readErr)
 	}
-	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel})
+	var iso *doctor.Isolation
+	if apiErr == nil {
+		iso = isolation(ctx, c)
+	}
+	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel, Isolation: iso})
 	if len(findings) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return nil
@@ -103,6 +107,23 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// isolation asks the API server whether it holds this agent's credentials
+// to this node (doctor's NodeIsolation findings).
+func isolation(ctx context.Context, c *config) *doctor.Isolation {
+	client, err := kube.NewClient(c.kubeconfig, apiTimeout)
+	if err != nil {
+		return &doctor.Isolation{Unknown: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	p := kube.ProbeIsolation(ctx, client, c.namespace)
+	iso := &doctor.Isolation{NodeClaim: p.NodeClaim, Enforced: p.Enforced}
+	if err := errors.Join(p.ClaimErr, p.ProbeErr); err != nil {
+		iso.Unknown = err.Error()
+	}
+	return iso
 }
 
 // runCleanup removes what wgmesh created on this node: iptables chains,

@@ -91,6 +91,18 @@ type Input struct {
 	// route.DefaultRulePriority.
 	OurRulePriority int
 	Kernel          Kernel
+	// Isolation is what the API server does with the agent's credentials
+	// (kube.ProbeIsolation); nil when not asked (API unreachable).
+	Isolation *Isolation
+}
+
+// Isolation: the node the API server sees the agent's credentials bound to
+// ("" none), whether the node-isolation policy refused them another node's
+// Lease (a dry run), and why either is unknown.
+type Isolation struct {
+	NodeClaim string
+	Enforced  bool
+	Unknown   string
 }
 
 // Kernel holds facts read from the kernel. A field left at its zero value
@@ -134,6 +146,7 @@ func Check(ctx context.Context, in Input) []Finding {
 	out = append(out, sysctlFindings(in)...)
 	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
+	out = append(out, isolationFindings(in.Isolation)...)
 	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
 	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank[a.Severity], rank[b.Severity]) })
 	return out
@@ -371,4 +384,29 @@ func mtuFindings(in Input) []Finding {
 	return []Finding{{ID: "MTUTooLarge", Severity: SeverityError,
 		Message: fmt.Sprintf("%s MTU %d is larger than underlay %s MTU %d minus WireGuard overhead (%d): large packets are fragmented or lost (flannel#1567: 0-50 kbps)", in.Device, k.DeviceMTU, k.UnderlayDev, k.UnderlayMTU, limit),
 		Fix:     fmt.Sprintf("leave --mtu unset (auto = %d) or set it to at most %d; pods pick it up on their next restart", limit, limit)}}
+}
+
+// isolationFindings says which protection mode the cluster is in: whether
+// one node's agent credentials could rewrite other Nodes and Leases.
+func isolationFindings(iso *Isolation) []Finding {
+	if iso == nil {
+		return nil
+	}
+	const apply = "on Kubernetes/k3s 1.30 or later apply deploy/overlays/k3s (or deploy/overlays/kubelet), which include deploy/components/node-isolation; see docs/security.md"
+	switch {
+	case iso.Enforced && iso.NodeClaim != "":
+		return []Finding{{ID: "NodeIsolation", Severity: SeverityInfo,
+			Message: fmt.Sprintf("the agent's token is bound to node %s and the API server enforces the node-isolation policy: this agent can change only its own Node and subnet Leases", iso.NodeClaim)}}
+	case iso.Unknown != "":
+		return []Finding{{ID: "NodeIsolationUnknown", Severity: SeverityInfo,
+			Message: "could not tell whether the node-isolation policy holds this agent to its own node: " + iso.Unknown}}
+	case iso.NodeClaim == "":
+		return []Finding{{ID: "NoNodeClaim", Severity: SeverityWarning,
+			Message: "the agent's token carries no node claim (API server older than 1.30, ServiceAccountTokenPodNodeInfo off, or a token not bound to a pod): the node-isolation policy cannot apply, and a stolen agent token can rewrite every Node's key and endpoint and every subnet Lease",
+			Fix:     "run the agent from the DaemonSet (its projected token is bound to the pod) on an API server 1.30 or later; " + apply}}
+	default:
+		return []Finding{{ID: "NodeIsolationOff", Severity: SeverityWarning,
+			Message: fmt.Sprintf("the agent's token is bound to node %s but the API server does not enforce the node-isolation policy: a stolen agent token can rewrite every Node's key and endpoint and every subnet Lease", iso.NodeClaim),
+			Fix:     apply}}
+	}
 }

@@ -287,3 +287,38 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+func TestIsolationFindingsNameTheMode(t *testing.T) {
+	for _, tc := range []struct {
+		iso  *Isolation
+		id   string
+		sev  Severity
+		text string
+	}{
+		{nil, "", "", ""},
+		{&Isolation{NodeClaim: "node1", Enforced: true}, "NodeIsolation", SeverityInfo, "bound to node node1 and the API server enforces"},
+		{&Isolation{NodeClaim: "node1"}, "NodeIsolationOff", SeverityWarning, "does not enforce"},
+		{&Isolation{}, "NoNodeClaim", SeverityWarning, "carries no node claim"},
+		{&Isolation{NodeClaim: "node1", Unknown: "timeout"}, "NodeIsolationUnknown", SeverityInfo, "timeout"},
+	} {
+		fs := Check(t.Context(), Input{Device: "wgmesh0", Isolation: tc.iso})
+		var got []Finding
+		for _, f := range fs {
+			if strings.Contains(f.ID, "Isolation") || f.ID == "NoNodeClaim" {
+				got = append(got, f)
+			}
+		}
+		if tc.iso == nil {
+			if len(got) != 0 {
+				t.Errorf("nil isolation: %v", got)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0].ID != tc.id || got[0].Severity != tc.sev || !strings.Contains(got[0].Message, tc.text) {
+			t.Errorf("%+v: got %v, want one %s %s saying %q", tc.iso, got, tc.sev, tc.id, tc.text)
+		}
+		if tc.sev == SeverityWarning && got[0].Fix == "" {
+			t.Errorf("%s has no fix", tc.id)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -104,6 +105,10 @@ func (l *Lab) create(ctx context.Context, o runtime.Object) error {
 		_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 	case *rbacv1.RoleBinding:
 		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *admissionv1.ValidatingAdmissionPolicy:
+		_, err = c.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, metav1.CreateOptions{})
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		_, err = c.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, metav1.CreateOptions{})
 	default:
 		return fmt.Errorf("unexpected %T in agent RBAC manifests", o)
 	}
@@ -120,6 +125,71 @@ func (l *Lab) AgentToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("lab: token for serviceaccount %s/%s: %w", AgentNamespace, AgentServiceAccount, err)
 	}
 	return tr.Status.Token, nil
+}
+
+// NodeIsolationPolicyFile is deploy/'s ValidatingAdmissionPolicy and binding
+// that confine each agent to its own Node and subnet Leases.
+func (l *Lab) NodeIsolationPolicyFile() string {
+	return filepath.Join(l.Repo, "deploy", "components", "node-isolation", "policy.yaml")
+}
+
+// ApplyNodeIsolationPolicy creates the policy and its binding from deploy/
+// (idempotent). The API server enforces a new policy only after its policy
+// cache caught up (about a second): callers wait for a denial they expect.
+func (l *Lab) ApplyNodeIsolationPolicy(ctx context.Context) error {
+	objs, err := DecodeManifests(l.NodeIsolationPolicyFile())
+	if err != nil {
+		return fmt.Errorf("lab: node isolation policy: %w", err)
+	}
+	for _, o := range objs {
+		if err := l.create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("lab: node isolation policy: %w", err)
+		}
+	}
+	return nil
+}
+
+// AgentPodToken returns a token of the agent's ServiceAccount bound to a Pod
+// on node, as the kubelet projects one into the DaemonSet's pod there: the
+// API server adds the node claim (user extra
+// authentication.kubernetes.io/node-name) to such a token. The Pod
+// (wgmesh-<node> in the agent's namespace, bound to node by spec.nodeName)
+// only has to exist; no kubelet runs it. Call ApplyAgentRBAC first (the
+// ServiceAccount must exist).
+func (l *Lab) AgentPodToken(ctx context.Context, node string) (string, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "wgmesh-" + node, Namespace: AgentNamespace,
+			Labels: map[string]string{"app.kubernetes.io/name": "wgmesh"}},
+		Spec: corev1.PodSpec{
+			NodeName:           node,
+			ServiceAccountName: AgentServiceAccount,
+			Containers:         []corev1.Container{{Name: "agent", Image: "ghcr.io/wgmesh/wgmesh:latest"}},
+		},
+	}
+	p, err := l.Client.CoreV1().Pods(AgentNamespace).Create(ctx, pod, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		p, err = l.Client.CoreV1().Pods(AgentNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return "", fmt.Errorf("lab: agent pod on %s: %w", node, err)
+	}
+	exp := int64((72 * time.Hour).Seconds())
+	tr, err := l.Client.CoreV1().ServiceAccounts(AgentNamespace).CreateToken(ctx, AgentServiceAccount,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+			ExpirationSeconds: &exp,
+			BoundObjectRef:    &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID},
+		}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("lab: pod-bound token for %s/%s on %s: %w", AgentNamespace, AgentServiceAccount, node, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// SetAgentToken makes n's agent authenticate with token from its next
+// (re)start (StartAgent): by default it gets a token bound to nothing.
+func (l *Lab) SetAgentToken(n *Node, token string) error {
+	return l.writeKubeconfig(filepath.Join(n.Dir, "agent.kubeconfig"),
+		"system:serviceaccount:"+AgentNamespace+":"+AgentServiceAccount, token)
 }
 
 // RegisterNode creates n's Node object as a kubelet would: InternalIP = its
