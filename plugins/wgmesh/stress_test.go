@@ -150,14 +150,7 @@ func TestStressAddDelWithKilledPlugins(t *testing.T) {
 				mu.Lock()
 				limit := max(50*time.Millisecond, addTime*12/10)
 				mu.Unlock()
-				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond+rand.N(limit))
-				var res types.Result
-				err := l.inNode(func() error {
-					var err error
-					res, err = killer.AddNetworkList(ctx, l.list, p.rt)
-					return err
-				})
-				cancel()
+				res, err := l.addKilledWithin(killer, p, limit)
 				if err != nil {
 					if !errors.Is(err, context.DeadlineExceeded) {
 						t.Errorf("ADD %s failed other than by the kill: %v", p.name, err)
@@ -326,14 +319,7 @@ func TestStressKilledAddsAreUndoneByDel(t *testing.T) {
 			mu.Lock()
 			limit := max(50*time.Millisecond, addTime*12/10)
 			mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond+rand.N(limit))
-			var res types.Result
-			err := l.inNode(func() error {
-				var err error
-				res, err = killer.AddNetworkList(ctx, l.list, p.rt)
-				return err
-			})
-			cancel()
+			res, err := l.addKilledWithin(killer, p, limit)
 			if err == nil {
 				count(&outran)
 				r, cerr := current.NewResultFromResult(res)
@@ -417,4 +403,19 @@ func (l *lab) countLeftovers(p *pod, mu *sync.Mutex, veth, halfMade, addr *int) 
 	if held {
 		*addr++
 	}
+}
+
+// addKilledWithin runs ADD of p through killer, which SIGKILLs the plugin
+// processes when the deadline, a random delay up to limit, passes: a kill
+// anywhere in the ADD.
+func (l *lab) addKilledWithin(killer *libcni.CNIConfig, p *pod, limit time.Duration) (types.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond+rand.N(limit))
+	defer cancel()
+	var res types.Result
+	err := l.inNode(func() error {
+		var err error
+		res, err = killer.AddNetworkList(ctx, l.list, p.rt)
+		return err
+	})
+	return res, err
 }
