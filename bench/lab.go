@@ -2,11 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -126,10 +126,11 @@ func labSeqN(tag string) int {
 	return n
 }
 
-// startAgent creates node nd's data plane (its userspace WireGuard device),
-// as the agent does at start.
+// startAgent creates node nd's data plane (or adopts its running
+// userspace device), as the agent does at start. The lab's cleanup stops
+// the device process: it outlives the agent by design.
 func (l *lab) startAgent(nd *labNode) error {
-	l.c.Add(func() { _ = l.stopAgent(nd) })
+	l.c.Add(func() { _ = l.removeDevice(nd) })
 	return nd.netns.do(func() error {
 		dp, err := dataplane.New(dataplane.Config{
 			Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: l.mtu,
@@ -144,15 +145,25 @@ func (l *lab) startAgent(nd *labNode) error {
 	})
 }
 
-// stopAgent stops nd's userspace device (it cannot outlive its process).
+// stopAgent is what SIGTERM does to nd's agent: it releases its handles
+// and leaves the data plane, the userspace device process included, to
+// the next agent. (Removing the device's UAPI socket here, as this lab
+// once did, makes the device process exit on its own schedule: the next
+// startAgent then found its TUN still there without a socket.)
 func (l *lab) stopAgent(nd *labNode) error {
 	if nd.dp == nil {
 		return nil
 	}
 	err := nd.netns.do(func() error { return nd.dp.Close() })
 	nd.dp = nil
-	_ = os.Remove(filepath.Join("/var/run/wireguard", nd.dev+".sock"))
 	return err
+}
+
+// removeDevice stops nd's agent and its device process, and waits until
+// the TUN and the socket are gone.
+func (l *lab) removeDevice(nd *labNode) error {
+	err := l.stopAgent(nd)
+	return errors.Join(err, nd.netns.do(func() error { return wireguard.Remove(nd.dev) }))
 }
 
 // meshNodes is the Node list the kube layer would hand the agent.

@@ -30,12 +30,16 @@ import (
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/metrics"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 // Dataplane is what the agent needs from the kernel side.
 type Dataplane interface {
 	Apply(ctx context.Context, s mesh.State) (dataplane.Changes, error)
 	Status(ctx context.Context) (dataplane.Status, error)
+	// CheckDevice is a cheap look at whether the WireGuard device is
+	// still there (see dataplane.Dataplane.CheckDevice).
+	CheckDevice(ctx context.Context) error
 	Close() error
 }
 
@@ -76,6 +80,11 @@ type Config struct {
 	Masquerade bool
 	SubnetFile string
 	Resync     time.Duration
+	// DeviceCheck is how often the agent looks whether the WireGuard
+	// device is still there (a userspace device process can be killed
+	// under it); a lost device gets a reconcile at once, which creates it
+	// again. Default DefaultDeviceCheck.
+	DeviceCheck time.Duration
 
 	Cluster Cluster
 	// NewDataplane creates or adopts the data plane once the MTU is known
@@ -110,6 +119,11 @@ type Agent struct {
 	noPodCIDRSince time.Time
 }
 
+// DefaultDeviceCheck bounds how long the mesh stays down after its
+// device is lost, before the recreation; a check is one netlink request
+// and one poll.
+const DefaultDeviceCheck = time.Second
+
 // key is the one work item: every event means "look at the whole cluster
 // again", so bursts coalesce into one reconcile.
 const key = "mesh"
@@ -130,6 +144,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = time.Minute
+	}
+	if cfg.DeviceCheck <= 0 {
+		cfg.DeviceCheck = DefaultDeviceCheck
 	}
 	if cfg.NodeCIDRMaskSize4 == 0 {
 		cfg.NodeCIDRMaskSize4 = 24
@@ -207,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	})
+	wg.Go(func() { a.watchDevice(ctx) })
 	a.queue.Add(key)
 	<-ctx.Done()
 	a.queue.ShutDown()
@@ -222,6 +240,44 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("stopped; data plane left in place")
 	return nil
+}
+
+// watchDevice checks the data plane's device every DeviceCheck and asks
+// for a reconcile when it is lost: the reconcile's Apply creates it again
+// and writes the whole state back. Without this a device process killed
+// under the agent would leave the mesh down until the next event or
+// resync. It asks once per loss; a reconcile that fails to bring the
+// device back retries on its own, with backoff.
+func (a *Agent) watchDevice(ctx context.Context) {
+	t := time.NewTicker(a.cfg.DeviceCheck)
+	defer t.Stop()
+	lost := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		dp := a.dp
+		a.mu.Unlock()
+		if dp == nil {
+			continue // no reconcile has set it up yet
+		}
+		err := dp.CheckDevice(ctx)
+		switch {
+		case errors.Is(err, wireguard.ErrDeviceLost):
+			if !lost {
+				a.log.Warn("WireGuard device lost; reconciling to create it again", "reason", err.Error())
+				a.queue.Add(key)
+			}
+			lost = true
+		case err != nil:
+			a.log.Debug("device check", "err", err) // could not tell; look again next tick
+		default:
+			lost = false
+		}
+	}
 }
 
 func (a *Agent) processNext(ctx context.Context) bool {

@@ -59,6 +59,8 @@ func (r *recorder) Status(context.Context) (dataplane.Status, error) {
 	return st, nil
 }
 
+func (r *recorder) CheckDevice(context.Context) error { return nil }
+
 func (r *recorder) Close() error {
 	r.mu.Lock()
 	r.closed = true

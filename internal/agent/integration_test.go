@@ -51,6 +51,13 @@ func (d nsDataplane) Status(ctx context.Context) (st dataplane.Status, err error
 	return st, err
 }
 
+func (d nsDataplane) CheckDevice(ctx context.Context) (err error) {
+	if nerr := d.n.Do(func(ns.NetNS) error { err = d.dp.CheckDevice(ctx); return nil }); nerr != nil {
+		return nerr
+	}
+	return err
+}
+
 func (d nsDataplane) Close() error {
 	return d.n.Do(func(ns.NetNS) error { return d.dp.Close() })
 }

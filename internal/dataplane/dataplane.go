@@ -76,8 +76,11 @@ func (c Changes) Total() int {
 
 // Dataplane is the node's data plane.
 type Dataplane struct {
-	cfg    Config
-	log    *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// wgMu guards wg, which a lost device replaces (see device); Check
+	// and Status may run beside Apply.
+	wgMu   sync.Mutex
 	wg     *wireguard.Device
 	routes *route.Manager
 	fw     *firewall.Manager
@@ -101,18 +104,62 @@ func New(cfg Config) (*Dataplane, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := wireguard.Ensure(wireguard.Config{
-		Name: cfg.Device, Mode: cfg.Mode, ListenPort: cfg.ListenPort,
-		PrivateKey: cfg.PrivateKey, MTU: cfg.MTU, Logger: cfg.Logger,
-	})
+	dev, err := wireguard.Ensure(wgConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
 	return &Dataplane{cfg: cfg, log: cfg.Logger, wg: dev, routes: routes, fw: firewall.New(), nodeOf: map[wgtypes.Key]string{}}, nil
 }
 
+func wgConfig(cfg Config) wireguard.Config {
+	return wireguard.Config{
+		Name: cfg.Device, Mode: cfg.Mode, ListenPort: cfg.ListenPort,
+		PrivateKey: cfg.PrivateKey, MTU: cfg.MTU, Logger: cfg.Logger,
+	}
+}
+
 // Device is the WireGuard device (for its name, mode and public key).
-func (d *Dataplane) Device() *wireguard.Device { return d.wg }
+func (d *Dataplane) Device() *wireguard.Device {
+	d.wgMu.Lock()
+	defer d.wgMu.Unlock()
+	return d.wg
+}
+
+// CheckDevice reports whether the WireGuard device is still the one the
+// data plane set up: an error wrapping wireguard.ErrDeviceLost when its
+// link or its userspace device process is gone. The next Apply then
+// recreates it; the agent calls CheckDevice every few seconds so that it
+// does not wait for the next event or resync.
+func (d *Dataplane) CheckDevice(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return d.Device().Check()
+}
+
+// device returns the WireGuard device, first creating it again (and so
+// spawning a new userspace device process) when it was lost. A new device
+// has no peers and no addresses, and the kernel removed the routes through
+// the old link: every applier diffs against the kernel, so the Apply that
+// follows writes all of it back. n is the kernel writes made.
+func (d *Dataplane) device() (dev *wireguard.Device, n int, err error) {
+	d.wgMu.Lock()
+	defer d.wgMu.Unlock()
+	lost := d.wg.Check()
+	if !errors.Is(lost, wireguard.ErrDeviceLost) {
+		return d.wg, 0, nil // a failed look-up is not a loss: Apply reports it
+	}
+	d.log.Warn("WireGuard device lost; creating it again and re-applying the full state", "device", d.cfg.Device, "reason", lost.Error())
+	d.wg.Close()
+	start := time.Now()
+	dev, err = wireguard.Ensure(wgConfig(d.cfg))
+	if err != nil {
+		return d.wg, 0, fmt.Errorf("%v; create it again: %w", lost, err)
+	}
+	d.wg = dev
+	d.log.Info("WireGuard device back", "device", d.cfg.Device, "mode", dev.Mode(), "took", time.Since(start).Round(time.Millisecond))
+	return dev, dev.EnsureOps, nil
+}
 
 // Apply makes the kernel match s, writing only the difference: peers
 // first (so a route never points to a tunnel without its peer), then the
@@ -125,18 +172,33 @@ func (d *Dataplane) Apply(ctx context.Context, s mesh.State) (Changes, error) {
 	if err := ctx.Err(); err != nil {
 		return ch, err
 	}
-	ops, err := d.wg.Apply(s.Peers)
+	wg, n, err := d.device()
+	ch.LinksChanged += n
+	if err != nil {
+		// Without the device, peers, addresses and routes cannot be
+		// written; the firewall rules name it and stay.
+		return ch, err
+	}
+	ops, err := wg.Apply(s.Peers)
+	if err != nil && errors.Is(wg.Check(), wireguard.ErrDeviceLost) {
+		// Lost between the check and the write: once more, on a new one.
+		if wg, n, err = d.device(); err != nil {
+			return ch, err
+		}
+		ch.LinksChanged += n
+		ops, err = wg.Apply(s.Peers)
+	}
 	ch.PeersAdded, ch.PeersUpdated, ch.PeersRemoved = ops.Added, ops.Updated, ops.Removed
 	if err != nil {
 		errs = append(errs, err)
 	}
-	n, err := ensureTunnelAddrs(d.wg.Name(), s.TunnelAddrs)
+	n, err = ensureTunnelAddrs(wg.Name(), s.TunnelAddrs)
 	ch.LinksChanged += n
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if d.cfg.Bridge != "" {
-		n, err := ensureGateways(d.cfg.Bridge, s.Subnets, d.wg.MTU())
+		n, err := ensureGateways(d.cfg.Bridge, s.Subnets, wg.MTU())
 		ch.LinksChanged += n
 		if err != nil {
 			errs = append(errs, err)
@@ -221,13 +283,14 @@ func (d *Dataplane) Status(ctx context.Context) (Status, error) {
 	if err := ctx.Err(); err != nil {
 		return Status{}, err
 	}
-	dev, err := d.wg.Read()
+	wg := d.Device()
+	dev, err := wg.Read()
 	if err != nil {
 		return Status{}, err
 	}
 	st := Status{
-		Device: d.wg.Name(), Mode: d.wg.Mode(), PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort,
-		MTU: d.wg.MTU(), RouteTable: d.routes.Table(), RulePriority: d.routes.RulePriority(),
+		Device: wg.Name(), Mode: wg.Mode(), PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort,
+		MTU: wg.MTU(), RouteTable: d.routes.Table(), RulePriority: d.routes.RulePriority(),
 	}
 	d.mu.Lock()
 	for _, p := range dev.Peers {
@@ -256,14 +319,14 @@ func (d *Dataplane) Status(ctx context.Context) (Status, error) {
 
 // Close releases handles and leaves the data plane in place (SIGTERM): a
 // kernel device keeps its peers, routes and rules stay. A userspace device
-// cannot outlive the process and stops.
-func (d *Dataplane) Close() error { return d.wg.Close() }
+// process keeps running too, for the next agent to adopt.
+func (d *Dataplane) Close() error { return d.Device().Close() }
 
 // Cleanup removes everything wgmesh created: our iptables chains and
 // jumps, our routes and rules, and the WireGuard device. It leaves the
 // bridge (the CNI plugin's, with pods on it).
 func (d *Dataplane) Cleanup(ctx context.Context) error {
-	return cleanup(ctx, d.cfg, d.routes, d.fw, d.wg.Delete)
+	return cleanup(ctx, d.cfg, d.routes, d.fw, d.Device().Delete)
 }
 
 // CleanupWithout removes what wgmesh created without adopting the device

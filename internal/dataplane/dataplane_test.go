@@ -1,13 +1,16 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 // TestMeshConvergesIdempotentlyAndCleansUp drives three nodes through a
@@ -292,4 +296,55 @@ func runHere(name string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// TestApplyRecreatesAKilledDevice: node a's userspace device process is
+// SIGKILLed; its TUN, peers, tunnel addresses and the routes through it go
+// with it. CheckDevice says so, and the next Apply of the same state
+// creates the device again and writes everything back: the node looks as
+// it did before, and the pods reach each other.
+func TestApplyRecreatesAKilledDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	l := newLab(t, 2)
+	a, b := l.nodes[0], l.nodes[1]
+	for _, nd := range l.nodes {
+		l.apply(nd, l.nodes)
+	}
+	if err := l.ping(a, b); err != nil {
+		t.Fatalf("ping before the kill: %v", err)
+	}
+	before := l.snapshot(a)
+	var pid int
+	testns.Do(t, a.netns, func() error {
+		var ok bool
+		if pid, ok = wireguard.DevicePID(a.dev); !ok {
+			return fmt.Errorf("no device process serves %s", a.dev)
+		}
+		return syscall.Kill(pid, syscall.SIGKILL)
+	})
+	var lost error
+	for i := 0; i < 200 && lost == nil; i++ {
+		time.Sleep(10 * time.Millisecond)
+		testns.Do(t, a.netns, func() error { lost = a.dp.CheckDevice(t.Context()); return nil })
+	}
+	if !errors.Is(lost, wireguard.ErrDeviceLost) {
+		t.Fatalf("CheckDevice after SIGKILL: %v, want ErrDeviceLost", lost)
+	}
+	ch := l.apply(a, l.nodes)
+	if ch.PeersAdded != 1 || ch.RoutesAdded != 1 || ch.LinksChanged == 0 {
+		t.Errorf("Apply after the kill: %+v, want the peer, its route and the device written again", ch)
+	}
+	if after := l.snapshot(a); after != before {
+		t.Errorf("node a after the recovery:\n%s\nbefore the kill:\n%s", after, before)
+	}
+	testns.Do(t, a.netns, func() error { return a.dp.CheckDevice(t.Context()) })
+	if ch := l.apply(a, l.nodes); ch != (Changes{}) {
+		t.Errorf("second Apply: %+v, want no change", ch)
+	}
+	if err := l.ping(a, b); err != nil {
+		t.Errorf("ping after the recovery: %v", err)
+	}
+	if err := l.ping(b, a); err != nil {
+		t.Errorf("ping back after the recovery: %v", err)
+	}
 }

@@ -2,11 +2,14 @@ package wireguard
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,4 +178,61 @@ func TestDeviceProcessStopsWhenItsLinkIsDeleted(t *testing.T) {
 		return netlink.LinkDel(l)
 	})
 	requireGone(t, n, cfg.Name, pid)
+}
+
+// TestEnsureWaitsForAnExitingDeviceProcess: removing a device's UAPI
+// socket makes its process stop, but its TUN goes only when the process
+// has closed it. An Ensure in that moment (what the converge benchmark
+// did on every run) used to fail with "exists as a TUN device without a
+// WireGuard UAPI socket"; it waits for the TUN to go and creates a new
+// device.
+func TestEnsureWaitsForAnExitingDeviceProcess(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testns.New(t)
+	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t)}
+	d, pid := ensureUserspace(t, n, cfg)
+	testns.Do(t, n, func() error { return d.Close() })
+	if err := os.Remove(socketPath(cfg.Name)); err != nil {
+		t.Fatal(err)
+	}
+	d2, pid2 := ensureUserspace(t, n, cfg)
+	if pid2 == pid || d2.EnsureOps == 0 {
+		t.Errorf("Ensure after the socket was removed: process %d (was %d), %d writes; want a new device", pid2, pid, d2.EnsureOps)
+	}
+	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
+	requireGone(t, n, cfg.Name, pid2)
+}
+
+// TestCheckSeesAKilledDeviceProcess: Check is quiet while the device
+// serves and says ErrDeviceLost once its process was SIGKILLed; Ensure
+// then creates a new device in its place.
+func TestCheckSeesAKilledDeviceProcess(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testns.New(t)
+	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t)}
+	d, pid := ensureUserspace(t, n, cfg)
+	testns.Do(t, n, func() error { return d.Check() })
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for i := 0; i < 100; i++ {
+		testns.Do(t, n, func() error { err = d.Check(); return nil })
+		if err != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(err, ErrDeviceLost) {
+		t.Fatalf("Check after SIGKILL: %v, want ErrDeviceLost", err)
+	}
+	t.Logf("Check: %v", err)
+	testns.Do(t, n, func() error { return d.Close() })
+	d2, pid2 := ensureUserspace(t, n, cfg)
+	if pid2 == pid {
+		t.Fatalf("still process %d", pid)
+	}
+	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
+	requireGone(t, n, cfg.Name, pid2)
+	os.Remove(logPath(cfg.Name)) // the killed process's log stays for the post-mortem
 }

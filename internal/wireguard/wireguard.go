@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -105,6 +106,14 @@ type Device struct {
 	cfg    Config
 	mode   Mode // ModeKernel or ModeUserspace: what it really is
 	client *wgctrl.Client
+	// index is the link's ifindex when Ensure returned: a link of the same
+	// name with another index is a new device, without our peers.
+	index int
+	// pid and pidfd are the userspace device's process (pidfd -1 when
+	// there is none, or the kernel has no pidfd_open): a pidfd tells that
+	// the process is gone even if its pid has been reused since.
+	pid   int
+	pidfd int
 	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
 	EnsureOps int
 }
@@ -116,7 +125,7 @@ func Ensure(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("wireguard config: %w", err)
 	}
 	log := cfg.Logger.With("device", cfg.Name)
-	d := &Device{cfg: cfg}
+	d := &Device{cfg: cfg, pidfd: -1}
 	ok, spawned := false, false
 	defer func() {
 		if !ok {
@@ -132,6 +141,9 @@ func Ensure(cfg Config) (*Device, error) {
 	}
 
 	link, err := netlinksafe.LinkByName(cfg.Name)
+	if err == nil && isTUN(link) && cfg.Mode != ModeKernel && !isUserspace(d.client, cfg.Name) {
+		link, err = awaitOrphanTUN(d.client, cfg.Name, log)
+	}
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case err == nil:
@@ -185,11 +197,83 @@ func Ensure(cfg Config) (*Device, error) {
 		log.Info("device configured", "listenPort", cfg.ListenPort, "publicKey", cfg.PrivateKey.PublicKey().String(),
 			"keyChanged", set.PrivateKey != nil, "portChanged", set.ListenPort != nil)
 	}
+	d.index = link.Attrs().Index
+	if d.mode == ModeUserspace {
+		d.watchProcess()
+	}
 	ok = true
 	return d, nil
 }
 
 const netFlagUp = 1 // net.FlagUp
+
+// orphanWait bounds how long Ensure waits for a TUN of the device's name
+// that no device process serves to go away.
+const orphanWait = 5 * time.Second
+
+func isTUN(link netlink.Link) bool { return link.Type() == "tuntap" || link.Type() == "tun" }
+
+// awaitOrphanTUN waits until the TUN name, which no device process serves
+// in this namespace, is gone or served again, and returns the link as it
+// then is (a LinkNotFoundError once it is gone). Such a TUN is most often
+// one whose device process is exiting: killed (the kernel closes its file
+// descriptors, the UAPI listener first), or stopping because its socket
+// was removed; the TUN goes when the last descriptor closes, a moment
+// later. Only a TUN still there after orphanWait belongs to someone else.
+func awaitOrphanTUN(client *wgctrl.Client, name string, log *slog.Logger) (netlink.Link, error) {
+	start := time.Now()
+	for {
+		time.Sleep(20 * time.Millisecond)
+		link, err := netlinksafe.LinkByName(name)
+		if err != nil || !isTUN(link) || isUserspace(client, name) || time.Since(start) > orphanWait {
+			log.Info("waited for a TUN without a device process", "waited", time.Since(start).Round(time.Millisecond), "gone", err != nil)
+			return link, err
+		}
+	}
+}
+
+// watchProcess opens a pidfd on the device process serving d, so that
+// Check sees its death without a round trip to the socket.
+func (d *Device) watchProcess() {
+	pid, ok := DevicePID(d.cfg.Name)
+	if !ok {
+		return
+	}
+	d.pid = pid
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		d.pidfd = fd
+	}
+}
+
+// ErrDeviceLost says that the device Ensure returned is gone: its link was
+// deleted or replaced, or its userspace device process died (a crash, an
+// OOM kill, a container restart that took it along). The peers went with
+// it; Ensure again and re-apply the full state.
+var ErrDeviceLost = errors.New("WireGuard device lost")
+
+// Check reports whether the device is still the one Ensure returned: an
+// error wrapping ErrDeviceLost when it is not, another error when it
+// cannot tell. It is cheap (one netlink request and, for a userspace
+// device, one poll of a pidfd), for a periodic check.
+func (d *Device) Check() error {
+	if d.pidfd >= 0 {
+		fds := []unix.PollFd{{Fd: int32(d.pidfd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			return fmt.Errorf("%w: device process %d of %s exited", ErrDeviceLost, d.pid, d.cfg.Name)
+		}
+	}
+	link, err := netlinksafe.LinkByName(d.cfg.Name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		return fmt.Errorf("%w: link %s is gone", ErrDeviceLost, d.cfg.Name)
+	case err != nil:
+		return fmt.Errorf("look up link %s: %w", d.cfg.Name, err)
+	case link.Attrs().Index != d.index:
+		return fmt.Errorf("%w: link %s was replaced (ifindex %d, now %d)", ErrDeviceLost, d.cfg.Name, d.index, link.Attrs().Index)
+	}
+	return nil
+}
 
 func (d *Device) adopt(link netlink.Link) error {
 	name := d.cfg.Name
@@ -208,7 +292,7 @@ func (d *Device) adopt(link netlink.Link) error {
 			d.mode = ModeUserspace // our device process, left by the previous agent
 			return nil
 		}
-		return fmt.Errorf("%s exists as a TUN device without a WireGuard UAPI socket (%s) in this namespace; stop the process that holds it", name, socketPath(name))
+		return fmt.Errorf("%s exists as a TUN device without a WireGuard UAPI socket (%s) in this namespace, still after %s; stop the process that holds it", name, socketPath(name), orphanWait)
 	}
 	return fmt.Errorf("%s exists and is a %q link, not a WireGuard device; rename it or choose another --wireguard-device", name, link.Type())
 }
@@ -247,6 +331,9 @@ func (d *Device) PublicKey() wgtypes.Key { return d.cfg.PrivateKey.PublicKey() }
 // Read returns the device as wgctrl sees it (peers with handshake times,
 // byte counters and endpoints).
 func (d *Device) Read() (*wgtypes.Device, error) {
+	if d.client == nil {
+		return nil, fmt.Errorf("read device %s: closed", d.cfg.Name)
+	}
 	dev, err := d.client.Device(d.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("read device %s: %w", d.cfg.Name, err)
@@ -291,6 +378,10 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 // peers, in place (an agent stopped by SIGTERM keeps the data plane). A
 // userspace device's process keeps running too: the next agent adopts it.
 func (d *Device) Close() error {
+	if d.pidfd >= 0 {
+		unix.Close(d.pidfd)
+		d.pidfd = -1
+	}
 	if d.client == nil {
 		return nil
 	}

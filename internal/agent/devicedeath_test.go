@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/wgmesh/wgmesh/internal/testns"
+	"github.com/wgmesh/wgmesh/internal/testutil"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
+)
+
+// TestIntegrationAgentRecreatesKilledDevice: two nodes run the real agent
+// with a userspace device and one pod each. Node a's device process is
+// killed with SIGKILL (a crash, an OOM kill) while its agent runs; the
+// agent must notice, create the device again and write the whole state
+// back by itself, until the pods reach each other again. The time that
+// takes is logged: the check interval, the new device process, the
+// re-apply and the new handshake.
+func TestIntegrationAgentRecreatesKilledDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	suffix := testns.Suffix(t)
+	under := testns.NewUnderlay(t)
+	dir := t.TempDir()
+	c := fake.NewClientset()
+	var nodes []*itNode
+	for i, name := range []string{"a", "b"} {
+		nd := &itNode{name: name, netns: testns.New(t), under: netip.AddrFrom4([4]byte{192, 168, 79, byte(i + 1)}),
+			dev: fmt.Sprintf("wgk%s%d", suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
+		var err error
+		if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
+			t.Fatal(err)
+		}
+		// Registered before the agent starts, so it runs after the agent
+		// stopped: whichever device process serves the node then (the
+		// first or its replacement) is stopped and waited for.
+		t.Cleanup(func() {
+			if err := nd.netns.Do(func(ns.NetNS) error { return wireguard.Remove(nd.dev) }); err != nil {
+				t.Errorf("remove %s: %v", nd.dev, err)
+			}
+			// A killed device process leaves its log (for the post-mortem).
+			os.Remove(filepath.Join("/run/wgmesh", nd.dev+"-device.log"))
+		})
+		under.Attach(t, nd.netns, fmt.Sprintf("uk%s%d", suffix, i), netip.PrefixFrom(nd.under, 24))
+		testns.Do(t, nd.netns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) })
+		apiN := apiNode(name, fmt.Sprintf("10.42.%d.0/24", i), nd.under.String(), wgtypes.Key{})
+		if _, err := c.CoreV1().Nodes().Create(context.Background(), apiN, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, nd)
+	}
+	for _, nd := range nodes {
+		nd.start(t, c)
+	}
+	for _, nd := range nodes {
+		eventually(t, nd.name+" ready", func() bool { return nd.agent.Ready() == nil })
+	}
+	// One pod per node on the cni0 the data plane created.
+	pods := make([]ns.NetNS, len(nodes))
+	for i, nd := range nodes {
+		pods[i] = addPodNS(t, nd.netns, netip.MustParsePrefix(fmt.Sprintf("10.42.%d.2/24", i)))
+	}
+	a := nodes[0]
+	podA, podB := pods[0], pods[1]
+	podIPA, podIPB := "10.42.0.2", "10.42.1.2"
+	if _, err := untilPing(podA, podIPB, 20*time.Second); err != nil {
+		t.Fatalf("pods do not reach each other before the kill: %v", err)
+	}
+
+	var pid int
+	testns.Do(t, a.netns, func() error {
+		var ok bool
+		if pid, ok = wireguard.DevicePID(a.dev); !ok {
+			return fmt.Errorf("no device process serves %s", a.dev)
+		}
+		return nil
+	})
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Generous: the figure is logged, not asserted.
+	if _, err := untilPing(podA, podIPB, 60*time.Second); err != nil {
+		t.Fatalf("pods do not reach each other again after the device process was killed: %v\nagent log:\n%s", err, a.logs.String())
+	}
+	back := time.Since(killed)
+	t.Logf("device process %d SIGKILLed under a running agent: pod a reaches pod b again after %s", pid, back.Round(time.Millisecond))
+	if _, err := untilPing(podB, podIPA, 10*time.Second); err != nil {
+		t.Errorf("pod b does not reach pod a: %v", err)
+	}
+
+	testns.Do(t, a.netns, func() error {
+		now, ok := wireguard.DevicePID(a.dev)
+		if !ok || now == pid {
+			t.Errorf("device served by %d (ok %v) after %d was killed; want a new process", now, ok, pid)
+		}
+		return nil
+	})
+	logs := a.logs.String()
+	for _, want := range []string{`msg="WireGuard device lost; reconciling to create it again"`, `msg="WireGuard device back"`} {
+		line := ""
+		for l := range strings.Lines(logs) {
+			if strings.Contains(l, want) {
+				line = l
+				break
+			}
+		}
+		if line == "" {
+			t.Errorf("a's log lacks %s", want)
+			continue
+		}
+		// Where the time went: the check's tick, the new device, the rest.
+		f, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if at, err := time.Parse(time.RFC3339Nano, f); err == nil {
+			t.Logf("%s logged %s after the kill", want, at.Sub(killed).Round(time.Millisecond))
+		}
+	}
+	if a.agent.Ready() != nil || a.agent.Healthy() != nil {
+		t.Errorf("after the recovery: ready %v, healthy %v", a.agent.Ready(), a.agent.Healthy())
+	}
+}
+
+// untilPing pings to from n until the first reply, or for at most
+// timeout, and returns how long that took. One echo at a time, each given
+// 200 ms: ping -c with -w would stop early at an ICMP error (no route
+// while the device is gone), and a whole-second -W would blur the figure.
+func untilPing(n ns.NetNS, to string, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		_, err := testns.Run(n, "ping", "-n", "-q", "-c", "1", "-W", "0.2", to)
+		if err == nil || time.Since(start) > timeout {
+			return time.Since(start), err
+		}
+		time.Sleep(10 * time.Millisecond) // an ICMP error comes back at once
+	}
+}
+
+// addPodNS makes a pod: a namespace with eth0 at addr, its peer on the
+// node's cni0, and a default route through the bridge's gateway (the
+// subnet's first address).
+func addPodNS(t *testing.T, node ns.NetNS, addr netip.Prefix) ns.NetNS {
+	t.Helper()
+	pod := testns.New(t)
+	testns.Do(t, node, func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vpod", MTU: 1400}, PeerName: "podeth"}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add pod veth: %w", err)
+		}
+		br, err := netlink.LinkByName("cni0")
+		if err != nil {
+			return err
+		}
+		host, err := netlink.LinkByName("vpod")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(host, br); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(host); err != nil {
+			return err
+		}
+		end, err := netlink.LinkByName("podeth")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(end, int(pod.Fd()))
+	})
+	testns.Do(t, pod, func() error {
+		eth, err := netlink.LinkByName("podeth")
+		if err != nil {
+			return err
+		}
+		ipn := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}
+		if err := netlink.AddrAdd(eth, &netlink.Addr{IPNet: ipn}); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(eth); err != nil {
+			return err
+		}
+		gw := addr.Masked().Addr().Next()
+		return netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index})
+	})
+	return pod
+}
