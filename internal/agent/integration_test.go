@@ -170,8 +170,8 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	}
 
 	// Restart a with nothing changed: no API writes, subnet.env untouched.
-	// (A userspace device stops with its process, so the new agent re-adds
-	// the peer; with a kernel device the data plane's diff finds nothing.)
+	// (The userspace device's process outlives the agent, so the new agent
+	// adopts it with its peer, as it adopts a kernel device.)
 	patches := countActions(c, "patch", "nodes", "") + countActions(c, "patch", "nodes", "status")
 	st1, _ := os.Stat(a.subnet)
 	a.stop()
