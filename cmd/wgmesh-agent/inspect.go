@@ -43,7 +43,7 @@ func clusterView(ctx context.Context, c *config) (nodes []mesh.Node, self mesh.N
 	if !found {
 		return nodes, self, state, nil, fmt.Errorf("node %q is not in the API (check --node-name)", c.nodeName)
 	}
-	state, problems = mesh.Desired(self, nodes, mesh.Options{Self: c.nodeName, ListenPort: c.listenPort})
+	state, problems = mesh.Desired(self, nodes, mesh.Options{Self: c.nodeName, ListenPort: c.listenPort, ClusterCIDRs: c.clusterCIDRs})
 	return nodes, self, state, problems, nil
 }
 

@@ -353,7 +353,7 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	a.releaseSuperseded(ctx)
 	a.releaseOrphans(ctx)
 
-	state, problems := mesh.Desired(self, nodes, mesh.Options{Self: a.cfg.NodeName, ListenPort: a.cfg.ListenPort})
+	state, problems := mesh.Desired(self, nodes, mesh.Options{Self: a.cfg.NodeName, ListenPort: a.cfg.ListenPort, ClusterCIDRs: a.cfg.ClusterCIDRs})
 	if p, ok := selfOverlap(self, nodes); ok {
 		problems = append(problems, p)
 	}

@@ -428,6 +428,29 @@ func TestAgentRecordsEventsForProblems(t *testing.T) {
 	}
 }
 
+func TestAgentReportsPeerOutsideClusterCIDRAndStillProgramsIt(t *testing.T) {
+	ctx := context.Background()
+	ka, kb := newKey(t), newKey(t)
+	// The agent runs with --cluster-cidr 10.42.0.0/16; b's pod CIDR is
+	// from another range (a cluster started with another --cluster-cidr).
+	c := fake.NewClientset(
+		apiNode("a", "10.42.0.0/24", "192.168.0.1", wgtypes.Key{}),
+		apiNode("b", "10.52.1.0/24", "192.168.0.2", kb.PublicKey()),
+	)
+	h := startAgent(t, c, "a", filepath.Join(t.TempDir(), "subnet.env"), ka)
+	h.dp.waitFor(t, "peer b", func(s mesh.State) bool { _, ok := peerOf(s, "b"); return ok })
+	eventually(t, "PodCIDROutsideCluster event on node b", func() bool {
+		evs, _ := c.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "b" && e.Reason == mesh.ReasonPodCIDROutsideCluster &&
+				e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "10.52.1.0/24 is outside the cluster CIDR 10.42.0.0/16") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 func TestAgentsWithoutPodCIDRReserveSubnetsAndLearnEachOther(t *testing.T) {
 	ctx := context.Background()
 	ka, kb := newKey(t), newKey(t)

@@ -174,6 +174,8 @@ func problemFindings(ps []mesh.Problem) []Finding {
 		case mesh.ReasonNoPodCIDR:
 			f.Severity = SeverityWarning
 			f.Fix = "start k3s with a cluster CIDR (the default allocates node CIDRs); the node joins once it has one"
+		case mesh.ReasonPodCIDROutsideCluster:
+			f.Fix = "set the agent's --cluster-cidr (env WGMESH_CLUSTER_CIDR in the wgmesh DaemonSet: deploy/base/daemonset.yaml, rendered into deploy/wgmesh.yaml) to the cluster's pod network, the same as k3s --cluster-cidr (kube-controller-manager --cluster-cidr), comma-separated for dual-stack; then roll the DaemonSet (kubectl -n kube-system rollout restart ds/wgmesh)"
 		case mesh.ReasonNoGateway:
 			f.Severity = SeverityWarning
 			f.Fix = "give this node a pod CIDR of each family the cluster uses (dual-stack --cluster-cidr)"

@@ -264,6 +264,15 @@ func TestCheck(t *testing.T) {
 			contains: "wgmesh.io/force-endpoint=IP:51820",
 		},
 		{
+			name: "a pod CIDR outside the cluster CIDR is an error naming the setting",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: healthy, Problems: []mesh.Problem{
+				{Node: "f", Reason: mesh.ReasonInvalidEndpoint, Message: "bad"},
+				{Node: "i", Reason: mesh.ReasonPodCIDROutsideCluster, Message: "pod CIDR 10.52.1.0/24 is outside the cluster CIDR 10.42.0.0/16 (--cluster-cidr)"},
+			}},
+			want:     []string{"PodCIDROutsideCluster", "InvalidEndpoint"},
+			contains: "--cluster-cidr (env WGMESH_CLUSTER_CIDR in the wgmesh DaemonSet: deploy/base/daemonset.yaml",
+		},
+		{
 			name: "unknown facts are skipped",
 			in:   Input{Device: "wgmesh0", Desired: desired, OurTable: 87},
 		},

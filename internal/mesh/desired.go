@@ -28,6 +28,9 @@ const (
 	ReasonEndpointInMesh     = "EndpointInMesh"
 	ReasonInvalidKeepalive   = "InvalidKeepalive"
 	ReasonNoGateway          = "NoGateway"
+	// ReasonPodCIDROutsideCluster: a node's pod CIDR is not inside any
+	// cluster CIDR (Options.ClusterCIDRs, the agent's --cluster-cidr).
+	ReasonPodCIDROutsideCluster = "PodCIDROutsideCluster"
 )
 
 // maxKeepalive is the largest keepalive WireGuard can carry (uint16 seconds).
@@ -40,6 +43,12 @@ const maxKeepalive = 65535 * time.Second
 // A node becomes a peer only if it has a valid public key, pod CIDRs that
 // overlap no other node's (nor ours), and a key no other node uses. Every
 // node left out, and every value ignored, is explained by a Problem.
+//
+// A pod CIDR outside every cluster CIDR (opts.ClusterCIDRs) is a Problem
+// but does not keep its node out: its AllowedIPs are exact, so programming
+// it is safe, but the FORWARD and masquerade rules built from the cluster
+// CIDR do not cover it, so its pods' traffic is not forwarded and
+// masqueraded as the rest of the cluster's is.
 func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 	if self.Name == "" {
 		self.Name = opts.Self
@@ -57,6 +66,16 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 	selfCIDRs = dedupe(selfCIDRs) // keep spec order: the first of a family holds the gateway
 	for _, p := range bad {
 		report(self.Name, ReasonInvalidPodCIDR, "this node's pod CIDR %q is not a valid prefix", p)
+	}
+	for i, p := range selfCIDRs {
+		if why, out := outsideCluster(p, opts.ClusterCIDRs); out {
+			msg := "this node's pod CIDR %s %s: wgmesh's FORWARD and masquerade rules, built from the cluster CIDR, do not cover its pods (their traffic leaving the cluster is not masqueraded, and is dropped where the FORWARD policy is DROP)"
+			first := !slices.ContainsFunc(selfCIDRs[:i], func(q netip.Prefix) bool { return q.Addr().Is6() == p.Addr().Is6() })
+			if first && hasFamily(opts.ClusterCIDRs, p.Addr().Is6()) {
+				msg += "; the agent writes no subnet.env with a subnet outside the cluster CIDR, so the CNI plugin has no subnet for new pods"
+			}
+			report(self.Name, ReasonPodCIDROutsideCluster, msg, p, why)
+		}
 	}
 	if len(selfCIDRs) == 0 {
 		report(self.Name, ReasonNoPodCIDR, "this node has no pod CIDR: pods cannot start and no peer route has a source address")
@@ -101,6 +120,11 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		pods, bad := cleanPrefixes(n.PodCIDRs)
 		for _, p := range bad {
 			report(n.Name, ReasonInvalidPodCIDR, "pod CIDR %q is not a valid prefix", p)
+		}
+		for _, p := range pods {
+			if why, out := outsideCluster(p, opts.ClusterCIDRs); out {
+				report(n.Name, ReasonPodCIDROutsideCluster, "pod CIDR %s %s: the node is still a peer (its AllowedIPs are exact), but wgmesh's masquerade rules, built from the cluster CIDR, treat its pods as outside the cluster: this node's pods reach them masqueraded, with a node address as source instead of their own", p, why)
+			}
 		}
 		if len(pods) == 0 {
 			report(n.Name, ReasonNoPodCIDR, "node has no pod CIDR yet; not a peer until the control plane assigns one")
@@ -343,6 +367,38 @@ func minNonZero(a, b time.Duration) time.Duration {
 		return a
 	}
 	return min(a, b)
+}
+
+// outsideCluster reports whether p lies outside every cluster CIDR, and
+// says how ("is outside the cluster CIDR 10.42.0.0/16 (--cluster-cidr)").
+// With no cluster CIDRs at all nothing is outside: the caller did not say.
+func outsideCluster(p netip.Prefix, clusters []netip.Prefix) (string, bool) {
+	if len(clusters) == 0 {
+		return "", false
+	}
+	var same []string
+	for _, c := range clusters {
+		if !c.IsValid() || c.Addr().Unmap().Is6() != p.Addr().Is6() {
+			continue
+		}
+		c = netip.PrefixFrom(c.Addr().Unmap(), c.Bits()).Masked()
+		if c.Bits() <= p.Bits() && c.Contains(p.Addr()) {
+			return "", false
+		}
+		same = append(same, c.String())
+	}
+	if len(same) == 0 {
+		fam := "IPv4"
+		if p.Addr().Is6() {
+			fam = "IPv6"
+		}
+		return fmt.Sprintf("is %s, but there is no %s cluster CIDR (--cluster-cidr)", fam, fam), true
+	}
+	return fmt.Sprintf("is outside the cluster CIDR %s (--cluster-cidr)", strings.Join(same, ", ")), true
+}
+
+func hasFamily(ps []netip.Prefix, v6 bool) bool {
+	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.IsValid() && p.Addr().Unmap().Is6() == v6 })
 }
 
 // cleanPrefixes masks valid prefixes and returns the invalid ones apart.

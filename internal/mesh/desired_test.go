@@ -345,6 +345,109 @@ func TestDesired(t *testing.T) {
 	}
 }
 
+func TestDesiredReportsPodCIDROutsideClusterCIDR(t *testing.T) {
+	cluster := Options{ClusterCIDRs: pfx("10.42.0.0/16")}
+	dual := Options{ClusterCIDRs: pfx("10.42.0.0/16", "fd42::/56")}
+	tests := []struct {
+		name      string
+		self      Node
+		nodes     []Node
+		opts      Options
+		wantPeers []string
+		problems  []string
+		message   string // in the first problem's message
+	}{
+		{
+			name:      "every pod CIDR inside: no problem",
+			self:      node("a", 1, "10.42.0.0/24"),
+			nodes:     []Node{node("b", 2, "10.42.1.0/24")},
+			opts:      cluster,
+			wantPeers: []string{"b"},
+		},
+		{
+			name:      "no cluster CIDRs given: not checked",
+			self:      node("a", 1, "10.52.0.0/24"),
+			nodes:     []Node{node("b", 2, "10.52.1.0/24")},
+			wantPeers: []string{"b"},
+		},
+		{
+			name:      "a peer outside is reported and still programmed",
+			self:      node("a", 1, "10.42.0.0/24"),
+			nodes:     []Node{node("b", 2, "10.52.1.0/24"), node("c", 3, "10.42.2.0/24")},
+			opts:      cluster,
+			wantPeers: []string{"b", "c"},
+			problems:  []string{"b:PodCIDROutsideCluster"},
+			message:   "pod CIDR 10.52.1.0/24 is outside the cluster CIDR 10.42.0.0/16 (--cluster-cidr): the node is still a peer",
+		},
+		{
+			name:      "this node outside: reported on this node, peers still programmed",
+			self:      node("a", 1, "10.52.0.0/24"),
+			nodes:     []Node{node("b", 2, "10.52.1.0/24")},
+			opts:      cluster,
+			wantPeers: []string{"b"},
+			problems:  []string{"a:PodCIDROutsideCluster", "b:PodCIDROutsideCluster"},
+			message:   "this node's pod CIDR 10.52.0.0/24 is outside the cluster CIDR 10.42.0.0/16 (--cluster-cidr): wgmesh's FORWARD and masquerade rules",
+		},
+		{
+			name:      "a pod CIDR broader than the cluster CIDR is not inside it",
+			self:      node("a", 1, "10.42.0.0/24"),
+			nodes:     []Node{node("b", 2, "10.0.0.0/8")},
+			opts:      Options{ClusterCIDRs: pfx("10.43.0.0/16")},
+			wantPeers: nil, // b's /8 overlaps a's /24: that keeps it out, not the cluster CIDR
+			problems:  []string{"a:PodCIDROutsideCluster", "b:OverlappingPodCIDR", "b:PodCIDROutsideCluster"},
+		},
+		{
+			name:      "an IPv6 pod CIDR with only an IPv4 cluster CIDR",
+			self:      node("a", 1, "10.42.0.0/24", "fd42::/64"),
+			nodes:     []Node{node("b", 2, "10.42.1.0/24", "fd42:0:0:1::/64")},
+			opts:      cluster,
+			wantPeers: []string{"b"},
+			problems:  []string{"a:PodCIDROutsideCluster", "b:PodCIDROutsideCluster"},
+			message:   "this node's pod CIDR fd42::/64 is IPv6, but there is no IPv6 cluster CIDR (--cluster-cidr)",
+		},
+		{
+			name:      "dual-stack: each family against its own cluster CIDR",
+			self:      node("a", 1, "10.42.0.0/24", "fd42::/64"),
+			nodes:     []Node{node("b", 2, "10.42.1.0/24", "fd43::/64")},
+			opts:      dual,
+			wantPeers: []string{"b"},
+			problems:  []string{"b:PodCIDROutsideCluster"},
+			message:   "pod CIDR fd43::/64 is outside the cluster CIDR fd42::/56",
+		},
+		{
+			name:      "a peer without a key is still named as outside",
+			self:      node("a", 1, "10.42.0.0/24"),
+			nodes:     []Node{{Name: "b", PodCIDRs: pfx("192.168.5.0/24")}},
+			opts:      cluster,
+			wantPeers: nil,
+			problems:  []string{"b:MissingPublicKey", "b:PodCIDROutsideCluster"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, probs := Desired(tt.self, tt.nodes, tt.opts)
+			if got := peerNames(s); !slices.Equal(got, tt.wantPeers) {
+				t.Errorf("peers = %v, want %v", got, tt.wantPeers)
+			}
+			if got := reasons(probs); !slices.Equal(got, tt.problems) {
+				t.Errorf("problems = %v, want %v\n%+v", got, tt.problems, probs)
+			}
+			if tt.message != "" && (len(probs) == 0 || !strings.Contains(probs[0].Message, tt.message)) {
+				t.Errorf("first problem = %+v, want a message with %q", probs, tt.message)
+			}
+			// The routes of a peer outside the cluster CIDR are programmed
+			// like any other's.
+			for _, p := range s.Peers {
+				for _, dst := range p.AllowedIPs {
+					if !slices.ContainsFunc(s.Routes, func(r Route) bool { return r.Dst == dst }) {
+						t.Errorf("peer %s's %s has no route", p.Node, dst)
+					}
+				}
+			}
+		})
+	}
+}
+
 func TestDesiredNodeRemovalDropsExactlyItsPeerAndRoutes(t *testing.T) {
 	self := node("a", 1, "10.42.0.0/24")
 	nodes := []Node{self, node("b", 2, "10.42.1.0/24"), node("c", 3, "10.42.2.0/24", "10.43.2.0/24")}
@@ -476,6 +579,10 @@ func FuzzDesired(f *testing.F) {
 		}
 		self := nodes[0]
 		s, _ := Desired(self, nodes, Options{})
+		// The cluster CIDR check reports; it never changes what is programmed.
+		if sc, _ := Desired(self, nodes, Options{ClusterCIDRs: pfx("10.42.2.0/23")}); !reflect.DeepEqual(s, sc) {
+			t.Fatalf("cluster CIDRs changed the state:\n%+v\n%+v", s, sc)
+		}
 		seen := map[wgtypes.Key]bool{}
 		var all []netip.Prefix
 		for _, p := range s.Peers {

@@ -21,6 +21,11 @@ type Options struct {
 	// (k3s-io/k3s#7355). They join that peer's AllowedIPs and get routes,
 	// and take part in the overlap check like pod CIDRs. Nil today.
 	ExtraPrefixes map[string][]netip.Prefix
+	// ClusterCIDRs are the pod networks (--cluster-cidr), at most one per
+	// family. Every node's pod CIDR must lie inside one of them, since the
+	// FORWARD and masquerade rules are built from them; one outside is a
+	// PodCIDROutsideCluster Problem. Nil: not checked.
+	ClusterCIDRs []netip.Prefix
 }
 
 // Peer is one desired WireGuard peer: another node of the cluster.
@@ -66,7 +71,8 @@ type Problem struct {
 	// Reason is a stable CamelCase word, used in Events and metric labels:
 	// InvalidPublicKey, MissingPublicKey, NoPodCIDR, OverlappingPodCIDR,
 	// InvalidEndpoint, InvalidKeepalive, DuplicatePublicKey, InvalidPodCIDR,
-	// NoGateway (this node has no pod CIDR of a peer subnet's family).
+	// NoGateway (this node has no pod CIDR of a peer subnet's family),
+	// PodCIDROutsideCluster (a pod CIDR outside Options.ClusterCIDRs).
 	Reason  string
 	Message string
 }
