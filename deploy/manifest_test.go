@@ -314,7 +314,7 @@ func TestDaemonSetRunsOnEveryNodeAsACNI(t *testing.T) {
 	}{
 		"/var/lib/wgmesh":    {"/var/lib/wgmesh", corev1.HostPathDirectoryOrCreate, false},
 		"/run/wgmesh":        {"/run/wgmesh", corev1.HostPathDirectoryOrCreate, false},
-		"/dev/net/tun":       {"/dev/net/tun", corev1.HostPathCharDev, false},
+		"/dev/net":           {"/dev/net", corev1.HostPathDirectoryOrCreate, false},
 		"/lib/modules":       {"/lib/modules", "", true},
 		"/run/xtables.lock":  {"/run/xtables.lock", corev1.HostPathFileOrCreate, false},
 		"/var/run/wireguard": {"/run/wireguard", corev1.HostPathDirectoryOrCreate, false},
@@ -330,6 +330,29 @@ func TestDaemonSetRunsOnEveryNodeAsACNI(t *testing.T) {
 		}
 	}
 	checkMountsReferToVolumes(t, spec)
+	checkTUNIsOptional(t, spec)
+}
+
+// checkTUNIsOptional: the TUN device serves only userspace WireGuard, so
+// a host without /dev/net/tun (some LXC containers, minimal images) must
+// still start the pod, for kernel WireGuard. No volume may require the
+// device (type CharDevice), nor name it with a type that lets the runtime
+// create it (containerd makes a missing hostPath a directory); the agent
+// mounts its directory, /dev/net.
+func checkTUNIsOptional(t *testing.T, spec corev1.PodSpec) {
+	t.Helper()
+	for _, v := range spec.Volumes {
+		hp := v.HostPath
+		if hp == nil {
+			continue
+		}
+		if ptrOr(hp.Type) == corev1.HostPathCharDev || ptrOr(hp.Type) == corev1.HostPathBlockDev {
+			t.Errorf("volume %s requires a device on the host (hostPath %s type %s): the pod would not start where it is missing", v.Name, hp.Path, *hp.Type)
+		}
+		if filepath.Clean(hp.Path) == "/dev/net/tun" {
+			t.Errorf("volume %s mounts /dev/net/tun itself: mount /dev/net (DirectoryOrCreate), so that a host without it still starts the pod", v.Name)
+		}
+	}
 }
 
 func ptrOr(p *corev1.HostPathType) corev1.HostPathType {

@@ -299,23 +299,55 @@ func (d *Device) adopt(link netlink.Link) error {
 
 func (d *Device) create(log *slog.Logger) error {
 	name := d.cfg.Name
+	var kernelErr error
 	if d.cfg.Mode != ModeUserspace {
-		err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: d.cfg.MTU}})
-		if err == nil {
+		kernelErr = netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: d.cfg.MTU}})
+		if kernelErr == nil {
 			d.mode = ModeKernel
 			log.Info("device created", "mode", d.mode)
 			return nil
 		}
 		if d.cfg.Mode == ModeKernel {
-			return fmt.Errorf("create kernel WireGuard link %s: %w (use --wireguard=auto or userspace without the module)", name, err)
+			return fmt.Errorf("create kernel WireGuard link %s: %w (use --wireguard=auto or userspace without the module)", name, kernelErr)
 		}
-		log.Info("kernel WireGuard unavailable, using userspace", "reason", err.Error())
+		log.Info("kernel WireGuard unavailable, using userspace", "reason", kernelErr.Error())
+	}
+	// Only now is the TUN device needed: a node with kernel WireGuard
+	// works without it (the DaemonSet mounts it only where the host has it).
+	if err := checkTUN(tunPath); err != nil {
+		if kernelErr != nil {
+			return fmt.Errorf("no WireGuard for %s: the kernel has none (%v), and userspace WireGuard needs %s: %w; load the wireguard module on the host (modprobe wireguard), or %s", name, kernelErr, tunPath, err, tunAdvice)
+		}
+		return fmt.Errorf("userspace WireGuard device %s (--wireguard=userspace) needs %s: %w; %s, or use --wireguard=auto on a host with the wireguard module", name, tunPath, err, tunAdvice)
 	}
 	if err := spawnDevice(name, d.cfg.MTU, log); err != nil {
 		return fmt.Errorf("create userspace WireGuard device %s: %w", name, err)
 	}
 	d.mode = ModeUserspace
 	log.Info("device created", "mode", d.mode)
+	return nil
+}
+
+// tunPath is the TUN clone device that wireguard-go opens (its path is
+// fixed there); a variable so that tests can point the check elsewhere.
+var tunPath = "/dev/net/tun"
+
+// tunAdvice says how to give the agent a TUN device.
+const tunAdvice = "give the host a TUN device (modprobe tun; in an LXC container allow the device c 10:200 and bind-mount /dev/net/tun into it); the agent retries, and its pod sees the host's /dev/net"
+
+// checkTUN says why path is not a usable TUN clone device: missing (the
+// host has none, some LXC containers and minimal images) or not a
+// character device (something else created a file of that name).
+func checkTUN(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return errors.New("it does not exist (the host has no TUN device, or /dev/net is not mounted into the pod)")
+	case err != nil:
+		return err
+	case fi.Mode().Type() != os.ModeDevice|os.ModeCharDevice:
+		return fmt.Errorf("it is not a character device (mode %s)", fi.Mode())
+	}
 	return nil
 }
 

@@ -227,3 +227,78 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckTUN(t *testing.T) {
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "tun")
+	if err := os.WriteFile(regular, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path, want string
+	}{
+		{"/dev/null", ""}, // a character device, as /dev/net/tun is
+		{filepath.Join(dir, "missing"), "does not exist"},
+		{regular, "not a character device"},
+		{dir, "not a character device"}, // what a runtime creates for a missing hostPath
+	} {
+		err := checkTUN(tc.path)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("checkTUN(%s) = %v, want %q", tc.path, err, tc.want)
+		}
+	}
+}
+
+// withoutTUN points the TUN check at a path that does not exist, as on a
+// host without /dev/net/tun.
+func withoutTUN(t *testing.T) {
+	old := tunPath
+	tunPath = filepath.Join(t.TempDir(), "net", "tun")
+	t.Cleanup(func() { tunPath = old })
+}
+
+func TestUserspaceWithoutTUNSaysSo(t *testing.T) {
+	testutil.RequireRoot(t)
+	withoutTUN(t)
+	n := testns.New(t)
+	name := uniqueName(t)
+	testns.Do(t, n, func() error {
+		_, err := Ensure(Config{Name: name, Mode: ModeUserspace, PrivateKey: key(t)})
+		if err == nil || !strings.Contains(err.Error(), "(--wireguard=userspace) needs "+tunPath+": it does not exist") ||
+			!strings.Contains(err.Error(), "modprobe tun") {
+			t.Errorf("userspace without TUN: %v", err)
+		}
+		if _, err := netlink.LinkByName(name); err == nil {
+			t.Error("a link was left behind")
+		}
+		if _, ok := DevicePID(name); ok {
+			t.Error("a device process was started")
+		}
+		return nil
+	})
+}
+
+// With --wireguard=auto the TUN device matters only where the kernel has
+// no WireGuard: there the error names both, else the kernel link is made.
+func TestAutoWithoutTUNNeedsItOnlyForUserspace(t *testing.T) {
+	testutil.RequireRoot(t)
+	withoutTUN(t)
+	n := testns.New(t)
+	name := uniqueName(t)
+	testns.Do(t, n, func() error {
+		d, err := Ensure(Config{Name: name, Mode: ModeAuto, PrivateKey: key(t)})
+		if err == nil {
+			defer d.Delete()
+			if d.Mode() != ModeKernel {
+				t.Errorf("auto without TUN = %s, want kernel", d.Mode())
+			}
+			return nil
+		}
+		for _, want := range []string{"the kernel has none", "userspace WireGuard needs " + tunPath + ": it does not exist", "modprobe wireguard", "modprobe tun"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("auto without kernel WireGuard nor TUN: error lacks %q: %v", want, err)
+			}
+		}
+		return nil
+	})
+}
