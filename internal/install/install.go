@@ -263,7 +263,7 @@ func installBinaries(o Options, dirs CNIDirs) ([]string, error) {
 	if fi, err := os.Stat(binDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("CNI bin dir %s (%s) is not a directory at %s: mount the host's directory into this container, or pass --cni-bin-dir", dirs.BinDirs[0], dirs.Source, binDir)
 	}
-	if err := removeStaleTemps(binDir); err != nil {
+	if err := removeStaleTemps(binDir, slices.Concat(OwnPlugins, SupportPlugins)...); err != nil {
 		return nil, err
 	}
 	var changed []string
@@ -327,7 +327,7 @@ func writeConflist(o Options, dirs CNIDirs, log *slog.Logger) error {
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		return fmt.Errorf("create CNI conf dir %s: %w", dirs.ConfDir, err)
 	}
-	if err := removeStaleTemps(confDir); err != nil {
+	if err := removeStaleTemps(confDir, ConflistName); err != nil {
 		return err
 	}
 	changed, err := writeAtomic(filepath.Join(confDir, ConflistName), data, 0o644)
