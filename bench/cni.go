@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -134,7 +135,7 @@ func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, err
 		// The reference: the same chain with bridge + host-local in front,
 		// same bridge, MTU, hairpin and subnet.
 		plugins[0] = map[string]any{
-			"type": "bridge", "bridge": "cni0", "isGateway": true, "mtu": 1380, "hairpinMode": true,
+			"type": "bridge", "bridge": cniconf.DefaultBridge, "isGateway": true, "mtu": 1380, "hairpinMode": true,
 			"ipam": map[string]any{
 				"type":    "host-local",
 				"ranges":  [][]map[string]string{{{"subnet": cniSubnet}}},

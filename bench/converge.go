@@ -14,6 +14,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/route"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 // Converge measures, in the namespace lab driven by the data plane (this
@@ -36,7 +37,7 @@ func Converge(ctx context.Context, sizes []int) ([]Row, error) {
 func join(ctx context.Context, n int, restarts bool) ([]Row, error) {
 	c := &Cleanup{}
 	defer c.Run()
-	l, err := newLab(c, 1420)
+	l, err := newLab(c, wireguard.DefaultMTU)
 	if err != nil {
 		return nil, err
 	}

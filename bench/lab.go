@@ -13,6 +13,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -102,11 +103,11 @@ func (l *lab) addNode(i int) (*labNode, error) {
 		{nd.netns, []string{"ip", "link", "set", "eth0", "up"}},
 		{nd.netns, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1"}},
 		{l.under, []string{"ip", "link", "set", ul, "master", "br0", "up"}},
-		{nd.netns, []string{"ip", "link", "add", "cni0", "mtu", fmt.Sprint(l.mtu), "type", "bridge"}},
-		{nd.netns, []string{"ip", "addr", "add", nd.gw.String() + "/24", "dev", "cni0"}},
-		{nd.netns, []string{"ip", "link", "set", "cni0", "up"}},
+		{nd.netns, []string{"ip", "link", "add", cniconf.DefaultBridge, "mtu", fmt.Sprint(l.mtu), "type", "bridge"}},
+		{nd.netns, []string{"ip", "addr", "add", nd.gw.String() + "/24", "dev", cniconf.DefaultBridge}},
+		{nd.netns, []string{"ip", "link", "set", cniconf.DefaultBridge, "up"}},
 		{nd.netns, []string{"ip", "link", "add", "vpod", "mtu", fmt.Sprint(l.mtu), "type", "veth", "peer", "name", "eth0", "netns", nd.pod.name}},
-		{nd.netns, []string{"ip", "link", "set", "vpod", "master", "cni0", "up"}},
+		{nd.netns, []string{"ip", "link", "set", "vpod", "master", cniconf.DefaultBridge, "up"}},
 		{nd.pod, []string{"ip", "addr", "add", nd.podIP.String() + "/24", "dev", "eth0"}},
 		{nd.pod, []string{"ip", "link", "set", "eth0", "up"}},
 		{nd.pod, []string{"ip", "route", "add", "default", "via", nd.gw.String()}},
@@ -135,7 +136,7 @@ func (l *lab) startAgent(nd *labNode) error {
 		dp, err := dataplane.New(dataplane.Config{
 			Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: l.mtu,
 			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, Masquerade: true,
-			Bridge: "cni0", Logger: l.logger,
+			Bridge: cniconf.DefaultBridge, Logger: l.logger,
 		})
 		if err != nil {
 			return fmt.Errorf("%s: dataplane.New: %w", nd.name, err)

@@ -16,6 +16,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
@@ -88,7 +89,7 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 		var err error
 		dp, err = dataplane.New(dataplane.Config{
 			Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key,
-			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Masquerade: true, Bridge: "cni0",
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Masquerade: true, Bridge: cniconf.DefaultBridge,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		return err
@@ -249,13 +250,13 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 	if _, err := node.run("ip", "link", "set", "stand-in", "up"); err != nil {
 		return res, err
 	}
-	if _, err := node.run("ip", "link", "add", "cni0", "type", "bridge"); err != nil {
+	if _, err := node.run("ip", "link", "add", cniconf.DefaultBridge, "type", "bridge"); err != nil {
 		return res, err
 	}
-	if _, err := node.run("ip", "addr", "add", "10.0.0.1/24", "dev", "cni0"); err != nil {
+	if _, err := node.run("ip", "addr", "add", "10.0.0.1/24", "dev", cniconf.DefaultBridge); err != nil {
 		return res, err
 	}
-	if _, err := node.run("ip", "link", "set", "cni0", "up"); err != nil {
+	if _, err := node.run("ip", "link", "set", cniconf.DefaultBridge, "up"); err != nil {
 		return res, err
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 // NetOptions bound the throughput and latency runs.
 type NetOptions struct {
 	Seconds    int // per iperf3 run (iperf3 takes whole seconds); default 1
 	RoundTrips int // per latency run; default 2000
-	MTU        int // WireGuard device and pod MTU; default 1420
+	MTU        int // WireGuard device and pod MTU; default wireguard.DefaultMTU
 	// UnderlayGRO turns GRO on for the lab's underlay veths (off by default
 	// on veth; on by default on real NICs), so wireguard-go's UDP GRO
 	// socket receives coalesced batches as it would on hardware.
@@ -40,7 +42,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 		opt.RoundTrips = 2000
 	}
 	if opt.MTU == 0 {
-		opt.MTU = 1420
+		opt.MTU = wireguard.DefaultMTU
 	}
 	c := &Cleanup{}
 	defer c.Run()

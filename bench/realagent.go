@@ -25,6 +25,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/wgmesh/wgmesh/internal/agent"
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/kube"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -98,7 +99,7 @@ func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAge
 		NewDataplane: func(mtu int) (agent.Dataplane, error) {
 			var err error
 			dp, err = dataplane.New(dataplane.Config{Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key, MTU: mtu,
-				ClusterCIDRs: cluster, Masquerade: true, Bridge: "cni0", Logger: log})
+				ClusterCIDRs: cluster, Masquerade: true, Bridge: cniconf.DefaultBridge, Logger: log})
 			return dp, err
 		},
 		UnderlayMTU: func(netip.Addr) (int, error) { return 1500, nil },

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/keys"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -67,7 +68,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.resync, "resync", c.envDuration("WGMESH_RESYNC", time.Minute), "period of the full level-triggered reconcile (env WGMESH_RESYNC)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env("WGMESH_METRICS_ADDR", DefaultMetricsAddr), "`host:port` for /metrics, /healthz, /readyz; empty: off (env WGMESH_METRICS_ADDR)")
 	fs.StringVar(&c.namespace, "namespace", env("POD_NAMESPACE", "kube-system"), "namespace of the subnet Leases (env POD_NAMESPACE)")
-	fs.StringVar(&c.bridge, "bridge", env("WGMESH_BRIDGE", "cni0"), "bridge that holds this node's pod gateway, the source of peer routes (env WGMESH_BRIDGE)")
+	fs.StringVar(&c.bridge, "bridge", env("WGMESH_BRIDGE", cniconf.DefaultBridge), "bridge that holds this node's pod gateway, the source of peer routes (env WGMESH_BRIDGE)")
 	fs.StringVar(&c.logLevel, "log-level", env("WGMESH_LOG_LEVEL", "info"), "debug, info, warn or error (env WGMESH_LOG_LEVEL)")
 }
 

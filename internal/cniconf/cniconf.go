@@ -15,12 +15,18 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
-// Defaults of the netconf fields.
+// Defaults of the netconf fields. The bridge, the interface and the MTU are
+// also the agent's defaults (its --bridge, and wireguard.DefaultName and
+// DefaultMTU are these), so that a conflist that names none of them matches
+// an agent started without flags. This package is their one home because it
+// is pure and small enough for the plugin binary to import.
 const (
 	DefaultBridge             = "cni0"
-	DefaultSubnetFile         = "/run/wgmesh/subnet.env"
+	DefaultSubnetFile         = subnetenv.DefaultPath
 	DefaultWireguardInterface = "wgmesh0"
 	DefaultIPAMType           = "wgmesh-ipam"
 	// DefaultMTU is used when neither the netconf nor subnet.env sets an MTU:

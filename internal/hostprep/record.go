@@ -1,7 +1,6 @@
 package hostprep
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,10 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/atomicfile"
 	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
 )
 
@@ -182,7 +181,7 @@ func (f *fixer) writeFile(p string, content []byte, mode fs.FileMode) (string, e
 		}
 		prev = &PreviousFile{Content: old, Mode: fi.Mode().Perm()}
 	}
-	if err := atomicWrite(local, content, mode); err != nil {
+	if err := atomicfile.Write(local, content, mode); err != nil {
 		return "", err
 	}
 	sum := sha256.Sum256(content)
@@ -207,50 +206,10 @@ func (f *fixer) save() error {
 	if err != nil {
 		return err
 	}
-	if err := atomicWrite(f.root.Join(path.Join(dir, path.Base(RecordPath))), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(f.root.Join(path.Join(dir, path.Base(RecordPath))), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save record: %w", err)
 	}
 	f.dirty = false
-	return nil
-}
-
-func atomicWrite(local string, content []byte, mode fs.FileMode) error {
-	var suffix [6]byte
-	if _, err := rand.Read(suffix[:]); err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(local), "."+filepath.Base(local)+".wgmesh-"+hex.EncodeToString(suffix[:]))
-	fd, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", local, err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			fd.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := fd.Write(content); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := fd.Chmod(mode); err != nil { // the umask may have narrowed it; never widened
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := fd.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := fd.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, local); err != nil {
-		return fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	ok = true
-	if d, err := os.Open(filepath.Dir(local)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 	return nil
 }
 
@@ -312,7 +271,7 @@ func Undo(root hostfs.Root, log *slog.Logger) (UndoResult, error) {
 				out.Kept = append(out.Kept, fmt.Sprintf("%s: changed since wgmesh-hostprep wrote it", e.Path))
 				keep = append(keep, e)
 			case e.Previous != nil:
-				if err := atomicWrite(local, e.Previous.Content, e.Previous.Mode); err != nil {
+				if err := atomicfile.Write(local, e.Previous.Content, e.Previous.Mode); err != nil {
 					return out, err
 				}
 				log.Info("host changed", "undo", "restored file", "path", e.Path)

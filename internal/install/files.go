@@ -10,15 +10,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/wgmesh/wgmesh/internal/atomicfile"
 )
 
-// tempMarker is in the name of every temp file install creates, so a later
-// run can remove the leftovers of one that was killed mid-write.
+// tempMarker was in the name of every temp file install created before it
+// wrote through atomicfile; removeStaleTemps still removes those leftovers.
 const tempMarker = ".wgmesh-tmp-"
 
 // writeAtomic makes path hold data with mode, or leaves it untouched when it
-// already does (changed=false). The new content is written to a temp file in
-// the same directory, synced, then renamed over path: a reader (containerd
+// already does (changed=false). atomicfile.Write writes the new content to a
+// temp file in the same directory, syncs it and renames it over path: a reader (containerd
 // exec'ing a plugin, libcni loading the conf dir) sees the old file or the
 // new one, never a partial one.
 func writeAtomic(path string, data []byte, mode fs.FileMode) (changed bool, err error) {
@@ -27,37 +29,11 @@ func writeAtomic(path string, data []byte, mode fs.FileMode) (changed bool, err 
 	} else if same {
 		return false, nil
 	}
-	dir, name := filepath.Split(path)
-	// The leading dot hides the temp file from libcni, which loads only
-	// *.conf, *.conflist and *.json.
-	tmp, err := os.CreateTemp(dir, "."+name+tempMarker+"*")
-	if err != nil {
-		return false, fmt.Errorf("create temp file for %s: %w", path, err)
+	// The temp file's name ends in digits, so libcni (which loads only
+	// *.conf, *.conflist and *.json) skips it.
+	if err := atomicfile.Write(path, data, mode); err != nil {
+		return false, err
 	}
-	success := false
-	defer func() {
-		if !success {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return false, fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return false, fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return false, fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return false, fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
-	}
-	success = true
-	syncDir(dir)
 	return true, nil
 }
 
@@ -87,28 +63,32 @@ func hasContent(path string, data []byte, mode fs.FileMode) (bool, error) {
 	return bytes.Equal(h.Sum(nil), want[:]), nil
 }
 
-// syncDir makes a rename durable. Best effort: some filesystems refuse it,
-// and the rename itself has already happened.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
-
 // removeStaleTemps deletes temp files that an earlier, killed run of
-// install left in dir. Only names carrying tempMarker are touched.
-func removeStaleTemps(dir string) error {
+// install left in dir while writing one of names. Only such temp names (and
+// hidden names carrying the old tempMarker) are touched.
+func removeStaleTemps(dir string, names ...string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", dir, err)
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), tempMarker) && e.Type().IsRegular() {
+		if e.Type().IsRegular() && isStaleTemp(e.Name(), names) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove stale temp file: %w", err)
 			}
 		}
 	}
 	return nil
+}
+
+func isStaleTemp(name string, targets []string) bool {
+	if strings.HasPrefix(name, ".") && strings.Contains(name, tempMarker) {
+		return true
+	}
+	for _, t := range targets {
+		if atomicfile.IsTemp(name, t) {
+			return true
+		}
+	}
+	return false
 }

@@ -150,14 +150,19 @@ func TestWriteAtomicFailureLeavesNoTemp(t *testing.T) {
 
 func TestRemoveStaleTempsOnlyRemovesOurs(t *testing.T) {
 	dir := t.TempDir()
-	for _, name := range []string{".wgmesh" + tempMarker + "123", ".10-wgmesh.conflist" + tempMarker + "9", "portmap", ".hidden", "x" + tempMarker} {
+	for _, name := range []string{
+		".wgmesh" + tempMarker + "123", ".10-wgmesh.conflist" + tempMarker + "9", // an older install's
+		".wgmesh8123", ".10-wgmesh.conflist77", // atomicfile's, for the names given
+		".portmap42", ".wgmesh-ipam", ".wgmesh12x", // not for the names given, or not a temp name
+		"portmap", ".hidden", "x" + tempMarker,
+	} {
 		os.WriteFile(filepath.Join(dir, name), nil, 0o644)
 	}
-	if err := removeStaleTemps(dir); err != nil {
+	if err := removeStaleTemps(dir, "wgmesh", "10-wgmesh.conflist"); err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Join(listDir(t, dir), " ")
-	if want := ".hidden portmap x" + tempMarker; got != want {
+	if want := ".hidden .portmap42 .wgmesh-ipam .wgmesh12x portmap x" + tempMarker; got != want {
 		t.Errorf("left %q, want %q", got, want)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -63,8 +64,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WriteConflist, "write-conflist", ConflistWhenReady, "when to write "+ConflistName+": never, now, or when-ready (once --subnet-file is valid and --ready-url answers 200)")
 	fs.StringVar(&o.SubnetFile, "subnet-file", subnetenv.DefaultPath, "subnet file the agent writes (named in the conflist, and the readiness signal)")
 	fs.StringVar(&o.ReadyURL, "ready-url", "", "agent readiness URL to require before writing the conflist, e.g. http://127.0.0.1:9918/readyz (empty: subnet file only)")
-	fs.StringVar(&o.Bridge, "bridge", "cni0", "bridge named in the conflist (must match the agent's --bridge)")
-	fs.StringVar(&o.Interface, "interface", "wgmesh0", "WireGuard interface named in the conflist (must match the agent's --interface)")
+	fs.StringVar(&o.Bridge, "bridge", cniconf.DefaultBridge, "bridge named in the conflist (must match the agent's --bridge)")
+	fs.StringVar(&o.Interface, "interface", cniconf.DefaultWireguardInterface, "WireGuard interface named in the conflist (must match the agent's --interface)")
 	fs.DurationVar(&o.Watch, "watch", 0, "keep running and re-check (repair) binaries and conflist at this interval; 0: install once and exit")
 	fs.BoolVar(&o.Uninstall, "uninstall", false, "remove "+ConflistName+", wgmesh and wgmesh-ipam from the CNI dirs instead")
 }
@@ -263,7 +264,7 @@ func installBinaries(o Options, dirs CNIDirs) ([]string, error) {
 	if fi, err := os.Stat(binDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("CNI bin dir %s (%s) is not a directory at %s: mount the host's directory into this container, or pass --cni-bin-dir", dirs.BinDirs[0], dirs.Source, binDir)
 	}
-	if err := removeStaleTemps(binDir); err != nil {
+	if err := removeStaleTemps(binDir, slices.Concat(OwnPlugins, SupportPlugins)...); err != nil {
 		return nil, err
 	}
 	var changed []string
@@ -327,7 +328,7 @@ func writeConflist(o Options, dirs CNIDirs, log *slog.Logger) error {
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		return fmt.Errorf("create CNI conf dir %s: %w", dirs.ConfDir, err)
 	}
-	if err := removeStaleTemps(confDir); err != nil {
+	if err := removeStaleTemps(confDir, ConflistName); err != nil {
 		return err
 	}
 	changed, err := writeAtomic(filepath.Join(confDir, ConflistName), data, 0o644)

@@ -140,7 +140,7 @@ func TestInstallOnK3sFindsDirsFromContainerdConfig(t *testing.T) {
 	}
 	for _, dir := range []string{k3sBinDir, k3sConfDir} {
 		for _, name := range listDir(t, n.host(dir)) {
-			if strings.Contains(name, tempMarker) {
+			if isStaleTemp(name, append([]string{ConflistName}, append(OwnPlugins, SupportPlugins...)...)) {
 				t.Errorf("temp file %s left in %s", name, dir)
 			}
 		}

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -26,28 +27,42 @@ func hostNS(t *testing.T) ns.NetNS {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
-	inNS(t, n, func() {
+	// ns.Do runs the closure on another goroutine, where t.Fatal must not be
+	// called: errors come back out and fail the test here.
+	err = n.Do(func(ns.NetNS) error {
 		for _, name := range []string{"wgx", "cni0", "other0"} {
 			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-				t.Fatal(err)
+				return fmt.Errorf("add %s: %w", name, err)
 			}
-			l, _ := netlink.LinkByName(name)
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
 			if err := netlink.LinkSetUp(l); err != nil {
-				t.Fatal(err)
+				return fmt.Errorf("set %s up: %w", name, err)
 			}
 		}
-		cni0, _ := netlink.LinkByName("cni0")
+		cni0, err := netlink.LinkByName("cni0")
+		if err != nil {
+			return err
+		}
 		for _, a := range []string{"10.42.0.1/24", "10.42.0.200/24", "fd42::1/64"} {
 			p := netip.MustParsePrefix(a)
 			addr := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: unix.IFA_F_NODAD}
 			if err := netlink.AddrAdd(cni0, addr); err != nil {
-				t.Fatal(err)
+				return fmt.Errorf("add %s to cni0: %w", a, err)
 			}
 		}
+		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
+// inNS runs f in n. f must not call t.Fatal (ns.Do runs it on another
+// goroutine): it sets variables that the test checks afterwards.
 func inNS(t *testing.T, n ns.NetNS, f func()) {
 	t.Helper()
 	if err := n.Do(func(ns.NetNS) error { f(); return nil }); err != nil {

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/wgmesh/wgmesh/internal/atomicfile"
 )
 
 // DefaultPath is where the agent writes the file and the plugins read it.
@@ -217,36 +219,14 @@ func Read(path string) (Env, error) {
 	return e, nil
 }
 
-// Write replaces the file at path atomically (temp file in the same
-// directory, fsync, rename), creating the directory if needed, so a plugin
-// never reads a half-written file.
+// Write replaces the file at path atomically (atomicfile.Write), creating
+// the directory if needed, so a plugin never reads a half-written file.
 func Write(path string, e Env) error {
 	if err := e.Validate(); err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".subnet.env-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // no-op after a successful rename
-	if _, err := f.Write(Format(e)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, Format(e), 0o644)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
+	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 )
 
@@ -54,10 +55,11 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("wireguard mode %q: want auto, kernel or userspace", s)
 }
 
-// Defaults.
+// Defaults: the CNI netconf's, so a conflist that names no interface or MTU
+// matches a device made without them.
 const (
-	DefaultName = "wgmesh0"
-	DefaultMTU  = 1420
+	DefaultName = cniconf.DefaultWireguardInterface
+	DefaultMTU  = cniconf.DefaultMTU
 )
 
 // Config describes the device.

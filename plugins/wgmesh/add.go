@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
 	"github.com/wgmesh/wgmesh/internal/ipam"
@@ -71,7 +72,7 @@ func (a *addition) loadConf() *types.Error {
 		return err
 	}
 	if e := cniconf.ValidIfName("CNI_IFNAME", a.args.IfName); e != nil {
-		return cniError(CodeInvalidEnv, e.Error(), nil)
+		return cniError(types.ErrInvalidEnvironmentVariables, e.Error(), nil)
 	}
 	return a.checkIPAMConf()
 }
@@ -87,16 +88,16 @@ func (a *addition) checkIPAMConf() *types.Error {
 	_, err := ipam.ParseConfig(a.conf.IPAMStdin)
 	switch {
 	case errors.Is(err, ipam.ErrMalformed):
-		return cniError(CodeDecode, "cannot decode the ipam section", err)
+		return cniError(types.ErrDecodingFailure, "cannot decode the ipam section", err)
 	case err != nil:
-		return cniError(CodeInvalidConf, fmt.Sprintf("invalid wgmesh netconf: %v", err), nil)
+		return cniError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid wgmesh netconf: %v", err), nil)
 	}
 	return nil
 }
 
 func (a *addition) readSubnetEnv() *types.Error {
 	var err *types.Error
-	a.env, err = readSubnetEnv(a.conf.SubnetFile, CodeTryAgain)
+	a.env, err = readSubnetEnv(a.conf.SubnetFile, types.ErrTryAgainLater)
 	a.mtu = a.conf.EffectiveMTU(a.env.MTU)
 	return err
 }
@@ -106,7 +107,7 @@ func (a *addition) readSubnetEnv() *types.Error {
 func (a *addition) openNetNS() *types.Error {
 	n, err := ns.GetNS(a.args.Netns)
 	if err != nil {
-		return cniError(CodeInvalidEnv, fmt.Sprintf("pod network namespace %s is gone or not a network namespace", a.args.Netns), err)
+		return cniError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("pod network namespace %s is gone or not a network namespace", a.args.Netns), err)
 	}
 	a.netns = n
 	return nil
@@ -123,12 +124,12 @@ func (a *addition) closeNetNS() {
 func (a *addition) ensureBridge() *types.Error {
 	br, _, err := link.EnsureBridge(link.BridgeConfig{Name: a.conf.Bridge, MTU: a.mtu, Gateways: gateways(a.env)})
 	if err != nil {
-		return cniError(CodeLinkSetup, fmt.Sprintf("cannot set up bridge %s", a.conf.Bridge), err)
+		return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot set up bridge %s", a.conf.Bridge), err)
 	}
 	a.bridge = br
 	for _, s := range a.env.Subnets() {
 		if err := enableForwarding(s.Addr().Is6()); err != nil {
-			return cniError(CodeLinkSetup, "cannot enable IP forwarding", err)
+			return cniError(cnicode.LinkSetup, "cannot enable IP forwarding", err)
 		}
 	}
 	return nil
@@ -145,10 +146,10 @@ func (a *addition) createVeth() *types.Error {
 		Hairpin:       a.conf.Hairpin(),
 	})
 	if errors.Is(err, link.ErrContainerIfExists) {
-		return cniError(CodeIfaceExists, fmt.Sprintf("pod already has an interface %s", a.args.IfName), err)
+		return cniError(cnicode.IfaceExists, fmt.Sprintf("pod already has an interface %s", a.args.IfName), err)
 	}
 	if err != nil {
-		return cniError(CodeLinkSetup, fmt.Sprintf("cannot create the veth pair for %s", a.args.IfName), err)
+		return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot create the veth pair for %s", a.args.IfName), err)
 	}
 	a.veth = v
 	a.undo.push(func() { _, _ = link.DeleteHostVeth(v.HostName) })
@@ -172,10 +173,10 @@ func (a *addition) allocateAddresses() *types.Error {
 	a.undo.push(func() { _ = invoke.DelegateDel(context.TODO(), ipamType, stdin, nil) })
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
-		return cniError(CodeIPAM, fmt.Sprintf("ipam %s returned a result wgmesh cannot read", ipamType), err)
+		return cniError(cnicode.IPAM, fmt.Sprintf("ipam %s returned a result wgmesh cannot read", ipamType), err)
 	}
 	if len(res.IPs) == 0 {
-		return cniError(CodeIPAM, fmt.Sprintf("ipam %s returned no address", ipamType), nil)
+		return cniError(cnicode.IPAM, fmt.Sprintf("ipam %s returned no address", ipamType), nil)
 	}
 	res.Interfaces = []*current.Interface{
 		ifBridge:    {Name: a.bridge.Name, Mac: a.bridge.HardwareAddr.String(), Mtu: a.mtu},
@@ -198,11 +199,11 @@ func (a *addition) allocateAddresses() *types.Error {
 // IPAM ranges outside them.
 func (a *addition) ensureGatewayFor(ipc *current.IPConfig) *types.Error {
 	if ipc.Gateway == nil {
-		return cniError(CodeIPAM, fmt.Sprintf("ipam %s gave %s without a gateway", a.conf.IPAM.Type, ipc.Address.String()), nil)
+		return cniError(cnicode.IPAM, fmt.Sprintf("ipam %s gave %s without a gateway", a.conf.IPAM.Type, ipc.Address.String()), nil)
 	}
 	gw, ok := netip.AddrFromSlice(ipc.Gateway)
 	if !ok {
-		return cniError(CodeIPAM, fmt.Sprintf("ipam %s gave an invalid gateway %v", a.conf.IPAM.Type, ipc.Gateway), nil)
+		return cniError(cnicode.IPAM, fmt.Sprintf("ipam %s gave an invalid gateway %v", a.conf.IPAM.Type, ipc.Gateway), nil)
 	}
 	ones, _ := ipc.Address.Mask.Size()
 	want := netip.PrefixFrom(gw.Unmap(), ones)
@@ -212,7 +213,7 @@ func (a *addition) ensureGatewayFor(ipc *current.IPConfig) *types.Error {
 		}
 	}
 	if err := link.EnsureAddress(a.bridge, want); err != nil {
-		return cniError(CodeLinkSetup, fmt.Sprintf("cannot put gateway %s on bridge %s", want, a.bridge.Name), err)
+		return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot put gateway %s on bridge %s", want, a.bridge.Name), err)
 	}
 	return nil
 }
@@ -247,7 +248,7 @@ func (a *addition) configurePodInterface() *types.Error {
 		return link.ConfigurePodInterface(a.args.IfName, addrs, routes)
 	})
 	if err != nil {
-		return cniError(CodeLinkSetup, fmt.Sprintf("cannot configure %s in the pod", a.args.IfName), err)
+		return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot configure %s in the pod", a.args.IfName), err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/link"
 )
 
@@ -26,14 +27,14 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return cerr
 	}
 	if conf.RawPrevResult == nil {
-		return cniError(CodeInvalidConf, "CHECK needs prevResult (the result of ADD)", nil)
+		return cniError(types.ErrInvalidNetworkConfig, "CHECK needs prevResult (the result of ADD)", nil)
 	}
 	if err := version.ParsePrevResult(&conf.NetConf.NetConf); err != nil {
-		return cniError(CodeDecode, "cannot decode prevResult", err)
+		return cniError(types.ErrDecodingFailure, "cannot decode prevResult", err)
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
-		return cniError(CodeDecode, "cannot convert prevResult", err)
+		return cniError(types.ErrDecodingFailure, "cannot convert prevResult", err)
 	}
 	if err := invoke.DelegateCheck(context.TODO(), conf.IPAM.Type, conf.IPAMStdin, nil); err != nil {
 		return delegateError(conf.IPAM.Type, "CHECK", err)
@@ -48,7 +49,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	problems = append(problems, podProblems...)
 	if len(problems) > 0 {
-		return cniError(CodeCheckFailed, strings.Join(problems, "; "), nil)
+		return cniError(cnicode.CheckFailed, strings.Join(problems, "; "), nil)
 	}
 	return nil
 }
@@ -107,7 +108,7 @@ func checkPodSide(args *skel.CmdArgs, prev *current.Result) ([]string, *types.Er
 		}
 	}
 	if idx < 0 {
-		return nil, cniError(CodeInvalidConf, fmt.Sprintf("prevResult has no interface %s in a sandbox", args.IfName), nil)
+		return nil, cniError(types.ErrInvalidNetworkConfig, fmt.Sprintf("prevResult has no interface %s in a sandbox", args.IfName), nil)
 	}
 	want := prev.Interfaces[idx]
 	var problems []string
@@ -123,7 +124,7 @@ func checkPodSide(args *skel.CmdArgs, prev *current.Result) ([]string, *types.Er
 		return nil
 	})
 	if err != nil {
-		return nil, cniError(CodeInvalidEnv, fmt.Sprintf("cannot enter pod network namespace %s", args.Netns), err)
+		return nil, cniError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("cannot enter pod network namespace %s", args.Netns), err)
 	}
 	return problems, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -28,9 +29,9 @@ func readSubnetEnv(path string, notReadyCode uint) (subnetenv.Env, *types.Error)
 	case errors.Is(err, fs.ErrNotExist):
 		return env, cniError(notReadyCode, fmt.Sprintf("wgmesh agent not ready: %s does not exist yet", path), err)
 	case err != nil:
-		code := uint(CodeSubnetEnvInvalid)
-		if notReadyCode == CodeNotAvailable {
-			code = CodeNotAvailable
+		code := uint(cnicode.SubnetEnvInvalid)
+		if notReadyCode == types.ErrPluginNotAvailable {
+			code = types.ErrPluginNotAvailable
 		}
 		// err names the file and line already.
 		return env, cniError(code, fmt.Sprintf("invalid subnet.env (written by wgmesh-agent): %v", err), nil)

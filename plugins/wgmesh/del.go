@@ -7,6 +7,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/link"
 )
 
@@ -25,7 +26,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	name := link.HostVethName(args.ContainerID, args.IfName)
 	if _, err := link.DeleteHostVeth(name); err != nil {
-		return cniError(CodeLinkSetup, fmt.Sprintf("cannot remove veth %s of %s", name, args.IfName), err)
+		return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot remove veth %s of %s", name, args.IfName), err)
 	}
 	return nil
 }

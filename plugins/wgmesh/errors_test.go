@@ -7,17 +7,18 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 )
 
 func TestConfErrorCodes(t *testing.T) {
 	_, decodeErr := cniconf.Parse([]byte(`{"name":"n","mtu":"x"}`))
 	_, invalidErr := cniconf.Parse([]byte(`{"name":"n","mtu":5}`))
-	if c := confError(decodeErr).Code; c != CodeDecode {
-		t.Errorf("decode error -> code %d, want %d", c, CodeDecode)
+	if c := confError(decodeErr).Code; c != types.ErrDecodingFailure {
+		t.Errorf("decode error -> code %d, want %d", c, types.ErrDecodingFailure)
 	}
-	if c := confError(invalidErr).Code; c != CodeInvalidConf {
-		t.Errorf("invalid value -> code %d, want %d", c, CodeInvalidConf)
+	if c := confError(invalidErr).Code; c != types.ErrInvalidNetworkConfig {
+		t.Errorf("invalid value -> code %d, want %d", c, types.ErrInvalidNetworkConfig)
 	}
 }
 
@@ -28,8 +29,8 @@ func TestDelegateErrorKeepsTheIPAMCode(t *testing.T) {
 		t.Errorf("delegateError = %+v", got)
 	}
 	got = delegateError("wgmesh-ipam", "DEL", errors.New(`failed to find plugin "wgmesh-ipam" in path`))
-	if got.Code != CodeIPAM {
-		t.Errorf("plain error -> code %d, want %d", got.Code, CodeIPAM)
+	if got.Code != cnicode.IPAM {
+		t.Errorf("plain error -> code %d, want %d", got.Code, cnicode.IPAM)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/link"
 )
 
@@ -24,7 +25,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	valid, err := validAttachments(args.StdinData)
 	if err != nil {
-		return cniError(CodeDecode, "cannot decode cni.dev/valid-attachments", err)
+		return cniError(types.ErrDecodingFailure, "cannot decode cni.dev/valid-attachments", err)
 	}
 	if err := invoke.DelegateGC(context.TODO(), conf.IPAM.Type, conf.IPAMStdin, nil); err != nil {
 		return delegateError(conf.IPAM.Type, "GC", err)
@@ -36,7 +37,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	owned, err := link.OwnedVeths(conf.Name)
 	if err != nil {
-		return cniError(CodeLinkSetup, "cannot list veths for GC", err)
+		return cniError(cnicode.LinkSetup, "cannot list veths for GC", err)
 	}
 	// A veth is matched to its attachment by its name, which is derived from
 	// the attachment: that works for half-made veths (no alias) and for
@@ -50,7 +51,7 @@ func cmdGC(args *skel.CmdArgs) error {
 			continue
 		}
 		if _, err := link.DeleteHostVeth(v.Name); err != nil {
-			return cniError(CodeLinkSetup, fmt.Sprintf("cannot remove stale veth %s", v.Name), err)
+			return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot remove stale veth %s", v.Name), err)
 		}
 		if v.HalfMade() {
 			fmt.Fprintf(os.Stderr, "wgmesh: GC removed veth %s left without its alias by a killed ADD\n", v.Name)

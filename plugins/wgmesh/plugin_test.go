@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/link"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
@@ -214,8 +216,8 @@ func TestCheckPassesThenDetectsDeletedRoute(t *testing.T) {
 		t.Fatalf("delete default route: %v", err)
 	}
 	err = l.check(p)
-	if cniCode(err) != CodeCheckFailed || !strings.Contains(err.Error(), "route 0.0.0.0/0 via 10.42.1.1 missing in eth0") {
-		t.Fatalf("CHECK after deleting the default route = %v (code %d), want code %d naming the route", err, cniCode(err), CodeCheckFailed)
+	if cniCode(err) != cnicode.CheckFailed || !strings.Contains(err.Error(), "route 0.0.0.0/0 via 10.42.1.1 missing in eth0") {
+		t.Fatalf("CHECK after deleting the default route = %v (code %d), want code %d naming the route", err, cniCode(err), cnicode.CheckFailed)
 	}
 	t.Logf("CHECK says: %v", err)
 }
@@ -243,7 +245,7 @@ func TestAddWithoutSubnetEnvIsTryAgainAndLeavesNothing(t *testing.T) {
 	l := newLab(t, false)
 	p := l.newPod()
 	_, err := l.add(context.Background(), p)
-	if cniCode(err) != CodeTryAgain || !strings.Contains(err.Error(), "wgmesh agent not ready: "+l.subnetFile+" does not exist yet") {
+	if cniCode(err) != types.ErrTryAgainLater || !strings.Contains(err.Error(), "wgmesh agent not ready: "+l.subnetFile+" does not exist yet") {
 		t.Fatalf("ADD without subnet.env = %v (code %d), want code 11", err, cniCode(err))
 	}
 	assertNothingLeft(t, l, p)
@@ -260,7 +262,7 @@ func TestStatusWaitsForSubnetEnvAndMeshDevice(t *testing.T) {
 			}
 			return
 		}
-		if cniCode(err) != CodeNotAvailable || !strings.Contains(err.Error(), want) {
+		if cniCode(err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), want) {
 			t.Fatalf("STATUS = %v (code %d), want code 50 with %q", err, cniCode(err), want)
 		}
 	}
@@ -290,10 +292,10 @@ func TestMalformedConfIsRejected(t *testing.T) {
 		edit func(map[string]any)
 		code uint
 	}{
-		{"mtu of the wrong type", func(m map[string]any) { m["mtu"] = "big" }, CodeDecode},
-		{"mtu out of range", func(m map[string]any) { m["mtu"] = 10 }, CodeInvalidConf},
-		{"bridge name too long", func(m map[string]any) { m["bridge"] = "a-bridge-name-too-long" }, CodeInvalidConf},
-		{"relative subnetFile", func(m map[string]any) { m["subnetFile"] = "subnet.env" }, CodeInvalidConf},
+		{"mtu of the wrong type", func(m map[string]any) { m["mtu"] = "big" }, types.ErrDecodingFailure},
+		{"mtu out of range", func(m map[string]any) { m["mtu"] = 10 }, types.ErrInvalidNetworkConfig},
+		{"bridge name too long", func(m map[string]any) { m["bridge"] = "a-bridge-name-too-long" }, types.ErrInvalidNetworkConfig},
+		{"relative subnetFile", func(m map[string]any) { m["subnetFile"] = "subnet.env" }, types.ErrInvalidNetworkConfig},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := newLab(t, true)
@@ -315,8 +317,8 @@ func TestAddIntoVanishedNetnsAllocatesNothing(t *testing.T) {
 	p := newPodIn(n)
 	closeNetNS(n)
 	_, err := l.add(context.Background(), p)
-	if cniCode(err) != CodeInvalidEnv || !strings.Contains(err.Error(), "is gone") {
-		t.Fatalf("ADD into a deleted netns = %v (code %d), want code %d", err, cniCode(err), CodeInvalidEnv)
+	if cniCode(err) != types.ErrInvalidEnvironmentVariables || !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("ADD into a deleted netns = %v (code %d), want code %d", err, cniCode(err), types.ErrInvalidEnvironmentVariables)
 	}
 	if a := l.allocations(); len(a) != 0 {
 		t.Errorf("allocations: %v", a)
@@ -359,8 +361,8 @@ func TestAddFailingAfterIPAMReleasesAddress(t *testing.T) {
 	})
 	p := l.newPod()
 	_, err := l.add(context.Background(), p)
-	if cniCode(err) != CodeLinkSetup {
-		t.Fatalf("ADD with an unreachable route = %v (code %d), want code %d", err, cniCode(err), CodeLinkSetup)
+	if cniCode(err) != cnicode.LinkSetup {
+		t.Fatalf("ADD with an unreachable route = %v (code %d), want code %d", err, cniCode(err), cnicode.LinkSetup)
 	}
 	t.Logf("ADD says: %v", err)
 	assertNothingLeft(t, l, p)
@@ -423,8 +425,8 @@ func TestAddWhenPodAlreadyHasTheInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = l.add(context.Background(), p)
-	if cniCode(err) != CodeIfaceExists {
-		t.Fatalf("ADD with eth0 taken = %v (code %d), want %d", err, cniCode(err), CodeIfaceExists)
+	if cniCode(err) != cnicode.IfaceExists {
+		t.Fatalf("ADD with eth0 taken = %v (code %d), want %d", err, cniCode(err), cnicode.IfaceExists)
 	}
 	if a := l.allocations(); len(a) != 0 {
 		t.Errorf("allocations: %v", a)
@@ -460,8 +462,8 @@ func TestCheckDetectsMissingGatewayAndMTU(t *testing.T) {
 	}
 	err = l.check(p)
 	for _, want := range []string{"gateway 10.42.1.1/24 missing on cni0", "eth0 has MTU 1300, want 1380"} {
-		if cniCode(err) != CodeCheckFailed || !strings.Contains(err.Error(), want) {
-			t.Errorf("CHECK = %v, want code %d with %q", err, CodeCheckFailed, want)
+		if cniCode(err) != cnicode.CheckFailed || !strings.Contains(err.Error(), want) {
+			t.Errorf("CHECK = %v, want code %d with %q", err, cnicode.CheckFailed, want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 )
@@ -20,19 +21,19 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if cerr != nil {
 		return cerr
 	}
-	if _, err := readSubnetEnv(conf.SubnetFile, CodeNotAvailable); err != nil {
+	if _, err := readSubnetEnv(conf.SubnetFile, types.ErrPluginNotAvailable); err != nil {
 		return err
 	}
 	wg := conf.WireguardInterface
 	l, err := netlinksafe.LinkByName(wg)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		return cniError(CodeNotAvailable, fmt.Sprintf("mesh device %s does not exist (is wgmesh-agent running?)", wg), nil)
+		return cniError(types.ErrPluginNotAvailable, fmt.Sprintf("mesh device %s does not exist (is wgmesh-agent running?)", wg), nil)
 	}
 	if err != nil {
-		return cniError(CodeNotAvailable, fmt.Sprintf("cannot look up mesh device %s", wg), err)
+		return cniError(types.ErrPluginNotAvailable, fmt.Sprintf("cannot look up mesh device %s", wg), err)
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
-		return cniError(CodeNotAvailable, fmt.Sprintf("mesh device %s is down", wg), nil)
+		return cniError(types.ErrPluginNotAvailable, fmt.Sprintf("mesh device %s is down", wg), nil)
 	}
 	if err := invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, conf.IPAMStdin, nil); err != nil {
 		return delegateError(conf.IPAM.Type, "STATUS", err)

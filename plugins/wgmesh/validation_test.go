@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 )
 
 // Input that can never work is refused before anything exists: no bridge,
@@ -29,15 +32,15 @@ func TestImpossibleInputIsRefusedBeforeAnythingIsMade(t *testing.T) {
 		msg       string
 		network   string // renames the network when set
 	}{
-		{"relative ipam.dataDir", ipamEdit(func(ipam map[string]any) { ipam["dataDir"] = "cni/networks" }), "", CodeInvalidConf, `ipam.dataDir "cni/networks" must be an absolute path`, ""},
-		{"rangeStart is the network address", ranges(map[string]any{"subnet": "10.99.0.0/24", "rangeStart": "10.99.0.0"}), "", CodeInvalidConf, "ipam.ranges[0][0]: rangeStart 10.99.0.0 is the network address", ""},
-		{"rangeEnd is the broadcast address", ranges(map[string]any{"subnet": "10.99.0.0/24", "rangeEnd": "10.99.0.255"}), "", CodeInvalidConf, "ipam.ranges[0][0]: rangeEnd 10.99.0.255 is the broadcast address", ""},
-		{"explicit multicast range", ranges(map[string]any{"subnet": "239.1.0.0/24"}), "", CodeInvalidConf, "subnet 239.1.0.0/24 is not a unicast range usable for pods", ""},
-		{"network name too long for a directory", nil, "", CodeInvalidConf, "name is 300 bytes long", strings.Repeat("n", 300)},
-		{"multicast node subnet", nil, "WGMESH_SUBNET=224.0.1.0/24\n", CodeSubnetEnvInvalid, "WGMESH_SUBNET=224.0.1.0/24 is not a unicast range usable for pods: it overlaps multicast", ""},
-		{"link-local node subnet", nil, "WGMESH_SUBNET=169.254.1.0/24\n", CodeSubnetEnvInvalid, "overlaps link-local", ""},
-		{"loopback node subnet", nil, "WGMESH_SUBNET=127.42.1.0/24\n", CodeSubnetEnvInvalid, "overlaps loopback", ""},
-		{"all-zero node subnet", nil, "WGMESH_SUBNET=0.0.0.0/24\n", CodeSubnetEnvInvalid, "overlaps all-zero", ""},
+		{"relative ipam.dataDir", ipamEdit(func(ipam map[string]any) { ipam["dataDir"] = "cni/networks" }), "", types.ErrInvalidNetworkConfig, `ipam.dataDir "cni/networks" must be an absolute path`, ""},
+		{"rangeStart is the network address", ranges(map[string]any{"subnet": "10.99.0.0/24", "rangeStart": "10.99.0.0"}), "", types.ErrInvalidNetworkConfig, "ipam.ranges[0][0]: rangeStart 10.99.0.0 is the network address", ""},
+		{"rangeEnd is the broadcast address", ranges(map[string]any{"subnet": "10.99.0.0/24", "rangeEnd": "10.99.0.255"}), "", types.ErrInvalidNetworkConfig, "ipam.ranges[0][0]: rangeEnd 10.99.0.255 is the broadcast address", ""},
+		{"explicit multicast range", ranges(map[string]any{"subnet": "239.1.0.0/24"}), "", types.ErrInvalidNetworkConfig, "subnet 239.1.0.0/24 is not a unicast range usable for pods", ""},
+		{"network name too long for a directory", nil, "", types.ErrInvalidNetworkConfig, "name is 300 bytes long", strings.Repeat("n", 300)},
+		{"multicast node subnet", nil, "WGMESH_SUBNET=224.0.1.0/24\n", cnicode.SubnetEnvInvalid, "WGMESH_SUBNET=224.0.1.0/24 is not a unicast range usable for pods: it overlaps multicast", ""},
+		{"link-local node subnet", nil, "WGMESH_SUBNET=169.254.1.0/24\n", cnicode.SubnetEnvInvalid, "overlaps link-local", ""},
+		{"loopback node subnet", nil, "WGMESH_SUBNET=127.42.1.0/24\n", cnicode.SubnetEnvInvalid, "overlaps loopback", ""},
+		{"all-zero node subnet", nil, "WGMESH_SUBNET=0.0.0.0/24\n", cnicode.SubnetEnvInvalid, "overlaps all-zero", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := newLab(t, true)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/bench"
+
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 func main() {
@@ -30,7 +32,7 @@ func runBench() int {
 	out := flag.String("out", "results", "directory for bench.md and bench.json")
 	only := flag.String("only", "cni,net-nooffload,net,scale,converge", "sections to run, comma-separated: cni, net-nooffload (the network lab with TUN segmentation offload off, for comparison), net, scale, converge")
 	secs := flag.Int("seconds", 1, "seconds per iperf3 run (whole seconds)")
-	mtu := flag.Int("mtu", 1420, "WireGuard device and pod MTU in the network lab")
+	mtu := flag.Int("mtu", wireguard.DefaultMTU, "WireGuard device and pod MTU in the network lab")
 	gro := flag.Bool("underlay-gro", true, "turn GRO on for the lab's underlay veths, as on a real NIC")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (it runs the WireGuard devices) to this file")
 	repo := flag.String("repo", ".", "repository root (for conflist/10-wgmesh.conflist)")

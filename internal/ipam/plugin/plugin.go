@@ -23,24 +23,11 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
 	"github.com/wgmesh/wgmesh/internal/ipam"
 	"github.com/wgmesh/wgmesh/internal/ipam/pool"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
-)
-
-// Plugin-specific CNI error codes (the spec reserves 0-99 for itself).
-const (
-	// CodeRangeExhausted: every address of a range set is in use.
-	CodeRangeExhausted uint = 100
-	// CodeSubnetEnvInvalid: subnet.env exists but cannot be read or parsed.
-	CodeSubnetEnvInvalid uint = 101
-	// CodeStateFailure: the allocation directory cannot be created, locked,
-	// read or written.
-	CodeStateFailure uint = 102
-	// CodeCheckFailed: CHECK found no allocation for the attachment, or one
-	// that does not match prevResult or the current ranges.
-	CodeCheckFailed uint = 103
 )
 
 // Plugin implements the CNI commands. The zero value logs nowhere.
@@ -68,16 +55,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	pl, err := pool.Open(cfg.DataDir, cfg.Network)
 	if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	defer pl.Close()
 
 	att := attachment(args)
 	allocs, err := pl.Allocate(att, sets)
 	if errors.Is(err, pool.ErrExhausted) {
-		return types.NewError(CodeRangeExhausted, err.Error(), "")
+		return types.NewError(cnicode.RangeExhausted, err.Error(), "")
 	} else if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 
 	faultpoint.Reached(faultpoint.IPAMReserved)
@@ -106,7 +93,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	pl, err := pool.OpenExisting(cfg.DataDir, cfg.Network)
 	if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	if pl == nil {
 		return nil // nothing was ever allocated in this network
@@ -114,7 +101,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	defer pl.Close()
 	att := attachment(args)
 	if err := pl.Release(att); err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	p.log().Info("addresses released", "network", cfg.Network, "containerID", att.ContainerID, "ifname", att.IfName)
 	return nil
@@ -134,22 +121,22 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	att := attachment(args)
 	pl, err := pool.OpenExisting(cfg.DataDir, cfg.Network)
 	if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	if pl == nil {
-		return types.NewError(CodeCheckFailed, fmt.Sprintf("no address allocated for container %s interface %s: %s does not exist", att.ContainerID, att.IfName, cfg.DataDir+"/"+cfg.Network), "")
+		return types.NewError(cnicode.CheckFailed, fmt.Sprintf("no address allocated for container %s interface %s: %s does not exist", att.ContainerID, att.IfName, cfg.DataDir+"/"+cfg.Network), "")
 	}
 	defer pl.Close()
 	held, err := pl.Lookup(att)
 	if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	if len(held) == 0 {
-		return types.NewError(CodeCheckFailed, fmt.Sprintf("no address allocated for container %s interface %s in %s", att.ContainerID, att.IfName, pl.Dir()), "")
+		return types.NewError(cnicode.CheckFailed, fmt.Sprintf("no address allocated for container %s interface %s in %s", att.ContainerID, att.IfName, pl.Dir()), "")
 	}
 	for _, a := range held {
 		if !inAny(sets, a) {
-			return types.NewError(CodeCheckFailed, fmt.Sprintf("address %s of container %s interface %s is outside the current ranges (did the node subnet change?)", a, att.ContainerID, att.IfName), "")
+			return types.NewError(cnicode.CheckFailed, fmt.Sprintf("address %s of container %s interface %s is outside the current ranges (did the node subnet change?)", a, att.ContainerID, att.IfName), "")
 		}
 	}
 	prev, err := prevAddrs(args.StdinData)
@@ -161,7 +148,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	}
 	slices.SortFunc(held, netip.Addr.Compare)
 	if !slices.Equal(held, prev) {
-		return types.NewError(CodeCheckFailed, fmt.Sprintf("container %s interface %s holds %v, prevResult says %v", att.ContainerID, att.IfName, held, prev), "")
+		return types.NewError(cnicode.CheckFailed, fmt.Sprintf("container %s interface %s holds %v, prevResult says %v", att.ContainerID, att.IfName, held, prev), "")
 	}
 	return nil
 }
@@ -180,7 +167,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	pl, err := pool.OpenExisting(cfg.DataDir, cfg.Network)
 	if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	if pl == nil {
 		return nil
@@ -191,7 +178,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		p.log().Info("stale address released", "network", cfg.Network, "address", a)
 	}
 	if err != nil {
-		return types.NewError(CodeStateFailure, err.Error(), "")
+		return types.NewError(cnicode.StateFailure, err.Error(), "")
 	}
 	return nil
 }
@@ -245,7 +232,7 @@ func rangeSets(cfg ipam.Config) ([]ipam.RangeSet, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, types.NewError(types.ErrTryAgainLater, subnetEnvMessage(cfg.SubnetFile, err), "")
 	} else if err != nil {
-		return nil, types.NewError(CodeSubnetEnvInvalid, subnetEnvMessage(cfg.SubnetFile, err), "")
+		return nil, types.NewError(cnicode.SubnetEnvInvalid, subnetEnvMessage(cfg.SubnetFile, err), "")
 	}
 	return ipam.RangesFromEnv(env), nil
 }

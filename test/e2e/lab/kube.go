@@ -22,6 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/wgmesh/wgmesh/internal/cniconf"
+	"github.com/wgmesh/wgmesh/internal/keys"
+	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
 // AgentServiceAccount is the ServiceAccount deploy/ grants the agent's RBAC to.
@@ -247,10 +251,10 @@ func (l *Lab) DeleteNodeObject(ctx context.Context, name string) error {
 
 // Node paths the agent uses, inside the node.
 const (
-	AgentInterface  = "wgmesh0"
-	AgentBridge     = "cni0"
-	AgentKeyFile    = "/var/lib/wgmesh/private.key"
-	AgentSubnetFile = "/run/wgmesh/subnet.env"
+	AgentInterface  = cniconf.DefaultWireguardInterface
+	AgentBridge     = cniconf.DefaultBridge
+	AgentKeyFile    = keys.DefaultPath
+	AgentSubnetFile = subnetenv.DefaultPath
 	AgentMetrics    = "127.0.0.1:9918"
 )
 

@@ -44,6 +44,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/atomicfile"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -259,21 +260,13 @@ func (l *Lab) saveState() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(l.Dir, "state.json"), b); err != nil {
+	if err := atomicfile.Write(filepath.Join(l.Dir, "state.json"), b, 0o644); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(RegistryDir, 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(l.registryFile(), b)
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(l.registryFile(), b, 0o644)
 }
 
 // Down stops every process and removes every namespace, host mount point and
