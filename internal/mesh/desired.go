@@ -28,6 +28,9 @@ const (
 	ReasonEndpointInMesh     = "EndpointInMesh"
 	ReasonInvalidKeepalive   = "InvalidKeepalive"
 	ReasonNoGateway          = "NoGateway"
+	// ReasonKeyAndEndpointChanged is a warning from KeyChanges, not from
+	// Desired: a peer's key and endpoint changed in one update.
+	ReasonKeyAndEndpointChanged = "KeyAndEndpointChanged"
 )
 
 // maxKeepalive is the largest keepalive WireGuard can carry (uint16 seconds).
