@@ -68,6 +68,7 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 	if apiErr != nil {
 		fmt.Fprintf(w, "note: the API is not reachable (%v): checking the kernel only, without the cluster's problems\n\n", apiErr)
 	}
+	problems = append(problems, agentProblems(ctx, c, w)...)
 	var endpoint netip.Addr
 	if len(self.InternalIPs) > 0 {
 		endpoint = self.InternalIPs[0]
@@ -107,6 +108,23 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// agentProblems asks the running agent for the warnings only it knows
+// (KeyAndEndpointChanged needs its memory of what it programmed); a note
+// says when it cannot be asked.
+func agentProblems(ctx context.Context, c *config, w io.Writer) []mesh.Problem {
+	if c.metricsAddr == "" {
+		fmt.Fprintf(w, "note: --metrics-addr is empty: the agent's own warnings (%s) are not checked\n\n", mesh.ReasonKeyAndEndpointChanged)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	ps, err := doctor.AgentProblems(ctx, c.metricsAddr)
+	if err != nil {
+		fmt.Fprintf(w, "note: the agent's own warnings (%s) are not checked: %v\n\n", mesh.ReasonKeyAndEndpointChanged, err)
+	}
+	return ps
 }
 
 // isolation asks the API server whether it holds this agent's credentials

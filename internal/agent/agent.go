@@ -117,7 +117,25 @@ type Agent struct {
 	// noPodCIDRSince is when a reconcile first found this node without a
 	// pod CIDR (spec or Lease); zero while it has one.
 	noPodCIDRSince time.Time
+	// programmed is the key and endpoint last programmed for each node
+	// (kept while the Node exists, also when it stops being a peer), and
+	// keyWarnings the KeyAndEndpointChanged warnings still shown, by node.
+	// Memory only: a restarted agent remembers nothing, so a change that
+	// happens while it is down is not warned about (docs/security.md).
+	programmed  map[string]mesh.PeerIdentity
+	keyWarnings map[string]keyWarning
 }
+
+// keyWarning is one KeyAndEndpointChanged warning and when it was first seen.
+type keyWarning struct {
+	problem mesh.Problem
+	since   time.Time
+}
+
+// KeyChangeWarnFor is how long a KeyAndEndpointChanged warning stays among
+// the agent's problems (the wgmesh_conflicts metric, /problems for doctor)
+// after the change; its Event is recorded once, when it appears.
+const KeyChangeWarnFor = 24 * time.Hour
 
 // DefaultDeviceCheck bounds how long the mesh stays down after its
 // device is lost, before the recreation; a check is one netlink request
@@ -357,6 +375,7 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	if p, ok := selfOverlap(self, nodes); ok {
 		problems = append(problems, p)
 	}
+	problems = append(problems, a.keyChangeWarnings(nodes, state, time.Now())...)
 	a.reportProblems(problems)
 
 	dp, err := a.dataplane(self)
@@ -368,6 +387,7 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	if applyErr != nil {
 		return fmt.Errorf("apply data plane: %w", applyErr)
 	}
+	a.rememberProgrammed(nodes, state)
 	a.logPeerDecisions(state)
 
 	if err := a.writeSubnetEnv(state); err != nil {
@@ -515,12 +535,62 @@ func selfOverlap(self mesh.Node, nodes []mesh.Node) (mesh.Problem, bool) {
 	}, true
 }
 
+// keyChangeWarnings returns the KeyAndEndpointChanged warnings to report
+// now: the peers of state whose key and endpoint both differ from what was
+// last programmed for them (mesh.KeyChanges), and the earlier ones that are
+// younger than KeyChangeWarnFor and whose Node still exists. The peer is
+// programmed all the same: a reinstalled node changes both legitimately.
+func (a *Agent) keyChangeWarnings(nodes []mesh.Node, state mesh.State, now time.Time) []mesh.Problem {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.keyWarnings == nil {
+		a.keyWarnings = map[string]keyWarning{}
+	}
+	for _, p := range mesh.KeyChanges(a.programmed, mesh.Identities(state)) {
+		if w, ok := a.keyWarnings[p.Node]; !ok || w.problem.Message != p.Message {
+			a.keyWarnings[p.Node] = keyWarning{problem: p, since: now}
+		}
+	}
+	var out []mesh.Problem
+	for _, node := range slices.Sorted(maps.Keys(a.keyWarnings)) {
+		w := a.keyWarnings[node]
+		if now.Sub(w.since) >= KeyChangeWarnFor || !slices.ContainsFunc(nodes, func(n mesh.Node) bool { return n.Name == node }) {
+			delete(a.keyWarnings, node)
+			continue
+		}
+		out = append(out, w.problem)
+	}
+	return out
+}
+
+// rememberProgrammed records the key and endpoint of every peer of state,
+// just applied, and forgets the nodes that are gone from the API (a Node
+// deleted and registered again starts afresh).
+func (a *Agent) rememberProgrammed(nodes []mesh.Node, state mesh.State) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.programmed == nil {
+		a.programmed = map[string]mesh.PeerIdentity{}
+	}
+	maps.Copy(a.programmed, mesh.Identities(state))
+	for node := range a.programmed {
+		if !slices.ContainsFunc(nodes, func(n mesh.Node) bool { return n.Name == node }) {
+			delete(a.programmed, node)
+		}
+	}
+}
+
 func (a *Agent) reportProblems(ps []mesh.Problem) {
 	byReason := map[string]int{}
 	for _, p := range ps {
 		byReason[p.Reason]++
 	}
 	a.cfg.Metrics.SetConflicts(byReason)
+	served := make([]metrics.Problem, len(ps))
+	for i, p := range ps {
+		served[i] = metrics.Problem{Node: p.Node, Reason: p.Reason, Message: p.Message}
+	}
+	a.cfg.Metrics.SetProblems(served)
 	a.cfg.Cluster.ReportProblems(ps)
 }
 

@@ -179,6 +179,9 @@ func problemFindings(ps []mesh.Problem) []Finding {
 		case mesh.ReasonNoGateway:
 			f.Severity = SeverityWarning
 			f.Fix = "give this node a pod CIDR of each family the cluster uses (dual-stack --cluster-cidr)"
+		case mesh.ReasonKeyAndEndpointChanged:
+			f.Severity = SeverityWarning
+			f.Fix = fmt.Sprintf("the peer is programmed; make sure node %[1]s was really reinstalled or moved: on %[1]s, `wg show wgmesh0 public-key` must print the new key of the annotation (kubectl get node %[1]s -o jsonpath='{.metadata.annotations.wgmesh\\.io/public-key}') and the endpoint must be its address; if not, someone holding its agent token (root on that node) may be steering its traffic: delete the wgmesh pod on %[1]s (its bound token dies with it), investigate %[1]s, and check that the node-isolation policy is enforced (doctor's NodeIsolation finding, docs/security.md)", p.Node)
 		}
 		out = append(out, f)
 	}

@@ -273,6 +273,14 @@ func TestCheck(t *testing.T) {
 			contains: "--cluster-cidr (env WGMESH_CLUSTER_CIDR in the wgmesh DaemonSet: deploy/base/daemonset.yaml",
 		},
 		{
+			name: "a key changed together with the endpoint is a warning that asks to verify the node",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: healthy, Problems: []mesh.Problem{
+				{Node: "b", Reason: mesh.ReasonKeyAndEndpointChanged, Message: "public key changed from X to Y together with the endpoint"},
+			}},
+			want:     []string{"KeyAndEndpointChanged"},
+			contains: "wg show wgmesh0 public-key",
+		},
+		{
 			name: "unknown facts are skipped",
 			in:   Input{Device: "wgmesh0", Desired: desired, OurTable: 87},
 		},

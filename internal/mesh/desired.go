@@ -31,6 +31,9 @@ const (
 	// ReasonPodCIDROutsideCluster: a node's pod CIDR is not inside any
 	// cluster CIDR (Options.ClusterCIDRs, the agent's --cluster-cidr).
 	ReasonPodCIDROutsideCluster = "PodCIDROutsideCluster"
+	// ReasonKeyAndEndpointChanged is a warning from KeyChanges, not from
+	// Desired: a peer's key and endpoint changed in one update.
+	ReasonKeyAndEndpointChanged = "KeyAndEndpointChanged"
 )
 
 // maxKeepalive is the largest keepalive WireGuard can carry (uint16 seconds).

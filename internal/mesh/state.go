@@ -65,14 +65,17 @@ type State struct {
 	Routes      []Route
 }
 
-// Problem explains why a node is not programmed (or only partly).
+// Problem explains why a node is not programmed (or only partly), or
+// (KeyAndEndpointChanged) why a programmed one deserves a look.
 type Problem struct {
 	Node string
 	// Reason is a stable CamelCase word, used in Events and metric labels:
 	// InvalidPublicKey, MissingPublicKey, NoPodCIDR, OverlappingPodCIDR,
 	// InvalidEndpoint, InvalidKeepalive, DuplicatePublicKey, InvalidPodCIDR,
 	// NoGateway (this node has no pod CIDR of a peer subnet's family),
-	// PodCIDROutsideCluster (a pod CIDR outside Options.ClusterCIDRs).
+	// PodCIDROutsideCluster (a pod CIDR outside Options.ClusterCIDRs);
+	// KeyAndEndpointChanged (from KeyChanges: a warning, the peer is
+	// programmed).
 	Reason  string
 	Message string
 }

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,9 +49,20 @@ type Metrics struct {
 	kernelChanges     *prometheus.CounterVec
 	conflicts         *prometheus.GaugeVec
 
-	mu    sync.Mutex
-	peers func(context.Context) ([]PeerStat, error)
-	now   func() time.Time
+	mu       sync.Mutex
+	peers    func(context.Context) ([]PeerStat, error)
+	now      func() time.Time
+	problems []Problem
+}
+
+// Problem is one of the agent's current mesh problems as /problems serves
+// it (JSON), for `wgmesh-agent doctor`: the few the agent alone knows (a
+// KeyAndEndpointChanged warning needs the agent's memory) reach doctor
+// this way.
+type Problem struct {
+	Node    string `json:"node"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 // New builds the registry with Go and process collectors. peers is called
@@ -73,7 +85,7 @@ func New(peers func(context.Context) ([]PeerStat, error)) *Metrics {
 		}, []string{"kind"}),
 		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wgmesh_conflicts",
-			Help: "Current mesh problems by reason (OverlappingPodCIDR, MissingPublicKey, ...): nodes not programmed or only partly.",
+			Help: "Current mesh problems by reason (OverlappingPodCIDR, MissingPublicKey, ...): nodes not programmed or only partly; KeyAndEndpointChanged: programmed, but their key and endpoint changed together in the last 24 h.",
 		}, []string{"reason"}),
 		peers: peers,
 		now:   time.Now,
@@ -116,6 +128,20 @@ func (m *Metrics) SetConflicts(byReason map[string]int) {
 	for r, n := range byReason {
 		m.conflicts.WithLabelValues(r).Set(float64(n))
 	}
+}
+
+// SetProblems replaces the problems /problems serves.
+func (m *Metrics) SetProblems(ps []Problem) {
+	m.mu.Lock()
+	m.problems = slices.Clone(ps)
+	m.mu.Unlock()
+}
+
+// Problems returns what SetProblems set last.
+func (m *Metrics) Problems() []Problem {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.problems)
 }
 
 var (

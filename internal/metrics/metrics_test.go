@@ -99,3 +99,17 @@ func TestMetricsSurviveDeviceErrors(t *testing.T) {
 		t.Fatalf("metrics with a broken device: %d\n%s", code, body)
 	}
 }
+
+func TestProblemsServesWhatWasSet(t *testing.T) {
+	m := New(nil)
+	srv := httptest.NewServer(Handler(m, func() error { return nil }, func() error { return nil }))
+	defer srv.Close()
+	if code, body := get(t, srv, "/problems"); code != http.StatusOK || body != "[]\n" {
+		t.Fatalf("problems before any: %d %q", code, body)
+	}
+	m.SetProblems([]Problem{{Node: "b", Reason: "KeyAndEndpointChanged", Message: "key changed"}})
+	want := `[{"node":"b","reason":"KeyAndEndpointChanged","message":"key changed"}]` + "\n"
+	if code, body := get(t, srv, "/problems"); code != http.StatusOK || body != want {
+		t.Fatalf("problems: %d %q, want %q", code, body, want)
+	}
+}
