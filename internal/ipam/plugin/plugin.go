@@ -200,20 +200,17 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 }
 
 func parse(args *skel.CmdArgs) (ipam.Config, error) {
-	cfg, err := ipam.ParseConfig(args.StdinData)
-	switch {
-	case errors.Is(err, ipam.ErrMalformed):
-		return cfg, types.NewError(types.ErrDecodingFailure, err.Error(), "")
-	case err != nil:
-		return cfg, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
-	}
-	return cfg, nil
+	return cniConfig(ipam.ParseConfig(args.StdinData))
 }
 
 // parseForRelease is parse for DEL and GC: only what finds the allocations
 // (see ipam.ParseReleaseConfig).
 func parseForRelease(args *skel.CmdArgs) (ipam.Config, error) {
-	cfg, err := ipam.ParseReleaseConfig(args.StdinData)
+	return cniConfig(ipam.ParseReleaseConfig(args.StdinData))
+}
+
+// cniConfig turns a parse error into the CNI error with the spec's code.
+func cniConfig(cfg ipam.Config, err error) (ipam.Config, error) {
 	switch {
 	case errors.Is(err, ipam.ErrMalformed):
 		return cfg, types.NewError(types.ErrDecodingFailure, err.Error(), "")
