@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -71,7 +69,7 @@ func TestIntegrationAgentRecreatesKilledDevice(t *testing.T) {
 	// One pod per node on the cni0 the data plane created.
 	pods := make([]ns.NetNS, len(nodes))
 	for i, nd := range nodes {
-		pods[i] = addPodNS(t, nd.netns, netip.MustParsePrefix(fmt.Sprintf("10.42.%d.2/24", i)))
+		pods[i] = testns.AddPod(t, nd.netns, "cni0", 1400, netip.MustParsePrefix(fmt.Sprintf("10.42.%d.2/24", i)))
 	}
 	a := nodes[0]
 	podA, podB := pods[0], pods[1]
@@ -146,53 +144,4 @@ func untilPing(n ns.NetNS, to string, timeout time.Duration) (time.Duration, err
 		}
 		time.Sleep(10 * time.Millisecond) // an ICMP error comes back at once
 	}
-}
-
-// addPodNS makes a pod: a namespace with eth0 at addr, its peer on the
-// node's cni0, and a default route through the bridge's gateway (the
-// subnet's first address).
-func addPodNS(t *testing.T, node ns.NetNS, addr netip.Prefix) ns.NetNS {
-	t.Helper()
-	pod := testns.New(t)
-	testns.Do(t, node, func() error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vpod", MTU: 1400}, PeerName: "podeth"}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("add pod veth: %w", err)
-		}
-		br, err := netlink.LinkByName("cni0")
-		if err != nil {
-			return err
-		}
-		host, err := netlink.LinkByName("vpod")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetMaster(host, br); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(host); err != nil {
-			return err
-		}
-		end, err := netlink.LinkByName("podeth")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetNsFd(end, int(pod.Fd()))
-	})
-	testns.Do(t, pod, func() error {
-		eth, err := netlink.LinkByName("podeth")
-		if err != nil {
-			return err
-		}
-		ipn := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}
-		if err := netlink.AddrAdd(eth, &netlink.Addr{IPNet: ipn}); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(eth); err != nil {
-			return err
-		}
-		gw := addr.Masked().Addr().Next()
-		return netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index})
-	})
-	return pod
 }

@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,8 +10,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/internal/doctor"
@@ -82,7 +79,6 @@ func (l *lab) addNode(i int) *labNode {
 	nd := &labNode{
 		name:   fmt.Sprintf("node-%d", i),
 		netns:  testns.New(t),
-		pod:    testns.New(t),
 		subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(i), 0}), 24),
 		podIP:  netip.AddrFrom4([4]byte{10, 42, byte(i), 2}),
 		under:  netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)}),
@@ -109,7 +105,6 @@ func (l *lab) addNode(i int) *labNode {
 	})
 
 	// Data plane first: it creates cni0 with the gateway (Config.Bridge).
-	gw := nd.subnet.Addr().Next()
 	testns.Do(t, nd.netns, func() error {
 		t.Cleanup(func() {
 			// Always stop the userspace device and drop its socket, even
@@ -135,56 +130,11 @@ func (l *lab) addNode(i int) *labNode {
 		return err
 	})
 	// Pod: eth0 in the pod namespace, its peer on cni0.
-	testns.Do(t, nd.netns, func() error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vpod", MTU: 1420}, PeerName: "podeth"}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("add pod veth: %w", err)
-		}
-		host, err := netlink.LinkByName("vpod")
-		if err != nil {
-			return err
-		}
-		br, err := netlink.LinkByName("cni0")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetMaster(host, br); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(host); err != nil {
-			return err
-		}
-		podEnd, err := netlink.LinkByName("podeth")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetNsFd(podEnd, int(nd.pod.Fd()))
-	})
-	testns.Do(t, nd.pod, func() error {
-		eth, err := netlink.LinkByName("podeth")
-		if err != nil {
-			return err
-		}
-		if err := netlink.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: nd.podIP.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(eth); err != nil {
-			return err
-		}
-		lo, _ := netlink.LinkByName("lo")
-		netlink.LinkSetUp(lo)
-		if err := netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index}); err != nil {
-			return err
-		}
-		if !nd.podIP6.IsValid() {
-			return nil
-		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: nd.podIP6.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
-		if err := netlink.AddrAdd(eth, addr); err != nil {
-			return err
-		}
-		return netlink.RouteAdd(&netlink.Route{Gw: nd.subnet6.Addr().Next().AsSlice(), LinkIndex: eth.Attrs().Index})
-	})
+	podAddrs := []netip.Prefix{netip.PrefixFrom(nd.podIP, 24)}
+	if nd.podIP6.IsValid() {
+		podAddrs = append(podAddrs, netip.PrefixFrom(nd.podIP6, 64))
+	}
+	nd.pod = testns.AddPod(t, nd.netns, "cni0", 1420, podAddrs...)
 	l.nodes = append(l.nodes, nd)
 	return nd
 }

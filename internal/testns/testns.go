@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // New creates a network namespace for the test and removes it when the test
@@ -133,4 +134,70 @@ func (u Underlay) Attach(t testing.TB, node ns.NetNS, port string, addr netip.Pr
 		}
 		return netlink.LinkSetUp(peer)
 	})
+}
+
+// AddPod makes a pod for node: a namespace whose eth0 (MTU mtu) has addrs,
+// lo up, and a default route per family through that subnet's gateway (its
+// first address, where wgmesh puts it); the host end of the veth joins
+// bridge in node. IPv6 addresses skip DAD, so they are usable at once.
+func AddPod(t testing.TB, node ns.NetNS, bridge string, mtu int, addrs ...netip.Prefix) ns.NetNS {
+	t.Helper()
+	pod := New(t)
+	host := "vp" + Suffix(t)
+	Do(t, node, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: mtu}, PeerName: "podeth"}); err != nil {
+			return fmt.Errorf("add pod veth: %w", err)
+		}
+		br, err := netlink.LinkByName(bridge)
+		if err != nil {
+			return err
+		}
+		hostEnd, err := netlink.LinkByName(host)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(hostEnd, br); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(hostEnd); err != nil {
+			return err
+		}
+		podEnd, err := netlink.LinkByName("podeth")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(podEnd, int(pod.Fd()))
+	})
+	Do(t, pod, func() error {
+		eth, err := netlink.LinkByName("podeth")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetName(eth, "eth0"); err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+			if a.Addr().Is6() {
+				addr.Flags = unix.IFA_F_NODAD
+			}
+			if err := netlink.AddrAdd(eth, addr); err != nil {
+				return fmt.Errorf("address %s on the pod's eth0: %w", a, err)
+			}
+		}
+		if err := netlink.LinkSetUp(eth); err != nil {
+			return err
+		}
+		if lo, err := netlink.LinkByName("lo"); err == nil {
+			_ = netlink.LinkSetUp(lo)
+		}
+		for _, a := range addrs {
+			gw := a.Masked().Addr().Next()
+			if err := netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: eth.Attrs().Index}); err != nil {
+				return fmt.Errorf("default route via %s: %w", gw, err)
+			}
+		}
+		return nil
+	})
+	return pod
 }
