@@ -36,6 +36,13 @@ const DeviceSubcommand = "wireguard-device"
 // deviceEnv marks a process spawned to serve a device.
 const deviceEnv = "WGMESH_WIREGUARD_DEVICE"
 
+// DebugEnv, set to 1 in the agent's environment (which the device process
+// inherits), turns on wireguard-go's debug messages in the device log:
+// each handshake sent, received, refused (replay, flood, a response to an
+// initiation it no longer has) and each keypair change. The lab sets it,
+// so that a failed scenario shows what the devices did.
+const DebugEnv = "WGMESH_WIREGUARD_DEBUG"
+
 // logDir holds each device process's log, <name>-device.log.
 const logDir = "/run/wgmesh"
 
@@ -68,7 +75,7 @@ func DeviceMain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(DeviceSubcommand, flag.ContinueOnError)
 	name := fs.String("interface", DefaultName, "device name")
 	mtu := fs.Int("mtu", DefaultMTU, "device MTU")
-	debug := fs.Bool("debug", false, "log wireguard-go's debug messages")
+	debug := fs.Bool("debug", os.Getenv(DebugEnv) == "1", "log wireguard-go's debug messages (default from $"+DebugEnv+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 	if err != nil {
 		return nil, fmt.Errorf("create TUN: %w", err)
 	}
-	wlog := log.With("device", name, "component", "wireguard-go")
+	wlog := log.With("component", "wireguard-go") // the caller names the device
 	logger := &device.Logger{
 		Verbosef: func(format string, args ...any) { wlog.Debug(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { wlog.Warn(fmt.Sprintf(format, args...)) },

@@ -137,6 +137,9 @@ func (c *cluster) meshDump(ctx context.Context) string {
 			{"ip", "-br", "addr"}, {"ip", "neigh"}, {"ss", "-uanp"},
 			{"nstat", "-az", "Udp*", "Ip*Discards", "IpInAddrErrors", "IpInHdrErrors"},
 			{"iptables-save", "-c"},
+			// wireguard-go's own account of its handshakes (lab agents
+			// run it with debug messages on).
+			{"tail", "-c", "6000", "/run/wgmesh/" + lab.AgentInterface + "-device.log"},
 		} {
 			out, err := n.Run(ctx, cmd...)
 			if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/keys"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
 // AgentServiceAccount is the ServiceAccount deploy/ grants the agent's RBAC to.
@@ -301,7 +302,9 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	if n.Agent != nil {
 		n.Agent.Stop(10 * time.Second)
 	}
-	p, err := n.Start("wgmesh-agent", nil, l.AgentCommand(n, "run")...)
+	// wireguard-go's debug messages in the device log (handshakes, keypair
+	// changes), for the failure dumps of the scenarios.
+	p, err := n.Start("wgmesh-agent", []string{wireguard.DebugEnv + "=1"}, l.AgentCommand(n, "run")...)
 	if err != nil {
 		return err
 	}
