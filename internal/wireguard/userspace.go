@@ -103,6 +103,12 @@ func (u *userspace) close() error {
 		u.accepted.Wait()
 	}
 	if u.dev != nil {
+		// Down first: it closes the UDP sockets while the TUN still exists.
+		// wireguard-go's Close removes the TUN before it closes the sockets,
+		// and a new device process, started as soon as the TUN is gone
+		// (Ensure waits for exactly that), would then find its listen port
+		// still taken (EADDRINUSE).
+		_ = u.dev.Down()
 		u.dev.Close()
 		<-u.dev.Wait()
 	}
