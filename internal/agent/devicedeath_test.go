@@ -1,19 +1,14 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/wgmesh/wgmesh/internal/testns"
@@ -30,36 +25,8 @@ import (
 // re-apply and the new handshake.
 func TestIntegrationAgentRecreatesKilledDevice(t *testing.T) {
 	testutil.RequireRoot(t)
-	suffix := testns.Suffix(t)
-	under := testns.NewUnderlay(t)
-	dir := t.TempDir()
 	c := fake.NewClientset()
-	var nodes []*itNode
-	for i, name := range []string{"a", "b"} {
-		nd := &itNode{name: name, netns: testns.New(t), under: netip.AddrFrom4([4]byte{192, 168, 79, byte(i + 1)}),
-			dev: fmt.Sprintf("wgk%s%d", suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
-		var err error
-		if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
-			t.Fatal(err)
-		}
-		// Registered before the agent starts, so it runs after the agent
-		// stopped: whichever device process serves the node then (the
-		// first or its replacement) is stopped and waited for.
-		t.Cleanup(func() {
-			if err := nd.netns.Do(func(ns.NetNS) error { return wireguard.Remove(nd.dev) }); err != nil {
-				t.Errorf("remove %s: %v", nd.dev, err)
-			}
-			// A killed device process leaves its log (for the post-mortem).
-			os.Remove(filepath.Join("/run/wgmesh", nd.dev+"-device.log"))
-		})
-		under.Attach(t, nd.netns, fmt.Sprintf("uk%s%d", suffix, i), netip.PrefixFrom(nd.under, 24))
-		testns.Do(t, nd.netns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) })
-		apiN := apiNode(name, fmt.Sprintf("10.42.%d.0/24", i), nd.under.String(), wgtypes.Key{})
-		if _, err := c.CoreV1().Nodes().Create(context.Background(), apiN, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, nd)
-	}
+	nodes := newItNodes(t, c, 79, "k")
 	for _, nd := range nodes {
 		nd.start(t, c)
 	}

@@ -77,22 +77,33 @@ type itNode struct {
 	stop   func()
 }
 
-func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
-	testutil.RequireRoot(t)
+// newItNodes makes nodes a and b for an integration test: each a
+// namespace on an underlay of its own (192.168.<net>.0/24) with forwarding
+// on, a key, a device name wg<tag><suffix><i>, and a Node in c with pod CIDR
+// 10.42.<i>.0/24. Their agents are not started. Cleanup, registered before
+// any agent starts and so run after the agents stopped, removes whichever
+// device serves the node then and its log.
+func newItNodes(t *testing.T, c *fake.Clientset, net byte, tag string) []*itNode {
+	t.Helper()
 	suffix := testns.Suffix(t)
 	under := testns.NewUnderlay(t)
 	dir := t.TempDir()
-	c := fake.NewClientset()
 	var nodes []*itNode
 	for i, name := range []string{"a", "b"} {
-		nd := &itNode{name: name, netns: testns.New(t), under: netip.AddrFrom4([4]byte{192, 168, 78, byte(i + 1)}),
-			dev: fmt.Sprintf("wgi%s%d", suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
+		nd := &itNode{name: name, netns: testns.New(t), under: netip.AddrFrom4([4]byte{192, 168, net, byte(i + 1)}),
+			dev: fmt.Sprintf("wg%s%s%d", tag, suffix, i), subnet: filepath.Join(dir, name, "subnet.env")}
 		var err error
 		if nd.key, err = wgtypes.GeneratePrivateKey(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.Remove(filepath.Join("/var/run/wireguard", nd.dev+".sock")) })
-		under.Attach(t, nd.netns, fmt.Sprintf("ui%s%d", suffix, i), netip.PrefixFrom(nd.under, 24))
+		t.Cleanup(func() {
+			if err := nd.netns.Do(func(ns.NetNS) error { return wireguard.Remove(nd.dev) }); err != nil {
+				t.Errorf("remove %s: %v", nd.dev, err)
+			}
+			// A killed device process leaves its log (for the post-mortem).
+			os.Remove(filepath.Join("/run/wgmesh", nd.dev+"-device.log"))
+		})
+		under.Attach(t, nd.netns, fmt.Sprintf("u%s%s%d", tag, suffix, i), netip.PrefixFrom(nd.under, 24))
 		testns.Do(t, nd.netns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) })
 		apiN := apiNode(name, fmt.Sprintf("10.42.%d.0/24", i), nd.under.String(), wgtypes.Key{})
 		if _, err := c.CoreV1().Nodes().Create(context.Background(), apiN, metav1.CreateOptions{}); err != nil {
@@ -100,6 +111,13 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 		}
 		nodes = append(nodes, nd)
 	}
+	return nodes
+}
+
+func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
+	testutil.RequireRoot(t)
+	c := fake.NewClientset()
+	nodes := newItNodes(t, c, 78, "i")
 	for _, nd := range nodes {
 		nd.start(t, c)
 	}
@@ -133,7 +151,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 
 	// The CLI reads the running agent's userspace device (UAPI socket).
 	if bin := agentBinary(); bin != "" {
-		out, err := testns.Run(a.netns, bin, "status", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
+		out, err := testns.Run(a.netns, bin, "status", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(t.TempDir(), "missing.kubeconfig"))
 		t.Logf("wgmesh-agent status (err=%v):\n%s", err, out)
 		if err != nil || !strings.Contains(out, "peer: (node unknown)") || !strings.Contains(out, bn.key.PublicKey().String()) ||
 			!strings.Contains(out, "route: 10.42.1.0/24 dev "+a.dev+" src 10.42.0.1 table 87: ok") {
@@ -142,7 +160,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 		if strings.Contains(out, a.key.String()) {
 			t.Error("status prints the private key")
 		}
-		out, err = testns.Run(a.netns, bin, "doctor", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"))
+		out, err = testns.Run(a.netns, bin, "doctor", "--interface", a.dev, "--node-name", "a", "--kubeconfig", filepath.Join(t.TempDir(), "missing.kubeconfig"))
 		t.Logf("wgmesh-agent doctor (err=%v):\n%s", err, out)
 	} else {
 		t.Log("bin/wgmesh-agent not built: CLI part skipped (make build)")
