@@ -224,3 +224,43 @@ func DiffRoutes(current, desired []Route) RouteDiff {
 	slices.SortFunc(d.Delete, byDst)
 	return d
 }
+
+// Openings are the peers added by cfg whose first WireGuard session this
+// node (self) opens itself, without waiting for a packet to send: now the
+// peers whose public key sorts after self's, later (after OpenDelay) the
+// others, unless a session exists by then. Peers added with a keepalive are
+// left out: WireGuard sends their first keepalive, and so opens their
+// session, at once.
+//
+// Why: when both ends of a new pair have a packet for each other at the
+// same instant, both send a handshake initiation, each answers the other's
+// and so forgets its own, and each drops the answer to its own: neither
+// holds a session, and WireGuard retries only after Rekey-Timeout, 5 s, and
+// up to 20 s were measured here (issue 19). Agents program their peers
+// within milliseconds of each other when a cluster starts, so traffic both
+// ways right then (a test's ping matrix; two pods that talk) hit this about
+// one time in eight. With openings the first initiation of a pair comes
+// from one end: the lower key's, the moment it programs the peer; if that
+// one found the other end not yet programmed (dropped, and WireGuard
+// would retry only after 5 s), the other end opens OpenDelay after it
+// programmed the peer, well after any opening of the lower key's can have
+// arrived.
+func Openings(cfg wgtypes.Config, self wgtypes.Key) (now, later []wgtypes.Key) {
+	for _, p := range cfg.Peers {
+		if p.Remove || p.UpdateOnly || p.PersistentKeepaliveInterval != nil {
+			continue
+		}
+		if bytes.Compare(self[:], p.PublicKey[:]) < 0 {
+			now = append(now, p.PublicKey)
+		} else {
+			later = append(later, p.PublicKey)
+		}
+	}
+	return now, later
+}
+
+// OpenDelay is how long after programming a peer the end with the higher
+// key opens the session if none exists: longer than a handshake takes
+// between any two nodes of a cluster (a round trip), much shorter than
+// WireGuard's own 5 s retry.
+const OpenDelay = 500 * time.Millisecond

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -232,3 +233,23 @@ func benchmarkDesiredAndDiff(b *testing.B, n int) {
 func BenchmarkDesiredAndDiff100(b *testing.B)  { benchmarkDesiredAndDiff(b, 100) }
 func BenchmarkDesiredAndDiff1000(b *testing.B) { benchmarkDesiredAndDiff(b, 1000) }
 func BenchmarkDesiredAndDiff5000(b *testing.B) { benchmarkDesiredAndDiff(b, 5000) }
+
+func TestOpenings(t *testing.T) {
+	var lo, mid, hi wgtypes.Key
+	lo[0], mid[0], hi[0] = 1, 2, 3
+	ka := 25 * time.Second
+	cfg := wgtypes.Config{Peers: []wgtypes.PeerConfig{
+		{PublicKey: lo},
+		{PublicKey: hi},
+		{PublicKey: hi, UpdateOnly: true},
+		{PublicKey: lo, Remove: true},
+		{PublicKey: hi, PersistentKeepaliveInterval: &ka},
+	}}
+	now, later := Openings(cfg, mid)
+	if !slices.Equal(now, []wgtypes.Key{hi}) || !slices.Equal(later, []wgtypes.Key{lo}) {
+		t.Errorf("Openings from the middle key: now %v, later %v; want now [hi] (the added peer above), later [lo]", now, later)
+	}
+	if now, later := Openings(wgtypes.Config{}, mid); now != nil || later != nil {
+		t.Errorf("no added peer: now %v, later %v", now, later)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -28,47 +27,13 @@ import (
 // nothing meanwhile. Remove then leaves no process, link or socket.
 func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	testutil.RequireRoot(t)
-	na, nb := testns.New(t), testns.New(t)
-	veth := uniqueName(t)
-	testns.Do(t, na, func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
-			return err
-		}
-		peer, err := netlink.LinkByName(veth + "p")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetNsFd(peer, int(nb.Fd()))
-	})
-	underlay := map[ns.NetNS]string{na: "192.0.2.1/24", nb: "192.0.2.2/24"}
-	overlay := map[ns.NetNS]string{na: "10.99.0.1/24", nb: "10.99.0.2/24"}
-	for n, link := range map[ns.NetNS]string{na: veth, nb: veth + "p"} {
-		testns.Do(t, n, func() error { return addrUp(link, underlay[n]) })
-	}
-
-	ka, kb := key(t), key(t)
-	ca := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: ka, ListenPort: 51820}
-	cb := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: kb, ListenPort: 51820}
-	da, _ := ensureUserspace(t, na, ca)
-	db, pidB := ensureUserspace(t, nb, cb)
-	toB := []mesh.Peer{{Node: "b", PublicKey: kb.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.2:51820"),
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}}
-	toA := []mesh.Peer{{Node: "a", PublicKey: ka.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.1:51820"),
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}}
-	testns.Do(t, na, func() error {
-		if _, err := da.Apply(toB); err != nil {
-			return err
-		}
-		return addrUp(ca.Name, overlay[na])
-	})
+	a, b := newPair(t)
+	na, nb, db, cb, pidB := a.ns, b.ns, b.dev, b.cfg, b.pid
+	toA := b.toPeer
+	a.apply(t, a.toPeer)
+	b.apply(t, b.toPeer)
 	var indexB int
 	testns.Do(t, nb, func() error {
-		if _, err := db.Apply(toA); err != nil {
-			return err
-		}
-		if err := addrUp(cb.Name, overlay[nb]); err != nil {
-			return err
-		}
 		l, err := netlink.LinkByName(cb.Name)
 		indexB = l.Attrs().Index
 		return err
@@ -110,7 +75,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(dev.Peers) != 1 || dev.Peers[0].PublicKey != ka.PublicKey() {
+		if len(dev.Peers) != 1 || dev.Peers[0].PublicKey != a.cfg.PrivateKey.PublicKey() {
 			t.Errorf("peers after the restart: %+v", dev.Peers)
 		}
 		ops, err := db2.Apply(toA)
