@@ -260,7 +260,8 @@ func Openings(cfg wgtypes.Config, self wgtypes.Key) (now, later []wgtypes.Key) {
 }
 
 // OpenDelay is how long after programming a peer the end with the higher
-// key opens the session if none exists: longer than a handshake takes
-// between any two nodes of a cluster (a round trip), much shorter than
-// WireGuard's own 5 s retry.
-const OpenDelay = 500 * time.Millisecond
+// key opens the session if none exists and nothing came from the peer:
+// longer than a handshake takes between two nodes of a cluster (a round
+// trip, and the time a loaded node takes to handle it: up to 1 s was seen
+// on a 2-core machine at load 12), shorter than WireGuard's own 5 s retry.
+const OpenDelay = time.Second

@@ -442,7 +442,7 @@ func openNow(client *wgctrl.Client, device string, peers []wgtypes.Key) error {
 }
 
 // openLater opens, mesh.OpenDelay from now, the sessions with those of
-// peers that have none by then. It uses a client of its own, made here so
+// peers that have none by then and sent nothing. It uses a client of its own, made here so
 // that a kernel device is reached in the caller's network namespace, and
 // Close waits for it.
 func (d *Device) openLater(peers []wgtypes.Key) error {
@@ -468,7 +468,8 @@ func (d *Device) openLater(peers []wgtypes.Key) error {
 		}
 		var idle []wgtypes.Key
 		for _, p := range dev.Peers {
-			if open[p.PublicKey] && p.LastHandshakeTime.IsZero() && p.PersistentKeepaliveInterval == 0 {
+			// Anything received means the other end is opening it.
+			if open[p.PublicKey] && p.LastHandshakeTime.IsZero() && p.ReceiveBytes == 0 && p.PersistentKeepaliveInterval == 0 {
 				idle = append(idle, p.PublicKey)
 			}
 		}
