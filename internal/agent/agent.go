@@ -5,8 +5,10 @@
 //
 // It holds no kernel or API code of its own: the data plane and the cluster
 // are small interfaces (the real ones are dataplane.Dataplane and
-// kube.Cluster; tests record what they are given). It never flushes anything
-// at start: a restart that finds the kernel right changes nothing.
+// kube.Cluster; tests record what they are given), and
+// TestAgentHoldsNoKernelCode fails on an import of netlink, wgctrl or
+// iptables. It never flushes anything at start: a restart that finds the
+// kernel right changes nothing.
 package agent
 
 import (
@@ -91,7 +93,7 @@ type Config struct {
 	// (after this node's Node object has been read).
 	NewDataplane func(mtu int) (Dataplane, error)
 	// UnderlayMTU finds the MTU of the interface holding addr; default
-	// InterfaceMTU.
+	// dataplane.UnderlayMTU.
 	UnderlayMTU func(addr netip.Addr) (int, error)
 	Metrics     *metrics.Metrics
 	Log         *slog.Logger
@@ -173,7 +175,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.NodeCIDRMaskSize6 = 64
 	}
 	if cfg.UnderlayMTU == nil {
-		cfg.UnderlayMTU = InterfaceMTU
+		cfg.UnderlayMTU = dataplane.UnderlayMTU
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New(nil)

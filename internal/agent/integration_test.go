@@ -228,7 +228,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 
 // statusOf reads the device of nd through the read-only path `status` uses.
 func (nsDataplane) statusOf(nd *itNode) (st dataplane.Status, err error) {
-	if nerr := nd.netns.Do(func(ns.NetNS) error { st, err = ReadStatus(context.Background(), nd.dev); return nil }); nerr != nil {
+	if nerr := nd.netns.Do(func(ns.NetNS) error { st, err = dataplane.ReadStatus(context.Background(), nd.dev); return nil }); nerr != nil {
 		return st, nerr
 	}
 	return st, err
@@ -260,7 +260,7 @@ func (nd *itNode) start(t *testing.T, c *fake.Clientset) {
 			return nsDataplane{nd.netns, dp}, nil
 		},
 		UnderlayMTU: func(addr netip.Addr) (mtu int, err error) {
-			nerr := nd.netns.Do(func(ns.NetNS) error { mtu, err = InterfaceMTU(addr); return nil })
+			nerr := nd.netns.Do(func(ns.NetNS) error { mtu, err = dataplane.UnderlayMTU(addr); return nil })
 			return mtu, cmpErr(nerr, err)
 		},
 		Metrics: nd.m,
