@@ -20,7 +20,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -374,9 +373,6 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	a.releaseOrphans(ctx)
 
 	state, problems := mesh.Desired(self, nodes, mesh.Options{Self: a.cfg.NodeName, ListenPort: a.cfg.ListenPort, ClusterCIDRs: a.cfg.ClusterCIDRs})
-	if p, ok := selfOverlap(self, nodes); ok {
-		problems = append(problems, p)
-	}
 	problems = append(problems, a.keyChangeWarnings(nodes, state, time.Now())...)
 	a.reportProblems(problems)
 
@@ -504,37 +500,6 @@ func (a *Agent) releaseOrphans(ctx context.Context) {
 		a.checkOrphans = true
 		a.mu.Unlock()
 	}
-}
-
-// selfOverlap is this node's side of an overlap with peers: mesh.Desired
-// leaves the overlapping peers out and reports the problem on them; this
-// reports it on this node too (one problem listing every overlap), so
-// `kubectl describe node` on either side shows it. Subnets from two
-// allocators (the controller manager's spec.podCIDR and wgmesh's Leases) in
-// one cluster are the usual cause.
-func selfOverlap(self mesh.Node, nodes []mesh.Node) (mesh.Problem, bool) {
-	var msgs []string
-	for _, n := range nodes {
-		if n.Name == self.Name {
-			continue
-		}
-		for _, mine := range self.PodCIDRs {
-			for _, theirs := range n.PodCIDRs {
-				if mine.Overlaps(theirs) {
-					msgs = append(msgs, fmt.Sprintf("%s overlaps %s of node %s", mine, theirs, n.Name))
-				}
-			}
-		}
-	}
-	if len(msgs) == 0 {
-		return mesh.Problem{}, false
-	}
-	return mesh.Problem{
-		Node:   self.Name,
-		Reason: mesh.ReasonOverlappingPodCIDR,
-		Message: "this node's pod CIDR " + strings.Join(msgs, "; ") +
-			"; those nodes are not peers of this one (are subnets allocated both by the controller manager and by wgmesh Leases?)",
-	}, true
 }
 
 // keyChangeWarnings returns the KeyAndEndpointChanged warnings to report
