@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 
 	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
@@ -221,7 +222,7 @@ func cniConfig(cfg ipam.Config, err error) (ipam.Config, error) {
 }
 
 // rangeSets are the explicit ranges, or the node subnet(s) of subnet.env.
-func rangeSets(cfg ipam.Config) ([]ipam.RangeSet, error) {
+func rangeSets(cfg ipam.Config) ([]allocator.RangeSet, error) {
 	if cfg.Ranges != nil {
 		return cfg.Ranges, nil
 	}
@@ -246,9 +247,9 @@ func attachment(args *skel.CmdArgs) ipam.Attachment {
 	return ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
 }
 
-func inAny(sets []ipam.RangeSet, a netip.Addr) bool {
+func inAny(sets []allocator.RangeSet, a netip.Addr) bool {
 	for _, s := range sets {
-		if s.Contains(a) {
+		if s.Contains(a.AsSlice()) {
 			return true
 		}
 	}
@@ -256,7 +257,7 @@ func inAny(sets []ipam.RangeSet, a netip.Addr) bool {
 }
 
 // result is the CNI result for allocs, in the library's net types.
-func result(cfg ipam.Config, allocs []pool.Allocation, sets []ipam.RangeSet) *current.Result {
+func result(cfg ipam.Config, allocs []pool.Allocation, sets []allocator.RangeSet) *current.Result {
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	for _, a := range allocs {
 		res.IPs = append(res.IPs, &current.IPConfig{
@@ -264,13 +265,7 @@ func result(cfg ipam.Config, allocs []pool.Allocation, sets []ipam.RangeSet) *cu
 			Gateway: net.IP(a.Gateway.AsSlice()),
 		})
 	}
-	for _, r := range cfg.ResultRoutes(sets) {
-		rt := &types.Route{Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
-		if r.GW.IsValid() {
-			rt.GW = net.IP(r.GW.AsSlice())
-		}
-		res.Routes = append(res.Routes, rt)
-	}
+	res.Routes = cfg.ResultRoutes(sets)
 	return res
 }
 
