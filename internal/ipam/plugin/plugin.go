@@ -46,11 +46,7 @@ func (p *Plugin) log() *slog.Logger {
 // Add allocates one address per range set (or returns the ones the
 // attachment already holds) and prints the result.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	cfg, err := parse(args)
-	if err != nil {
-		return err
-	}
-	sets, err := rangeSets(cfg)
+	cfg, sets, err := parseWithRanges(args)
 	if err != nil {
 		return err
 	}
@@ -111,11 +107,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 // Check verifies that the attachment holds exactly the addresses of
 // prevResult, and that they are still inside the configured ranges.
 func (p *Plugin) Check(args *skel.CmdArgs) error {
-	cfg, err := parse(args)
-	if err != nil {
-		return err
-	}
-	sets, err := rangeSets(cfg)
+	cfg, sets, err := parseWithRanges(args)
 	if err != nil {
 		return err
 	}
@@ -202,6 +194,16 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 
 func parse(args *skel.CmdArgs) (ipam.Config, error) {
 	return cniConfig(ipam.ParseConfig(args.StdinData))
+}
+
+// parseWithRanges is parse, then the ranges to allocate from (ADD, CHECK).
+func parseWithRanges(args *skel.CmdArgs) (ipam.Config, []allocator.RangeSet, error) {
+	cfg, err := parse(args)
+	if err != nil {
+		return cfg, nil, err
+	}
+	sets, err := rangeSets(cfg)
+	return cfg, sets, err
 }
 
 // parseForRelease is parse for DEL and GC: only what finds the allocations
