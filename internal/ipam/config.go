@@ -26,6 +26,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -387,7 +388,7 @@ func parseRange(r rangeJSON) (allocator.Range, error) {
 	if err := subnetenv.CheckPodPrefix(subnet); err != nil {
 		return allocator.Range{}, fmt.Errorf("subnet %w", err)
 	}
-	rg := allocator.Range{Subnet: types.IPNet(ipNet(subnet))}
+	rg := allocator.Range{Subnet: types.IPNet(*netconv.IPNet(subnet))}
 	fields := []struct {
 		name string
 		val  string
@@ -418,7 +419,7 @@ func parseRange(r rangeJSON) (allocator.Range, error) {
 	// network or broadcast address, and the defaults are the first and
 	// last usable addresses.
 	if rg.RangeStart != nil && rg.RangeEnd != nil {
-		if start, end := addrOf(rg.RangeStart), addrOf(rg.RangeEnd); end.Less(start) {
+		if start, end := netconv.Addr(rg.RangeStart), netconv.Addr(rg.RangeEnd); end.Less(start) {
 			return allocator.Range{}, fmt.Errorf("rangeEnd %s is before rangeStart %s", end, start)
 		}
 	}
@@ -453,7 +454,7 @@ func parseRoute(r routeJSON) (*types.Route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dst %q is not a CIDR: %w", r.Dst, err)
 	}
-	rt := &types.Route{Dst: ipNet(dst.Masked())}
+	rt := &types.Route{Dst: *netconv.IPNet(dst.Masked())}
 	if r.GW != "" {
 		gw, err := netip.ParseAddr(r.GW)
 		if err != nil {
@@ -477,17 +478,6 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// ipNet is p in the net types of host-local and the CNI library.
-func ipNet(p netip.Prefix) net.IPNet {
-	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-// addrOf is a (canonical: 4 or 16 bytes) net.IP as a netip.Addr.
-func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip)
-	return a.Unmap()
-}
-
 func is4(r allocator.Range) bool { return r.Subnet.IP.To4() != nil }
 
 // RangesFromEnv gives one range set per node subnet in subnet.env (IPv4
@@ -498,7 +488,7 @@ func is4(r allocator.Range) bool { return r.Subnet.IP.To4() != nil }
 func RangesFromEnv(env subnetenv.Env) []allocator.RangeSet {
 	var sets []allocator.RangeSet
 	for _, p := range env.Subnets() {
-		r := allocator.Range{Subnet: types.IPNet(ipNet(p.Masked()))}
+		r := allocator.Range{Subnet: types.IPNet(*netconv.IPNet(p.Masked()))}
 		_ = r.Canonicalize()
 		sets = append(sets, allocator.RangeSet{r})
 	}
@@ -522,10 +512,10 @@ func (c Config) ResultRoutes(sets []allocator.RangeSet) []*types.Route {
 		}
 	}
 	if have4 {
-		routes = append(routes, &types.Route{Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0"))})
+		routes = append(routes, &types.Route{Dst: *netconv.IPNet(netip.MustParsePrefix("0.0.0.0/0"))})
 	}
 	if have6 {
-		routes = append(routes, &types.Route{Dst: ipNet(netip.MustParsePrefix("::/0"))})
+		routes = append(routes, &types.Route{Dst: *netconv.IPNet(netip.MustParsePrefix("::/0"))})
 	}
 	return routes
 }

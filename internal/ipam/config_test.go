@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -45,7 +46,7 @@ func routes(rs []*types.Route) []string {
 // netipRange is r in netip values, for checks that are plain comparisons.
 func netipRange(r allocator.Range) (subnet netip.Prefix, start, end, gw netip.Addr) {
 	ones, _ := r.Subnet.Mask.Size()
-	return netip.PrefixFrom(addrOf(r.Subnet.IP), ones), addrOf(r.RangeStart), addrOf(r.RangeEnd), addrOf(r.Gateway)
+	return netip.PrefixFrom(netconv.Addr(r.Subnet.IP), ones), netconv.Addr(r.RangeStart), netconv.Addr(r.RangeEnd), netconv.Addr(r.Gateway)
 }
 
 func conf(ipam string) string {
@@ -206,7 +207,7 @@ func TestResultRoutes(t *testing.T) {
 	}{
 		{"default dual stack", Config{}, both, []string{"0.0.0.0/0 via <nil>", "::/0 via <nil>"}},
 		{"default v6 only", Config{}, only6, []string{"::/0 via <nil>"}},
-		{"explicit", Config{Routes: []*types.Route{{Dst: ipNet(p("10.0.0.0/8"))}}}, both, []string{"10.0.0.0/8 via <nil>"}},
+		{"explicit", Config{Routes: []*types.Route{{Dst: *netconv.IPNet(p("10.0.0.0/8"))}}}, both, []string{"10.0.0.0/8 via <nil>"}},
 		{"explicit empty", Config{Routes: []*types.Route{}}, both, []string{}},
 	} {
 		if got := routes(tc.cfg.ResultRoutes(tc.sets)); !reflect.DeepEqual(got, tc.want) {

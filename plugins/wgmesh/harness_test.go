@@ -36,7 +36,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
@@ -116,7 +116,7 @@ func newLab(t testing.TB, writeEnv bool) *lab {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return err
 		}
-		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: link.IPNet(netip.PrefixFrom(l.nodeAddr, 32))})
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: netconv.IPNet(netip.PrefixFrom(l.nodeAddr, 32))})
 	})
 	if err != nil {
 		t.Fatalf("set up node netns: %v", err)
