@@ -24,6 +24,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/route"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
@@ -271,7 +272,7 @@ func PeerStatusOf(p wgtypes.Peer) PeerStatus {
 		ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	for _, n := range p.AllowedIPs {
-		if pfx, ok := mesh.PrefixFromIPNet(n); ok {
+		if pfx, ok := netconv.Prefix(n); ok {
 			ps.AllowedIPs = append(ps.AllowedIPs, pfx)
 		}
 	}

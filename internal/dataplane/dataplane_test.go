@@ -16,6 +16,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/doctor"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -42,7 +43,7 @@ func TestMeshConvergesIdempotentlyAndCleansUp(t *testing.T) {
 		if err := netlink.LinkSetUp(wg0); err != nil {
 			return err
 		}
-		dst := mesh.IPNet(netip.MustParsePrefix("10.42.0.0/16"))
+		dst := *netconv.IPNet(netip.MustParsePrefix("10.42.0.0/16"))
 		return netlink.RouteAdd(&netlink.Route{LinkIndex: wg0.Attrs().Index, Dst: &dst, Scope: netlink.SCOPE_LINK})
 	})
 

@@ -26,7 +26,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // LonghornPATH is the PATH of Longhorn's containers. Longhorn runs host

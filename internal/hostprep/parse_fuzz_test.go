@@ -16,8 +16,9 @@ func FuzzHostFileParsers(f *testing.F) {
 		if pat, ok := blacklistsLonghorn(s); ok && !strings.Contains(s, pat) {
 			t.Fatalf("blacklist pattern %q not in input", pat)
 		}
-		for _, m := range parseMountInfo([]byte(s)) {
-			if m.mountPoint == "" {
+		mounts, _ := parseMountInfo([]byte(s))
+		for _, m := range mounts {
+			if m.Mountpoint == "" {
 				t.Fatalf("empty mount point from %q", s)
 			}
 		}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"path"
 
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // program is a host program Longhorn runs by bare name.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // DiffPeers returns the device configuration that turns the peers read from
@@ -136,7 +138,7 @@ func sameAllowedIPs(cur []net.IPNet, want []netip.Prefix) bool {
 	}
 	got := make([]netip.Prefix, 0, len(cur))
 	for _, n := range cur {
-		p, ok := PrefixFromIPNet(n)
+		p, ok := netconv.Prefix(n)
 		if !ok {
 			return false
 		}
@@ -150,29 +152,9 @@ func sameAllowedIPs(cur []net.IPNet, want []netip.Prefix) bool {
 	return slices.Equal(got, want)
 }
 
-// PrefixFromIPNet converts a net.IPNet (as netlink and wgctrl return it)
-// to a masked netip.Prefix; IPv4 stays IPv4 even in 16-byte form.
-func PrefixFromIPNet(n net.IPNet) (netip.Prefix, bool) {
-	addr, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, bits := n.Mask.Size()
-	if bits == 0 {
-		return netip.Prefix{}, false
-	}
-	addr = addr.Unmap()
-	if addr.Is4() && bits == 128 {
-		ones -= 96
-	}
-	return netip.PrefixFrom(addr, ones).Masked(), true
-}
-
-// IPNet converts a prefix to the net.IPNet that netlink and wgctrl want.
-func IPNet(p netip.Prefix) net.IPNet {
-	p = p.Masked()
-	return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
+// IPNet is the masked p as the net.IPNet wgctrl wants. It stays for
+// bench/, which another change moves to netconv; new code uses netconv.
+func IPNet(p netip.Prefix) net.IPNet { return *netconv.IPNet(p.Masked()) }
 
 func ipNets(ps []netip.Prefix) []net.IPNet {
 	out := make([]net.IPNet, len(ps))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -210,7 +211,7 @@ func TestCheckPassesThenDetectsDeletedRoute(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.RouteDel(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: link.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.ParseIP("10.42.1.1")})
+		return netlink.RouteDel(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: netconv.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.ParseIP("10.42.1.1")})
 	})
 	if err != nil {
 		t.Fatalf("delete default route: %v", err)
@@ -445,7 +446,7 @@ func TestCheckDetectsMissingGatewayAndMTU(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrDel(br, &netlink.Addr{IPNet: link.IPNet(netip.MustParsePrefix("10.42.1.1/24"))})
+		return netlink.AddrDel(br, &netlink.Addr{IPNet: netconv.IPNet(netip.MustParsePrefix("10.42.1.1/24"))})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // Kernel is the fake hosts' kernel release.
