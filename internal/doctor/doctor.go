@@ -91,6 +91,11 @@ type Input struct {
 	// route.DefaultRulePriority.
 	OurRulePriority int
 	Kernel          Kernel
+	// ClusterCIDRs are the whole pod networks (--cluster-cidr); Bridge is
+	// the pods' bridge (cni0). They name the traffic and the fix of the
+	// InputDropsPods check.
+	ClusterCIDRs []netip.Prefix
+	Bridge       string
 	// Isolation is what the API server does with the agent's credentials
 	// (kube.ProbeIsolation); nil when not asked (API unreachable).
 	Isolation *Isolation
@@ -129,6 +134,13 @@ type Kernel struct {
 	// Lookups are the kernel's answers for packets to the peer subnets,
 	// as pods and as the node send them; nil when not asked.
 	Lookups []Lookup
+	// Filter is the IPv4 iptables filter table; nil when unknown.
+	Filter *Filter
+	// NftTables are the nftables tables, "family name" ("inet firewalld").
+	NftTables []string
+	// NodeAddr is the node's own address (its endpoint); invalid when
+	// unknown.
+	NodeAddr netip.Addr
 }
 
 // Check returns the findings for in, most severe first, in a stable order.
@@ -144,6 +156,7 @@ func Check(ctx context.Context, in Input) []Finding {
 	out = append(out, routeFindings(in)...)
 	out = append(out, lookupFindings(in)...)
 	out = append(out, sysctlFindings(in)...)
+	out = append(out, inputFindings(in)...)
 	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
 	out = append(out, isolationFindings(in.Isolation)...)

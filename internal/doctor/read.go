@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/coreos/go-iptables/iptables"
+	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -87,6 +89,19 @@ func Read(cfg ReadConfig) (Kernel, error) {
 	k.RPFilterAll = readInt(filepath.Join(cfg.SysctlRoot, "net/ipv4/conf/all/rp_filter"), &errs)
 	if cfg.Device != "" {
 		k.RPFilterDevice = readInt(filepath.Join(cfg.SysctlRoot, "net/ipv4/conf", cfg.Device, "rp_filter"), nil)
+	}
+
+	k.NodeAddr = cfg.Endpoint
+	if lines, err := readFilter(); err != nil {
+		errs = append(errs, err)
+	} else {
+		f := ParseFilter(lines)
+		k.Filter = &f
+	}
+	if tables, err := readNftTables(); err != nil {
+		errs = append(errs, err)
+	} else {
+		k.NftTables = tables
 	}
 
 	if fw, err := firewall.New().ReadForward(false); err != nil {
@@ -204,4 +219,63 @@ func readInt(path string, errs *[]error) *int {
 		return nil
 	}
 	return &n
+}
+
+// readFilter lists every chain of the IPv4 filter table.
+func readFilter() ([]string, error) {
+	ipt, err := iptables.NewWithProtocol(iptables.ProtocolIPv4)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	chains, err := ipt.ListChains("filter")
+	if err != nil {
+		return nil, fmt.Errorf("list filter chains: %w", err)
+	}
+	var all []string
+	for _, c := range chains {
+		ls, err := ipt.List("filter", c)
+		if err != nil {
+			return nil, fmt.Errorf("list filter chain %s: %w", c, err)
+		}
+		all = append(all, ls...)
+	}
+	return all, nil
+}
+
+// readNftTables lists the nftables tables as "family name" ("inet
+// firewalld"), with one netlink dump (the image has no nft program).
+func readNftTables() ([]string, error) {
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	defer c.Close()
+	msgs, err := c.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{
+			Type:  mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
+			Flags: mdnetlink.Request | mdnetlink.Dump,
+		},
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	families := map[byte]string{unix.NFPROTO_INET: "inet", unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6",
+		unix.NFPROTO_ARP: "arp", unix.NFPROTO_BRIDGE: "bridge", unix.NFPROTO_NETDEV: "netdev"}
+	var out []string
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			continue
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_TABLE_NAME {
+				out = append(out, families[m.Data[0]]+" "+ad.String())
+			}
+		}
+	}
+	return out, nil
 }
