@@ -131,6 +131,9 @@ type Kernel struct {
 	UnderlayMTU  int
 	UnderlayIPv6 bool
 	UnderlayDev  string
+	// UnderlayWireGuard is set when the interface holding the node's
+	// address is a WireGuard device other than ours (wg-quick's wg0).
+	UnderlayWireGuard *WireGuardLink
 	// Lookups are the kernel's answers for packets to the peer subnets,
 	// as pods and as the node send them; nil when not asked.
 	Lookups []Lookup
@@ -141,6 +144,14 @@ type Kernel struct {
 	// NodeAddr is the node's own address (its endpoint); invalid when
 	// unknown.
 	NodeAddr netip.Addr
+}
+
+// WireGuardLink is a WireGuard device that is not wgmesh's.
+type WireGuardLink struct {
+	Name       string
+	Kind       string // "kernel" or "userspace"
+	Peers      int    // -1 when it could not be asked
+	ListenPort int
 }
 
 // Check returns the findings for in, most severe first, in a stable order.
@@ -159,6 +170,7 @@ func Check(ctx context.Context, in Input) []Finding {
 	out = append(out, inputFindings(in)...)
 	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
+	out = append(out, endpointOnWireGuardFindings(in)...)
 	out = append(out, isolationFindings(in.Isolation)...)
 	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
 	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank[a.Severity], rank[b.Severity]) })

@@ -14,6 +14,7 @@ import (
 	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl"
 
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
@@ -114,6 +115,13 @@ func Read(cfg ReadConfig) (Kernel, error) {
 		errs = append(errs, err)
 	} else {
 		k.UnderlayDev, k.UnderlayMTU, k.UnderlayIPv6 = dev, mtu, v6
+		if cfg.Endpoint.IsValid() && dev != "" && dev != cfg.Device {
+			wg, err := wireGuardLink(dev)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			k.UnderlayWireGuard = wg
+		}
 	}
 	return k, errors.Join(errs...)
 }
@@ -278,4 +286,39 @@ func readNftTables() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// wireGuardLink describes dev when it is a WireGuard device: a kernel one
+// (link type wireguard) or a userspace one (wg-quick with wireguard-go: a
+// TUN device whose UAPI socket answers to its name); nil otherwise.
+func wireGuardLink(dev string) (*WireGuardLink, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", dev, err)
+	}
+	kind := ""
+	switch l.Type() {
+	case "wireguard":
+		kind = "kernel"
+	case "tuntap", "tun":
+		kind = "userspace"
+	default:
+		return nil, nil
+	}
+	c, err := wgctrl.New()
+	if err != nil {
+		if kind == "kernel" {
+			return &WireGuardLink{Name: dev, Kind: kind, Peers: -1}, nil
+		}
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
+	defer c.Close()
+	d, err := c.Device(dev)
+	if err != nil {
+		if kind == "kernel" {
+			return &WireGuardLink{Name: dev, Kind: kind, Peers: -1}, nil
+		}
+		return nil, nil // a TUN device that is not WireGuard (a VPN client, ...)
+	}
+	return &WireGuardLink{Name: dev, Kind: kind, Peers: len(d.Peers), ListenPort: d.ListenPort}, nil
 }
