@@ -95,7 +95,8 @@ type inputVerdict struct {
 // evalInput follows probe through INPUT and the chains it jumps to.
 func (f Filter) evalInput(p probe) inputVerdict {
 	var v inputVerdict
-	done, accepted, by := f.evalChain("INPUT", &p, 0, &v.unsure)
+	e := &evaluation{f: f, p: &p, unsure: &v.unsure, budget: maxRuleVisits}
+	done, accepted, by := e.chain("INPUT", nil)
 	if !done {
 		pol := f.Policies["INPUT"]
 		if pol == "" {
@@ -107,14 +108,34 @@ func (f Filter) evalInput(p probe) inputVerdict {
 	return v
 }
 
-// evalChain returns done=false when the probe falls off the end of chain
-// (or RETURNs).
-func (f Filter) evalChain(chain string, p *probe, depth int, unsure *[]string) (done, accepted bool, by string) {
-	if depth > 16 {
-		*unsure = append(*unsure, "jumps nested deeper than 16 chains below INPUT")
+// maxRuleVisits bounds one evaluation: real tables are a few hundred
+// rules; iptables refuses loops, but a table read here is still input.
+const maxRuleVisits = 100000
+
+// evaluation is one probe's walk through the filter table.
+type evaluation struct {
+	f      Filter
+	p      *probe
+	unsure *[]string
+	budget int
+}
+
+// chain returns done=false when the probe falls off the end of chain (or
+// RETURNs). stack holds the chains being evaluated, to refuse a loop.
+func (e *evaluation) chain(chain string, stack []string) (done, accepted bool, by string) {
+	f, p, unsure := e.f, e.p, e.unsure
+	if slices.Contains(stack, chain) || len(stack) > 32 {
+		*unsure = append(*unsure, "a jump loop or nesting deeper than 32 chains at "+chain)
 		return false, false, ""
 	}
+	stack = append(stack, chain)
 	for _, r := range f.Rules[chain] {
+		if e.budget--; e.budget < 0 {
+			if e.budget == -1 {
+				*unsure = append(*unsure, fmt.Sprintf("more than %d rule visits: evaluation stopped", maxRuleVisits))
+			}
+			return false, false, ""
+		}
 		m, target, known := matchIptRule(r, *p)
 		if !m {
 			continue // a match it understands fails: the rule does not apply
@@ -145,7 +166,7 @@ func (f Filter) evalChain(chain string, p *probe, depth int, unsure *[]string) (
 			continue
 		}
 		if _, ok := f.Rules[target]; ok {
-			done, acc, by := f.evalChain(target, p, depth+1, unsure)
+			done, acc, by := e.chain(target, stack)
 			if done {
 				return true, acc, by
 			}
