@@ -1,7 +1,9 @@
 // Package doctor explains what stands between this node and a working
 // mesh: routes of others that shadow or overlap peer subnets, peer routes
 // without the right source, forwarding and rp_filter settings, a FORWARD
-// policy that drops pod traffic, an MTU too large for the underlay, and
+// policy that drops pod traffic, a host firewall whose INPUT drops pods'
+// connections to their own node, the node's address on another WireGuard
+// device (wg-quick's wg0), an MTU too large for the underlay, and
 // the problems the desired-state computation found (duplicate or
 // overlapping pod CIDRs, bad keys), and, from the kernel's own route
 // lookups, packets to peer subnets (or from the tunnel to this node's
