@@ -90,7 +90,7 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 	if apiErr == nil {
 		iso = isolation(ctx, c)
 	}
-	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel, Isolation: iso})
+	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel, Isolation: iso, ClusterCIDRs: c.clusterCIDRs, Bridge: c.bridge})
 	if len(findings) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return nil

@@ -1,7 +1,9 @@
 // Package doctor explains what stands between this node and a working
 // mesh: routes of others that shadow or overlap peer subnets, peer routes
 // without the right source, forwarding and rp_filter settings, a FORWARD
-// policy that drops pod traffic, an MTU too large for the underlay, and
+// policy that drops pod traffic, a host firewall whose INPUT drops pods'
+// connections to their own node, the node's address on another WireGuard
+// device (wg-quick's wg0), an MTU too large for the underlay, and
 // the problems the desired-state computation found (duplicate or
 // overlapping pod CIDRs, bad keys), and, from the kernel's own route
 // lookups, packets to peer subnets (or from the tunnel to this node's
@@ -91,6 +93,11 @@ type Input struct {
 	// route.DefaultRulePriority.
 	OurRulePriority int
 	Kernel          Kernel
+	// ClusterCIDRs are the whole pod networks (--cluster-cidr); Bridge is
+	// the pods' bridge (cni0). They name the traffic and the fix of the
+	// InputDropsPods check.
+	ClusterCIDRs []netip.Prefix
+	Bridge       string
 	// Isolation is what the API server does with the agent's credentials
 	// (kube.ProbeIsolation); nil when not asked (API unreachable).
 	Isolation *Isolation
@@ -126,9 +133,27 @@ type Kernel struct {
 	UnderlayMTU  int
 	UnderlayIPv6 bool
 	UnderlayDev  string
+	// UnderlayWireGuard is set when the interface holding the node's
+	// address is a WireGuard device other than ours (wg-quick's wg0).
+	UnderlayWireGuard *WireGuardLink
 	// Lookups are the kernel's answers for packets to the peer subnets,
 	// as pods and as the node send them; nil when not asked.
 	Lookups []Lookup
+	// Filter is the IPv4 iptables filter table; nil when unknown.
+	Filter *Filter
+	// NftTables are the nftables tables, "family name" ("inet firewalld").
+	NftTables []string
+	// NodeAddr is the node's own address (its endpoint); invalid when
+	// unknown.
+	NodeAddr netip.Addr
+}
+
+// WireGuardLink is a WireGuard device that is not wgmesh's.
+type WireGuardLink struct {
+	Name       string
+	Kind       string // "kernel" or "userspace"
+	Peers      int    // -1 when it could not be asked
+	ListenPort int
 }
 
 // Check returns the findings for in, most severe first, in a stable order.
@@ -144,8 +169,10 @@ func Check(ctx context.Context, in Input) []Finding {
 	out = append(out, routeFindings(in)...)
 	out = append(out, lookupFindings(in)...)
 	out = append(out, sysctlFindings(in)...)
+	out = append(out, inputFindings(in)...)
 	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
+	out = append(out, endpointOnWireGuardFindings(in)...)
 	out = append(out, isolationFindings(in.Isolation)...)
 	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
 	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank[a.Severity], rank[b.Severity]) })

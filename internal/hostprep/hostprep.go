@@ -136,7 +136,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	rep.Checks = append(rep.Checks, r.checkInitiatorName(), r.checkIscsid())
 	rep.Checks = append(rep.Checks, r.checkLVM())
 	rep.Checks = append(rep.Checks, r.checkModules(ctx)...)
-	rep.Checks = append(rep.Checks, r.checkNFS(ctx))
+	rep.Checks = append(rep.Checks, r.checkNFSClient(ctx), r.checkNFSDefaultVersion(), r.checkLonghornOS())
 	rep.Checks = append(rep.Checks, r.checkMultipath())
 	rep.Checks = append(rep.Checks, r.checkMountPropagation()...)
 	if opts.V2Engine {

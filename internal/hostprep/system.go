@@ -179,7 +179,7 @@ func (r *run) checkMultipath() Check {
 		}
 		if pat, ok := blacklistsLonghorn(string(b)); ok {
 			c.Status = StatusOK
-			c.Summary = fmt.Sprintf("multipathd is running and %s blacklists devnode %q", f, pat)
+			c.Summary = fmt.Sprintf("multipathd is running and %s blacklists devnode %q (Longhorn's Multipathd condition reads False while multipathd runs, blacklist or not)", f, pat)
 			return c
 		}
 		c.Evidence = append(c.Evidence, f+": no blacklist devnode matching sda..sdzz")

@@ -78,6 +78,15 @@ func (tr *Tree) Link(p, target string) *Tree {
 	return tr
 }
 
+// Remove removes p (a file, a link or a whole directory).
+func (tr *Tree) Remove(p string) *Tree {
+	tr.t.Helper()
+	if err := os.RemoveAll(filepath.Join(tr.Dir, p)); err != nil {
+		tr.t.Fatal(err)
+	}
+	return tr
+}
+
 func (tr *Tree) Gz(p, content string) *Tree {
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
@@ -177,6 +186,7 @@ func NixOS(t testing.TB) *Tree {
 		"iscsiadm": "open-iscsi", "iscsi-iname": "open-iscsi", "findmnt": "util-linux", "blkid": "util-linux",
 		"lsblk": "util-linux", "fstrim": "util-linux", "mount": "util-linux", "umount": "util-linux",
 		"cryptsetup": "cryptsetup", "dmsetup": "lvm2", "lvm": "lvm2", "modprobe": "kmod", "sh": "bash",
+		"mount.nfs": "nfs-utils",
 	} {
 		tr.Exe("nix/store/0a1b2c-" + pkg + "/bin/" + prog)
 		tr.Link("nix/store/0a1b2c-system-path/bin/"+prog, store+pkg+"/bin/"+prog)
