@@ -190,6 +190,15 @@ func (kc *kubeletCluster) probeServices(t *testing.T, pods []*corev1.Pod, cluste
 		}
 	}
 	t.Logf("FIGURE Services through kube-proxy (%s), %d backends on %d nodes, %d requests per path:\n%s", t.Name(), len(pods), len(kc.nodes), servicesTries, table.String())
+	fam := "IPv4"
+	if clusterIP.Addr().Is6() {
+		fam = "IPv6"
+	}
+	if n := kc.checkTunnelSources(t)[fam]; n == 0 {
+		t.Errorf("no node's conntrack table holds a masqueraded %s connection to a backend on another node", fam)
+	} else {
+		t.Logf("FIGURE %d masqueraded %s connections into the tunnel in the nodes' conntrack tables, each from the node's tunnel address", n, fam)
+	}
 	if failed > 0 {
 		for _, k := range kc.nodes {
 			out, _ := k.Run(ctx, "ip", "-br", "addr")
