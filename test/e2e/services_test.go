@@ -194,10 +194,14 @@ func (kc *kubeletCluster) probeServices(t *testing.T, pods []*corev1.Pod, cluste
 	if clusterIP.Addr().Is6() {
 		fam = "IPv6"
 	}
-	if n := kc.checkTunnelSources(t)[fam]; n == 0 {
+	seen, wrong := kc.checkTunnelSources(t)
+	switch {
+	case seen[fam] == 0:
 		t.Errorf("no node's conntrack table holds a masqueraded %s connection to a backend on another node", fam)
-	} else {
-		t.Logf("FIGURE %d masqueraded %s connections into the tunnel in the nodes' conntrack tables, each from the node's tunnel address", n, fam)
+	case wrong[fam] > 0:
+		t.Errorf("%d of %d masqueraded %s connections into the tunnel did not carry the node's tunnel address", wrong[fam], seen[fam], fam)
+	default:
+		t.Logf("FIGURE %d masqueraded %s connections into the tunnel in the nodes' conntrack tables, each from the node's tunnel address", seen[fam], fam)
 	}
 	if failed > 0 {
 		for _, k := range kc.nodes {

@@ -56,15 +56,16 @@ func parseConntrack(text string) []ctEntry {
 // that family, the network address of its pod subnet (design rule 7):
 // the one source every peer's exact AllowedIPs accept, chosen on purpose
 // rather than by the kernel's source selection. It returns how many such
-// connections it saw per family.
-func (kc *kubeletCluster) checkTunnelSources(t *testing.T) map[string]int {
+// connections it saw per family, and how many of them had another source
+// (each node's first three are reported as errors).
+func (kc *kubeletCluster) checkTunnelSources(t *testing.T) (seen, wrong map[string]int) {
 	t.Helper()
 	ctx := t.Context()
 	cluster := []netip.Prefix{netip.MustParsePrefix(lab.ClusterCIDR), netip.MustParsePrefix(lab.ClusterCIDR6)}
 	inCluster := func(a netip.Addr) bool {
 		return cluster[0].Contains(a) || (kc.DualStack && cluster[1].Contains(a))
 	}
-	seen := map[string]int{}
+	seen, wrong = map[string]int{}, map[string]int{}
 	for _, k := range kc.nodes {
 		node, err := kc.Client.CoreV1().Nodes().Get(ctx, k.Name, metav1.GetOptions{})
 		if err != nil {
@@ -91,6 +92,7 @@ func (kc *kubeletCluster) checkTunnelSources(t *testing.T) map[string]int {
 		if err != nil {
 			t.Fatalf("%s: read conntrack: %v", k.Name, err)
 		}
+		reported := 0
 		for _, c := range parseConntrack(out) {
 			remoteBackend := c.replySport == fmt.Sprint(kubenode.WorkloadHTTPPort) && inCluster(c.replySrc) && !mine(c.replySrc)
 			if !remoteBackend || c.replyDst == c.origSrc {
@@ -102,11 +104,15 @@ func (kc *kubeletCluster) checkTunnelSources(t *testing.T) map[string]int {
 			}
 			seen[fam]++
 			if want := tunnel[c.replySrc.Is6()]; c.replyDst != want {
+				wrong[fam]++
+				if reported++; reported > 3 {
+					continue
+				}
 				t.Errorf("%s: %s -> %s, backend %s on another node, went into the tunnel from %s, want the tunnel address %s", k.Name, c.origSrc, c.origDst, c.replySrc, c.replyDst, want)
 			}
 		}
 	}
-	return seen
+	return seen, wrong
 }
 
 func TestParseConntrack(t *testing.T) {
