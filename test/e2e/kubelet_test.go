@@ -46,6 +46,13 @@ type kubeletCluster struct {
 // agents yet. Everything is removed when t ends.
 func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	t.Helper()
+	return startKubeletClusterWith(t, n, lab.Config{})
+}
+
+// startKubeletClusterWith is startKubeletCluster with the lab's options
+// (cfg.Dir is made here).
+func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluster {
+	t.Helper()
 	testutil.RequireRoot(t)
 	ctx := t.Context()
 	// Pods of kubelet labs that died without Teardown (TestMain swept
@@ -55,7 +62,8 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Start(ctx, lab.Config{Dir: dir})
+	cfg.Dir = dir
+	l, err := lab.Start(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)

@@ -27,6 +27,9 @@ type Config struct {
 	// NodeIP is the node's underlay address (kubelet --node-ip); it must not
 	// be a loopback address.
 	NodeIP netip.Addr
+	// NodeIP6 is its IPv6 underlay address in a dual-stack lab (kubelet
+	// --node-ip=v4,v6); invalid when the lab is IPv4 only.
+	NodeIP6 netip.Addr
 	// APIServer is the URL of the lab's kube-apiserver as the node reaches it.
 	APIServer string
 	// Token is a bearer token the kubelet authenticates with.
@@ -218,7 +221,7 @@ func KubeletArgs(c Config, configPath, kubeconfigPath string) []string {
 		"--config=" + configPath,
 		"--kubeconfig=" + kubeconfigPath,
 		"--hostname-override=" + c.Name,
-		"--node-ip=" + c.NodeIP.String(),
+		"--node-ip=" + nodeIPs(c),
 		"--root-dir=" + KubeletDir,
 		"--v=1",
 	}

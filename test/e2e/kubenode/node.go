@@ -75,6 +75,7 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 		Config: Config{
 			Name:       n.Name,
 			NodeIP:     n.Addr,
+			NodeIP6:    n.Addr6,
 			APIServer:  lab.APIServerURL(),
 			Token:      l.AdminToken,
 			CgroupRoot: cgroupParent + "/" + l.ID + "-" + n.Name,

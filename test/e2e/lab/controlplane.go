@@ -102,7 +102,7 @@ func (l *Lab) startAPI(ctx context.Context) error {
 		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--token-auth-file", tokens, "--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", ServiceCIDR)...); err != nil {
+		"--service-cluster-ip-range", l.ServiceCIDRs())...); err != nil {
 		return err
 	}
 	if err := l.writeKubeconfig(l.AdminKubeconfig(), "admin", l.AdminToken); err != nil {
@@ -124,14 +124,14 @@ func (l *Lab) startControllerManager(ctx context.Context) error {
 		"--kubeconfig", l.AdminKubeconfig(), "--leader-elect=false",
 		"--bind-address", "127.0.0.1",
 		"--service-account-private-key-file", saKey, "--root-ca-file", l.CAFile(),
-		"--service-cluster-ip-range", ServiceCIDR,
+		"--service-cluster-ip-range", l.ServiceCIDRs(),
 		// No kubelets heartbeat for agent-only nodes: without this their
 		// Nodes would turn NotReady and tainted after 40 s.
 		"--controllers", "*,-node-lifecycle-controller",
 	}
 	if !l.NoCIDRAllocation {
-		args = append(args, "--allocate-node-cidrs", "--cluster-cidr", ClusterCIDR,
-			"--node-cidr-mask-size", strconv.Itoa(NodeCIDRMaskSize))
+		args = append(args, "--allocate-node-cidrs", "--cluster-cidr", l.ClusterCIDRs())
+		args = append(args, l.nodeCIDRFlags()...)
 	}
 	if _, err := l.startProcess("kube-controller-manager", l.cpDir("kube-controller-manager.log"), nil, in(args...)...); err != nil {
 		return err

@@ -87,6 +87,10 @@ type Config struct {
 	// NoCIDRAllocation runs kube-controller-manager without
 	// --allocate-node-cidrs, so Node.spec.podCIDR stays empty.
 	NoCIDRAllocation bool
+	// DualStack gives the lab IPv6 beside IPv4: underlay addresses
+	// (UnderlayPrefix6), pod network and Service range of both families
+	// (ClusterCIDRs, ServiceCIDRs) for the control plane and the agents.
+	DualStack bool
 	// Persistent marks a lab that outlives its creator (make lab): the
 	// sweep never removes it.
 	Persistent bool
