@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -170,7 +172,30 @@ func (h *netnsHandle) do(f func() error) error {
 	if h.closed {
 		return errDeviceClosed
 	}
+	// Entering a namespace (setns) needs CAP_SYS_ADMIN, which the
+	// DaemonSet's agent does not have (NET_ADMIN and NET_RAW only): every
+	// UDP socket open failed with "operation not permitted" and the device
+	// never sent a handshake. A thread already in the namespace needs no
+	// switch, and in the device process every thread is (the process
+	// started in it), so the switch is left to the threads that need it:
+	// those of a process that runs the device in a namespace of one thread
+	// (the tests).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if h.inNamespace() {
+		return f()
+	}
 	return h.netns.Do(func(ns.NetNS) error { return f() })
+}
+
+// inNamespace reports whether the calling (locked) thread is in the
+// device's namespace.
+func (h *netnsHandle) inNamespace() bool {
+	var want, cur unix.Stat_t
+	if unix.Fstat(int(h.netns.Fd()), &want) != nil || unix.Stat("/proc/thread-self/ns/net", &cur) != nil {
+		return false
+	}
+	return want.Dev == cur.Dev && want.Ino == cur.Ino
 }
 
 func (h *netnsHandle) close() error {
