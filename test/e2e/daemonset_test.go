@@ -554,11 +554,12 @@ func nodeLeftovers(ctx context.Context, k *kubenode.Node) []string {
 			return
 		}
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			if l != "" && !strings.Contains(l, "does not exist") && (what == "" || strings.Contains(strings.ToLower(l), what)) {
+			if l != "" && !strings.Contains(l, "does not exist") && !strings.Contains(l, ": eth0@") && (what == "" || strings.Contains(strings.ToLower(l), what)) {
 				left = append(left, strings.Join(argv, " ")+": "+l)
 			}
 		}
 	}
+	// Pod veths (the node's own eth0 into the underlay is one too).
 	check("", "ip", "-o", "link", "show", "type", "veth")
 	check("wgmesh", "ip", "-o", "link", "show")
 	check("cni0", "ip", "-o", "link", "show")
