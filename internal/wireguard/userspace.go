@@ -55,9 +55,18 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 		return nil, fmt.Errorf("open current netns: %w", err)
 	}
 	u.netns = &netnsHandle{netns: cur}
-	t, err := tun.CreateTUN(name, mtu)
+	t, err := tun.CreateTUN(name, mtu) // or attach to a detached one of that name
 	if err != nil {
 		return nil, fmt.Errorf("create TUN: %w", err)
+	}
+	// Persistent: the link, its addresses and routes outlive this process.
+	// In the DaemonSet it dies with the agent's pod (a rollout, a
+	// restart); the next agent's device process takes the TUN over, so the
+	// node never lacks its mesh device (the CNI plugin's STATUS) and no
+	// route is deleted and added again. Remove deletes the link.
+	if err := setPersist(t); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("make TUN %s persistent: %w", name, err)
 	}
 	wlog := log.With("component", "wireguard-go") // the caller names the device
 	logger := &device.Logger{
@@ -206,4 +215,18 @@ func (h *netnsHandle) close() error {
 	}
 	h.closed = true
 	return h.netns.Close()
+}
+
+// setPersist sets TUNSETPERSIST on the TUN's descriptor (through
+// SyscallConn: File.Fd would switch it to blocking mode).
+func setPersist(t tun.Device) error {
+	rc, err := t.File().SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, 1) }); err != nil {
+		return err
+	}
+	return ierr
 }
