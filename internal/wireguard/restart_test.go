@@ -308,4 +308,20 @@ func TestKilledDeviceProcessLeavesItsTUNToTheNext(t *testing.T) {
 	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
 	requireGone(t, n, cfg.Name, pid2)
 	os.Remove(logPath(cfg.Name))
+
+	// Killed and never taken over: Remove deletes the detached TUN and
+	// the dead process's socket.
+	_, pid3 := ensureUserspace(t, n, cfg)
+	if err := syscall.Kill(pid3, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pid3, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	testns.Do(t, n, func() error { return Remove(cfg.Name) })
+	requireGone(t, n, cfg.Name, pid3)
+	if _, err := os.Stat(socketPath(cfg.Name)); !os.IsNotExist(err) {
+		t.Errorf("the killed process's socket is left: %v", err)
+	}
+	os.Remove(logPath(cfg.Name))
 }

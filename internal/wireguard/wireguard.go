@@ -477,16 +477,8 @@ func Remove(name string) error {
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &notFound):
-		// A socket without its TUN is a leftover of a killed device
-		// process, unless a process answers on it: a device of the same
-		// name in another namespace (the socket directory is shared).
-		sock := socketPath(name)
-		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", sock, err))
+		if err := removeStaleSocket(name); err != nil {
+			errs = append(errs, err)
 		}
 	case err != nil:
 		errs = append(errs, fmt.Errorf("look up link %s: %w", name, err))
@@ -516,10 +508,29 @@ func Remove(name string) error {
 				errs = append(errs, fmt.Errorf("delete TUN %s: %w", name, err))
 			}
 		}
+		if err := removeStaleSocket(name); err != nil { // a killed process's
+			errs = append(errs, err)
+		}
 	default:
 		errs = append(errs, fmt.Errorf("%s is a %q link, not WireGuard: left alone", name, link.Type()))
 	}
 	return errors.Join(errs...)
+}
+
+// removeStaleSocket removes the UAPI socket file of name that no process
+// answers on: the leftover of a killed device process. One that answers
+// is a device of the same name in another namespace (the socket directory
+// is shared) and stays.
+func removeStaleSocket(name string) error {
+	sock := socketPath(name)
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return nil
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", sock, err)
+	}
+	return nil
 }
 
 // MTU is the device MTU that Ensure set.

@@ -573,7 +573,7 @@ func nodeLeftovers(ctx context.Context, k *kubenode.Node) []string {
 		}
 	}
 	for _, f := range []string{"opt-cni-bin/wgmesh", "opt-cni-bin/wgmesh-ipam", "etc-cni-net.d/10-wgmesh.conflist",
-		"var-lib-cni/networks/wgmesh", "run-wgmesh/subnet.env", "var-lib-wgmesh/private.key"} {
+		"var-lib-cni/networks/wgmesh", "run-wgmesh/subnet.env", "var-lib-wgmesh/private.key", "run-wireguard/wgmesh0.sock"} {
 		if _, err := os.Lstat(filepath.Join(k.Dir, f)); err == nil {
 			left = append(left, "file "+f)
 		}
