@@ -216,18 +216,7 @@ func TestCheckSeesAKilledDeviceProcess(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	for i := 0; i < 100; i++ {
-		testns.Do(t, n, func() error { err = d.Check(); return nil })
-		if err != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !errors.Is(err, ErrDeviceLost) {
-		t.Fatalf("Check after SIGKILL: %v, want ErrDeviceLost", err)
-	}
-	t.Logf("Check: %v", err)
+	t.Logf("Check: %v", requireLost(t, n, d))
 	testns.Do(t, n, func() error { return d.Close() })
 	d2, pid2 := ensureUserspace(t, n, cfg)
 	if pid2 == pid {
@@ -287,17 +276,7 @@ func TestKilledDeviceProcessLeavesItsTUNToTheNext(t *testing.T) {
 			return fmt.Errorf("%s: route to 10.99.1.0/24 gone (%v)", when, routes)
 		})
 	}
-	var err error
-	for i := 0; i < 100; i++ {
-		testns.Do(t, n, func() error { err = d.Check(); return nil })
-		if err != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !errors.Is(err, ErrDeviceLost) {
-		t.Fatalf("Check after SIGKILL: %v, want ErrDeviceLost", err)
-	}
+	requireLost(t, n, d)
 	requireKept("process killed")
 	testns.Do(t, n, func() error { return d.Close() })
 	d2, pid2 := ensureUserspace(t, n, cfg)
@@ -324,4 +303,22 @@ func TestKilledDeviceProcessLeavesItsTUNToTheNext(t *testing.T) {
 		t.Errorf("the killed process's socket is left: %v", err)
 	}
 	os.Remove(logPath(cfg.Name))
+}
+
+// requireLost waits up to a second for d.Check to say ErrDeviceLost (its
+// process was killed) and returns that error.
+func requireLost(t *testing.T, n ns.NetNS, d *Device) error {
+	t.Helper()
+	var err error
+	for i := 0; i < 100; i++ {
+		testns.Do(t, n, func() error { err = d.Check(); return nil })
+		if err != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(err, ErrDeviceLost) {
+		t.Fatalf("Check after SIGKILL: %v, want ErrDeviceLost", err)
+	}
+	return err
 }
