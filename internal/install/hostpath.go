@@ -23,3 +23,7 @@ func inRoot(root, p string) (string, error) {
 	}
 	return r.Join(res.Path), nil
 }
+
+// HostPath returns where a process that has the host's / mounted at root
+// sees the host path p (symlinks followed as the host would; see inRoot).
+func HostPath(root, p string) (string, error) { return inRoot(root, p) }

@@ -3,6 +3,7 @@ package wireguard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -180,6 +181,99 @@ func TestCheckSeesAKilledDeviceProcess(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("Check: %v", requireLost(t, n, d))
+	testns.Do(t, n, func() error { return d.Close() })
+	d2, pid2 := ensureUserspace(t, n, cfg)
+	if pid2 == pid {
+		t.Fatalf("still process %d", pid)
+	}
+	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
+	requireGone(t, n, cfg.Name, pid2)
+	os.Remove(logPath(cfg.Name)) // the killed process's log stays for the post-mortem
+}
+
+// TestKilledDeviceProcessLeavesItsTUNToTheNext: the TUN is persistent. A
+// device process killed with everything else in its pod (a DaemonSet
+// rollout) leaves wgmesh0 with its addresses and routes, up, so the node
+// keeps its mesh device (the CNI plugin's STATUS) while no process runs;
+// the next Ensure starts a process that takes the same link over. Remove
+// then deletes it.
+func TestKilledDeviceProcessLeavesItsTUNToTheNext(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testns.New(t)
+	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820}
+	d, pid := ensureUserspace(t, n, cfg)
+	var index int
+	testns.Do(t, n, func() error {
+		if err := addrUp(cfg.Name, "10.99.0.1/32"); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(cfg.Name)
+		if err != nil {
+			return err
+		}
+		index = l.Attrs().Index
+		_, dst, _ := net.ParseCIDR("10.99.1.0/24")
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: index, Dst: dst})
+	})
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	requireKept := func(when string) {
+		t.Helper()
+		testns.Do(t, n, func() error {
+			l, err := netlink.LinkByName(cfg.Name)
+			if err != nil {
+				return fmt.Errorf("%s: %w", when, err)
+			}
+			if l.Attrs().Index != index || l.Attrs().Flags&net.FlagUp == 0 {
+				return fmt.Errorf("%s: link index %d (was %d), flags %v", when, l.Attrs().Index, index, l.Attrs().Flags)
+			}
+			routes, err := netlink.RouteList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if r.Dst != nil && r.Dst.String() == "10.99.1.0/24" {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: route to 10.99.1.0/24 gone (%v)", when, routes)
+		})
+	}
+	requireLost(t, n, d)
+	requireKept("process killed")
+	testns.Do(t, n, func() error { return d.Close() })
+	d2, pid2 := ensureUserspace(t, n, cfg)
+	if pid2 == pid {
+		t.Fatalf("still process %d", pid)
+	}
+	requireKept("taken over")
+	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
+	requireGone(t, n, cfg.Name, pid2)
+	os.Remove(logPath(cfg.Name))
+
+	// Killed and never taken over: Remove deletes the detached TUN and
+	// the dead process's socket.
+	_, pid3 := ensureUserspace(t, n, cfg)
+	if err := syscall.Kill(pid3, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pid3, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	testns.Do(t, n, func() error { return Remove(cfg.Name) })
+	requireGone(t, n, cfg.Name, pid3)
+	if _, err := os.Stat(socketPath(cfg.Name)); !os.IsNotExist(err) {
+		t.Errorf("the killed process's socket is left: %v", err)
+	}
+	os.Remove(logPath(cfg.Name))
+}
+
+// requireLost waits up to a second for d.Check to say ErrDeviceLost (its
+// process was killed) and returns that error.
+func requireLost(t *testing.T, n ns.NetNS, d *Device) error {
+	t.Helper()
 	var err error
 	for i := 0; i < 100; i++ {
 		testns.Do(t, n, func() error { err = d.Check(); return nil })
@@ -191,13 +285,5 @@ func TestCheckSeesAKilledDeviceProcess(t *testing.T) {
 	if !errors.Is(err, ErrDeviceLost) {
 		t.Fatalf("Check after SIGKILL: %v, want ErrDeviceLost", err)
 	}
-	t.Logf("Check: %v", err)
-	testns.Do(t, n, func() error { return d.Close() })
-	d2, pid2 := ensureUserspace(t, n, cfg)
-	if pid2 == pid {
-		t.Fatalf("still process %d", pid)
-	}
-	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
-	requireGone(t, n, cfg.Name, pid2)
-	os.Remove(logPath(cfg.Name)) // the killed process's log stays for the post-mortem
+	return err
 }

@@ -151,6 +151,16 @@ func Ensure(cfg Config) (*Device, error) {
 	}
 	var notFound netlink.LinkNotFoundError
 	switch {
+	case err == nil && isTUN(link) && cfg.Mode != ModeKernel && detached(link) && !isUserspace(d.client, cfg.Name):
+		// The device's own TUN, kept (persistent) after its device
+		// process died, e.g. with the DaemonSet pod it ran in: its
+		// addresses and routes are still there, so a new process takes
+		// it over instead of a new link.
+		if err := d.attach(log); err != nil {
+			return nil, err
+		}
+		spawned = true
+		d.EnsureOps++
 	case err == nil:
 		if err := d.adopt(link); err != nil {
 			return nil, err
@@ -218,19 +228,32 @@ const orphanWait = 5 * time.Second
 
 func isTUN(link netlink.Link) bool { return link.Type() == "tuntap" || link.Type() == "tun" }
 
+// detached reports whether no process holds the TUN link (its carrier is
+// off) while it is up: a persistent TUN whose device process is gone.
+func detached(link netlink.Link) bool {
+	a := link.Attrs()
+	return a.Flags&netFlagUp != 0 && a.RawFlags&unix.IFF_LOWER_UP == 0
+}
+
 // awaitOrphanTUN waits until the TUN name, which no device process serves
-// in this namespace, is gone or served again, and returns the link as it
-// then is (a LinkNotFoundError once it is gone). Such a TUN is most often
-// one whose device process is exiting: killed (the kernel closes its file
-// descriptors, the UAPI listener first), or stopping because its socket
-// was removed; the TUN goes when the last descriptor closes, a moment
-// later. Only a TUN still there after orphanWait belongs to someone else.
+// in this namespace, is gone, served again or detached (no process holds
+// it any more), and returns the link as it then is (a LinkNotFoundError
+// once it is gone). Such a TUN is most often one whose device process is
+// exiting: killed (the kernel closes its file descriptors, the UAPI
+// listener first), or stopping because its socket was removed; the TUN is
+// detached when the last descriptor closes, a moment later (and stays: it
+// is persistent). Only a TUN still held after orphanWait belongs to
+// someone else.
 func awaitOrphanTUN(client *wgctrl.Client, name string, log *slog.Logger) (netlink.Link, error) {
 	start := time.Now()
 	for {
-		time.Sleep(20 * time.Millisecond)
 		link, err := netlinksafe.LinkByName(name)
-		if err != nil || !isTUN(link) || isUserspace(client, name) || time.Since(start) > orphanWait {
+		if err == nil && isTUN(link) && detached(link) {
+			return link, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+		link, err = netlinksafe.LinkByName(name)
+		if err != nil || !isTUN(link) || isUserspace(client, name) || detached(link) || time.Since(start) > orphanWait {
 			log.Info("waited for a TUN without a device process", "waited", time.Since(start).Round(time.Millisecond), "gone", err != nil)
 			return link, err
 		}
@@ -300,6 +323,20 @@ func (d *Device) adopt(link netlink.Link) error {
 		return fmt.Errorf("%s exists as a TUN device without a WireGuard UAPI socket (%s) in this namespace, still after %s; stop the process that holds it", name, socketPath(name), orphanWait)
 	}
 	return fmt.Errorf("%s exists and is a %q link, not a WireGuard device; rename it or choose another --wireguard-device", name, link.Type())
+}
+
+// attach starts a device process that takes over the detached TUN of the
+// device's name (see detached).
+func (d *Device) attach(log *slog.Logger) error {
+	if err := checkTUN(tunPath); err != nil {
+		return fmt.Errorf("userspace WireGuard device %s needs %s: %w; %s", d.cfg.Name, tunPath, err, tunAdvice)
+	}
+	if err := spawnDevice(d.cfg.Name, d.cfg.MTU, log); err != nil {
+		return fmt.Errorf("take over the TUN of userspace WireGuard device %s: %w", d.cfg.Name, err)
+	}
+	d.mode = ModeUserspace
+	log.Info("device process took over the TUN", "mode", d.mode)
+	return nil
 }
 
 func (d *Device) create(log *slog.Logger) error {
@@ -513,16 +550,8 @@ func Remove(name string) error {
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &notFound):
-		// A socket without its TUN is a leftover of a killed device
-		// process, unless a process answers on it: a device of the same
-		// name in another namespace (the socket directory is shared).
-		sock := socketPath(name)
-		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", sock, err))
+		if err := removeStaleSocket(name); err != nil {
+			errs = append(errs, err)
 		}
 	case err != nil:
 		errs = append(errs, fmt.Errorf("look up link %s: %w", name, err))
@@ -532,21 +561,49 @@ func Remove(name string) error {
 		}
 	case link.Type() == "tuntap" || link.Type() == "tun":
 		pid, ok := DevicePID(name)
-		if !ok {
+		if !ok && !detached(link) {
 			errs = append(errs, fmt.Errorf("%s is a TUN without a WireGuard UAPI socket in this namespace: left alone; stop the process that holds it", name))
 			break
 		}
-		linkGone := func() bool {
-			_, err := netlinksafe.LinkByName(name)
-			return errors.As(err, &notFound)
+		if ok {
+			// The process lets go of the TUN; being persistent, it stays.
+			released := func() bool {
+				l, err := netlinksafe.LinkByName(name)
+				return errors.As(err, &notFound) || (err == nil && detached(l))
+			}
+			if err := stopDevice(name, pid, released); err != nil {
+				errs = append(errs, err)
+				break
+			}
 		}
-		if err := stopDevice(name, pid, linkGone); err != nil {
+		if l, err := netlinksafe.LinkByName(name); err == nil {
+			if err := netlink.LinkDel(l); err != nil && !errors.As(err, &notFound) {
+				errs = append(errs, fmt.Errorf("delete TUN %s: %w", name, err))
+			}
+		}
+		if err := removeStaleSocket(name); err != nil { // a killed process's
 			errs = append(errs, err)
 		}
 	default:
 		errs = append(errs, fmt.Errorf("%s is a %q link, not WireGuard: left alone", name, link.Type()))
 	}
 	return errors.Join(errs...)
+}
+
+// removeStaleSocket removes the UAPI socket file of name that no process
+// answers on: the leftover of a killed device process. One that answers
+// is a device of the same name in another namespace (the socket directory
+// is shared) and stays.
+func removeStaleSocket(name string) error {
+	sock := socketPath(name)
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return nil
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", sock, err)
+	}
+	return nil
 }
 
 // MTU is the device MTU that Ensure set.

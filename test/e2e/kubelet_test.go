@@ -73,6 +73,11 @@ func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluste
 	if err != nil {
 		t.Fatal(err)
 	}
+	wgImage, err := kubenode.BuildWgmeshImage(ctx, l, filepath.Join(l.Dir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	images = append(images, wgImage)
 	kc := &kubeletCluster{Lab: l}
 	for i := 1; i <= n; i++ {
 		k, err := kubenode.AddNode(ctx, l, fmt.Sprintf("kube%d", i), images)
@@ -84,10 +89,14 @@ func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluste
 				}
 			})
 		}
+		if err == nil {
+			err = k.PrepareForDaemonSet(ctx)
+		}
 		if err != nil {
 			t.Fatalf("%v\n%s", err, kc.logs())
 		}
 	}
+	kc.startBinder(t)
 	return kc
 }
 
@@ -95,7 +104,7 @@ func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluste
 func (kc *kubeletCluster) logs() string {
 	var b strings.Builder
 	for _, k := range kc.nodes {
-		for _, name := range []string{"kubelet", "containerd", "wgmesh-agent", "kube-proxy-iptables", "kube-proxy-nftables"} {
+		for _, name := range append([]string{"kubelet", "containerd", "wgmesh-agent", "kube-proxy-iptables", "kube-proxy-nftables"}, kc.podLogs(k)...) {
 			data, err := os.ReadFile(filepath.Join(k.Dir, name+".log"))
 			if err != nil {
 				continue
@@ -296,6 +305,8 @@ func TestKubeletNodes(t *testing.T) {
 	t.Run("PodDeletionReleasesAddress", func(t *testing.T) { pods = testPodDeletionReleasesAddress(t, kc, pods) })
 	t.Run("NodeRestartKeepsAddressesAndGCsLeaks", func(t *testing.T) { testNodeRestart(t, kc, pods) })
 	t.Run("PodStartLatency", func(t *testing.T) { testPodStartLatency(t, kc) })
+	t.Run("DaemonSetRollout", func(t *testing.T) { testDaemonSetRollout(t, kc, pods) })
+	t.Run("Uninstall", func(t *testing.T) { testUninstall(t, kc) })
 }
 
 // The kubelet reports the Node NotReady ("container runtime network not
@@ -330,13 +341,7 @@ func testNetworkReadyFollowsAgent(t *testing.T, kc *kubeletCluster) {
 		}
 		t.Logf("%s without agent: Ready=False: %s", k.Name, msg)
 	}
-	for _, k := range kc.nodes {
-		start := time.Now()
-		if err := kubenode.StartAgentAndWait(ctx, kc.Lab, k, 90*time.Second); err != nil {
-			t.Fatalf("%v\n%s", err, kc.logs())
-		}
-		t.Logf("%s: agent started -> Node Ready in %s", k.Name, time.Since(start).Round(10*time.Millisecond))
-	}
+	kc.installDaemonSet(t)
 }
 
 // Two pods per node, bound to their node; each gets an address from its
@@ -455,12 +460,9 @@ func testNodeRestart(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
 		before[p.Name] = *p
 	}
 
+	// The agent's pod keeps running in its shim, as every pod does.
 	k.StopKubelet()
 	k.StopContainerd()
-	kc.StopAgent(k.Node)
-	if err := kc.StartAgent(ctx, k.Node); err != nil {
-		t.Fatal(err)
-	}
 	if err := k.StartContainerd(ctx); err != nil {
 		t.Fatalf("%v\n%s", err, kc.logs())
 	}

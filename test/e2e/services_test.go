@@ -78,6 +78,21 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 		backendNode[p.Name] = p.Spec.NodeName
 	}
 
+	// The nodes run kube-proxy in iptables mode from the start, as k3s
+	// does (the DaemonSet's agents reach the API through it); each mode
+	// below runs its own, and the first one is back afterwards.
+	for _, k := range kc.nodes {
+		if err := k.StopKubeProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, k := range kc.nodes {
+			if err := k.StartKubeProxy(context.Background(), "iptables"); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	for _, mode := range kubenode.ProxyModes {
 		t.Run(mode, func(t *testing.T) {
 			for _, k := range kc.nodes {

@@ -88,33 +88,47 @@ func WriteDockerArchive(w io.Writer, ref, binPath string, prog []byte) error {
 	if err != nil {
 		return err
 	}
-	diffID := sha256.Sum256(layer)
+	return WriteImageArchive(w, []string{ref}, ContainerConfig{Entrypoint: []string{binPath}, Env: []string{"PATH=/"}}, layer)
+}
+
+// WriteImageArchive writes the docker-archive form of an image named by
+// every one of refs, whose layers (uncompressed tars, lowest first) are
+// layers: manifest.json with RepoTags, the image config naming each
+// layer's diff_id, and the layer tars.
+func WriteImageArchive(w io.Writer, refs []string, cfg ContainerConfig, layers ...[]byte) error {
+	var diffIDs, layerNames []string
+	for _, l := range layers {
+		sum := sha256.Sum256(l)
+		diffIDs = append(diffIDs, "sha256:"+hex.EncodeToString(sum[:]))
+		layerNames = append(layerNames, hex.EncodeToString(sum[:])+"/layer.tar")
+	}
 	config, err := json.Marshal(imageConfig{
 		Architecture: runtime.GOARCH,
 		OS:           "linux",
 		Created:      epoch.UTC(),
-		Config: containerConfig{
-			Entrypoint: []string{binPath},
-			Env:        []string{"PATH=/"},
-		},
-		RootFS: rootFS{Type: "layers", DiffIDs: []string{"sha256:" + hex.EncodeToString(diffID[:])}},
+		Config:       cfg,
+		RootFS:       rootFS{Type: "layers", DiffIDs: diffIDs},
 	})
 	if err != nil {
 		return err
 	}
 	configSum := sha256.Sum256(config)
 	configName := hex.EncodeToString(configSum[:]) + ".json"
-	layerName := hex.EncodeToString(diffID[:]) + "/layer.tar"
-	manifest, err := json.Marshal([]archiveManifest{{Config: configName, RepoTags: []string{ref}, Layers: []string{layerName}}})
+	manifest, err := json.Marshal([]archiveManifest{{Config: configName, RepoTags: refs, Layers: layerNames}})
 	if err != nil {
 		return err
 	}
-
-	tw := tar.NewWriter(w)
-	for _, f := range []struct {
+	type file struct {
 		name string
 		data []byte
-	}{{configName, config}, {layerName, layer}, {"manifest.json", manifest}} {
+	}
+	files := []file{{configName, config}}
+	for i, l := range layers {
+		files = append(files, file{layerNames[i], l})
+	}
+	files = append(files, file{"manifest.json", manifest})
+	tw := tar.NewWriter(w)
+	for _, f := range files {
 		if dir := path.Dir(f.name); dir != "." {
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: epoch}); err != nil {
 				return err
@@ -171,13 +185,17 @@ type imageConfig struct {
 	Architecture string          `json:"architecture"`
 	OS           string          `json:"os"`
 	Created      time.Time       `json:"created"`
-	Config       containerConfig `json:"config"`
+	Config       ContainerConfig `json:"config"`
 	RootFS       rootFS          `json:"rootfs"`
 }
 
-type containerConfig struct {
-	Entrypoint []string `json:"Entrypoint"`
-	Env        []string `json:"Env"`
+// ContainerConfig is the part of an image config that says how its
+// containers run (the Dockerfile's ENTRYPOINT, CMD, ENV, WORKDIR).
+type ContainerConfig struct {
+	Entrypoint []string `json:"Entrypoint,omitempty"`
+	Cmd        []string `json:"Cmd,omitempty"`
+	Env        []string `json:"Env,omitempty"`
+	WorkingDir string   `json:"WorkingDir,omitempty"`
 }
 
 type rootFS struct {
