@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // The anchor the network section compares wgmesh with: flannel's default
@@ -82,7 +83,7 @@ func addFlannelDevice(nd *labNode, mac net.HardwareAddr) error {
 		return fmt.Errorf("add: %w", err)
 	}
 	vtep := netip.PrefixFrom(nd.subnet.Addr(), 32)
-	if err := netlink.AddrAdd(dev, &netlink.Addr{IPNet: link.IPNet(vtep)}); err != nil {
+	if err := netlink.AddrAdd(dev, &netlink.Addr{IPNet: netconv.IPNet(vtep)}); err != nil {
 		return fmt.Errorf("address %s: %w", vtep, err)
 	}
 	return netlink.LinkSetUp(dev)
@@ -108,7 +109,7 @@ func addFlannelPeer(remote *labNode, mac net.HardwareAddr) error {
 	}); err != nil {
 		return fmt.Errorf("fdb %s -> %s: %w", mac, remote.under, err)
 	}
-	rt := netlink.Route{LinkIndex: idx, Scope: netlink.SCOPE_UNIVERSE, Dst: link.IPNet(remote.subnet), Gw: vtep}
+	rt := netlink.Route{LinkIndex: idx, Scope: netlink.SCOPE_UNIVERSE, Dst: netconv.IPNet(remote.subnet), Gw: vtep}
 	rt.SetFlag(syscall.RTNH_F_ONLINK)
 	if err := netlink.RouteReplace(&rt); err != nil {
 		return fmt.Errorf("route %s via %s: %w", remote.subnet, remote.subnet.Addr(), err)
