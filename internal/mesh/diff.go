@@ -208,11 +208,11 @@ func DiffRoutes(current, desired []Route) RouteDiff {
 }
 
 // Openings are the peers added by cfg whose first WireGuard session this
-// node (self) opens itself, without waiting for a packet to send: now the
-// peers whose public key sorts after self's, later (after OpenDelay) the
-// others, unless a session exists by then. Peers added with a keepalive are
-// left out: WireGuard sends their first keepalive, and so opens their
-// session, at once.
+// node (self) opens itself unless a session exists by then, without
+// waiting for a packet to send: first (after OpenFirstDelay) the peers
+// whose public key sorts after self's, second (after OpenSecondDelay) the
+// others. Peers added with a keepalive are left out: WireGuard sends their
+// first keepalive, and so opens their session, at once.
 //
 // Why: when both ends of a new pair have a packet for each other at the
 // same instant, both send a handshake initiation, each answers the other's
@@ -220,30 +220,34 @@ func DiffRoutes(current, desired []Route) RouteDiff {
 // holds a session, and WireGuard retries only after Rekey-Timeout, 5 s, and
 // up to 20 s were measured here (issue 19). Agents program their peers
 // within milliseconds of each other when a cluster starts, so traffic both
-// ways right then (a test's ping matrix; two pods that talk) hit this about
-// one time in eight. With openings the first initiation of a pair comes
-// from one end: the lower key's, the moment it programs the peer; if that
-// one found the other end not yet programmed (dropped, and WireGuard
-// would retry only after 5 s), the other end opens OpenDelay after it
-// programmed the peer, well after any opening of the lower key's can have
-// arrived.
-func Openings(cfg wgtypes.Config, self wgtypes.Key) (now, later []wgtypes.Key) {
+// ways soon after (a test's ping matrix; two pods that talk) hit this about
+// one time in eight. With openings, a pair that has not talked yet has a
+// session shortly after both ends programmed it, opened from one end: the
+// lower key's; if that opening reached a node that had not programmed the
+// peer yet (dropped, and WireGuard would retry only after 5 s), the higher
+// key's, later.
+func Openings(cfg wgtypes.Config, self wgtypes.Key) (first, second []wgtypes.Key) {
 	for _, p := range cfg.Peers {
 		if p.Remove || p.UpdateOnly || p.PersistentKeepaliveInterval != nil {
 			continue
 		}
 		if bytes.Compare(self[:], p.PublicKey[:]) < 0 {
-			now = append(now, p.PublicKey)
+			first = append(first, p.PublicKey)
 		} else {
-			later = append(later, p.PublicKey)
+			second = append(second, p.PublicKey)
 		}
 	}
-	return now, later
+	return first, second
 }
 
-// OpenDelay is how long after programming a peer the end with the higher
-// key opens the session if none exists and nothing came from the peer:
-// longer than a handshake takes between two nodes of a cluster (a round
-// trip, and the time a loaded node takes to handle it: up to 1 s was seen
-// on a 2-core machine at load 12), shorter than WireGuard's own 5 s retry.
-const OpenDelay = time.Second
+// OpenFirstDelay and OpenSecondDelay are how long after programming a
+// peer each end opens the session if none exists and nothing came from the
+// peer. The first is not zero: traffic right after programming opens the
+// session itself, and an opening sent at that instant could cross it. The
+// second is longer than a handshake takes between two nodes (a round trip,
+// and the time a loaded node takes to handle it: up to 1 s was seen on a
+// 2-core machine at load 12); both are shorter than WireGuard's 5 s retry.
+const (
+	OpenFirstDelay  = 300 * time.Millisecond
+	OpenSecondDelay = 1500 * time.Millisecond
+)

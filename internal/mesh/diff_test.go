@@ -245,11 +245,11 @@ func TestOpenings(t *testing.T) {
 		{PublicKey: lo, Remove: true},
 		{PublicKey: hi, PersistentKeepaliveInterval: &ka},
 	}}
-	now, later := Openings(cfg, mid)
-	if !slices.Equal(now, []wgtypes.Key{hi}) || !slices.Equal(later, []wgtypes.Key{lo}) {
-		t.Errorf("Openings from the middle key: now %v, later %v; want now [hi] (the added peer above), later [lo]", now, later)
+	first, second := Openings(cfg, mid)
+	if !slices.Equal(first, []wgtypes.Key{hi}) || !slices.Equal(second, []wgtypes.Key{lo}) {
+		t.Errorf("Openings from the middle key: first %v, second %v; want first [hi] (the added peer above), second [lo]", first, second)
 	}
-	if now, later := Openings(wgtypes.Config{}, mid); now != nil || later != nil {
-		t.Errorf("no added peer: now %v, later %v", now, later)
+	if first, second := Openings(wgtypes.Config{}, mid); first != nil || second != nil {
+		t.Errorf("no added peer: first %v, second %v", first, second)
 	}
 }

@@ -119,7 +119,7 @@ type Device struct {
 	pidfd int
 	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
 	EnsureOps int
-	// opening runs the delayed openings of Apply (openLater).
+	// opening runs the delayed openings of Apply (openAfter).
 	opening sync.WaitGroup
 }
 
@@ -430,11 +430,11 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	if err := d.client.ConfigureDevice(d.cfg.Name, cfg); err != nil {
 		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
 	}
-	now, later := mesh.Openings(cfg, d.PublicKey())
-	if err := openNow(d.client, d.cfg.Name, now); err != nil {
+	first, second := mesh.Openings(cfg, d.PublicKey())
+	if err := d.openAfter(mesh.OpenFirstDelay, first); err != nil {
 		return mesh.CountPeerOps(cfg), err
 	}
-	if err := d.openLater(later); err != nil {
+	if err := d.openAfter(mesh.OpenSecondDelay, second); err != nil {
 		return mesh.CountPeerOps(cfg), err
 	}
 	log := d.cfg.Logger.With("device", d.cfg.Name)
@@ -456,7 +456,7 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 }
 
 // openNow starts a handshake with each of peers now, without waiting for a
-// packet to them: turning a peer's persistent keepalive on makes WireGuard
+// packet to them (openAfter calls it): turning a peer's persistent keepalive on makes WireGuard
 // (kernel and wireguard-go alike) send a keepalive at once, which opens the
 // session, and turning it off again leaves the peer as configured.
 // WireGuard retries that handshake until it succeeds. See mesh.Openings.
@@ -478,11 +478,11 @@ func openNow(client *wgctrl.Client, device string, peers []wgtypes.Key) error {
 	return nil
 }
 
-// openLater opens, mesh.OpenDelay from now, the sessions with those of
-// peers that have none by then and sent nothing. It uses a client of its own, made here so
-// that a kernel device is reached in the caller's network namespace, and
-// Close waits for it.
-func (d *Device) openLater(peers []wgtypes.Key) error {
+// openAfter opens, after delay, the sessions with those of peers that
+// have none by then and sent nothing. It uses a client of its own, made
+// here so that a kernel device is reached in the caller's network
+// namespace, and Close waits for it.
+func (d *Device) openAfter(delay time.Duration, peers []wgtypes.Key) error {
 	if len(peers) == 0 {
 		return nil
 	}
@@ -493,7 +493,7 @@ func (d *Device) openLater(peers []wgtypes.Key) error {
 	log := d.cfg.Logger.With("device", d.cfg.Name)
 	d.opening.Go(func() {
 		defer client.Close()
-		time.Sleep(mesh.OpenDelay)
+		time.Sleep(delay)
 		dev, err := client.Device(d.cfg.Name)
 		if err != nil {
 			log.Debug("open sessions later: device gone", "error", err)
