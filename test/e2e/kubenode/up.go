@@ -37,6 +37,9 @@ func Up(ctx context.Context, l *lab.Lab, nodes, podsPer int, w io.Writer) error 
 			return err
 		}
 	}
+	if _, err := StartK3sStack(ctx, l, ks, ks[0].Name); err != nil {
+		return err
+	}
 	// Pod admission needs the namespace's default ServiceAccount, which
 	// kube-controller-manager creates shortly after start.
 	if err := waitFor(ctx, 60*time.Second, nil, func() error {
