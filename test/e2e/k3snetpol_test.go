@@ -44,7 +44,9 @@ func testNetworkPolicy(t *testing.T, kc *kubeletCluster) {
 		if _, err := kc.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.name, Labels: ns.labels}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = kc.Client.CoreV1().Namespaces().Delete(context.Background(), ns.name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = kc.Client.CoreV1().Namespaces().Delete(context.Background(), ns.name, metav1.DeleteOptions{})
+		})
 		if err := kubeletPoll(ctx, 60*time.Second, func() error {
 			_, err := kc.Client.CoreV1().ServiceAccounts(ns.name).Get(ctx, "default", metav1.GetOptions{})
 			return err
