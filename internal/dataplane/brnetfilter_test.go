@@ -1,19 +1,17 @@
 package dataplane
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/wgmesh/wgmesh/internal/bridgenf"
 	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
@@ -83,7 +81,7 @@ func TestBridgeNetfilterMakesSameBridgeServiceWork(t *testing.T) {
 	}
 
 	clusters := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}
-	testns.Do(t, node, func() error { return writeSysctl(BridgeNFSysctl(false), "0") })
+	testns.Do(t, node, func() error { return writeSysctl(bridgenf.Sysctl(false), "0") })
 	if err := dial(); err == nil {
 		t.Fatalf("client reached %s (backend on its own bridge) with bridge-nf-call-iptables=0: the test would not see the fix", clusterIP)
 	} else {
@@ -110,58 +108,4 @@ func TestBridgeNetfilterMakesSameBridgeServiceWork(t *testing.T) {
 		t.Errorf("second ensureBridgeNetfilter changed %d sysctls, want 0", n)
 	}
 	// Per namespace: the machine's own setting was never touched.
-}
-
-func TestEnsureBridgeNetfilterFamiliesAndMissingModule(t *testing.T) {
-	v4 := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}
-	dual := append(v4, netip.MustParsePrefix("fd42::/56"))
-	tests := []struct {
-		name     string
-		files    map[string]string // under root; nil: no net/bridge at all
-		clusters []netip.Prefix
-		want     int
-		wantErr  error
-		after    map[string]string
-	}{
-		{name: "module not loaded", clusters: v4, wantErr: ErrBridgeNetfilterMissing},
-		{name: "IPv4 cluster sets only iptables", clusters: v4,
-			files: map[string]string{"bridge-nf-call-iptables": "0\n", "bridge-nf-call-ip6tables": "0\n"}, want: 1,
-			after: map[string]string{"bridge-nf-call-iptables": "1\n", "bridge-nf-call-ip6tables": "0\n"}},
-		{name: "dual-stack sets both", clusters: dual,
-			files: map[string]string{"bridge-nf-call-iptables": "0\n", "bridge-nf-call-ip6tables": "0\n"}, want: 2,
-			after: map[string]string{"bridge-nf-call-iptables": "1\n", "bridge-nf-call-ip6tables": "1\n"}},
-		{name: "already on: nothing written", clusters: dual,
-			files: map[string]string{"bridge-nf-call-iptables": "1\n", "bridge-nf-call-ip6tables": "1\n"}},
-		{name: "no cluster CIDR: nothing to do", files: map[string]string{"bridge-nf-call-iptables": "0\n"},
-			after: map[string]string{"bridge-nf-call-iptables": "0\n"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			dir := filepath.Join(root, "net/bridge")
-			if tc.files != nil {
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				for f, v := range tc.files {
-					if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			n, err := ensureBridgeNetfilter(root, tc.clusters)
-			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
-				t.Fatalf("err = %v, want %v", err, tc.wantErr)
-			}
-			if n != tc.want {
-				t.Errorf("changed %d, want %d", n, tc.want)
-			}
-			for f, v := range tc.after {
-				b, _ := os.ReadFile(filepath.Join(dir, f))
-				if string(b) != v {
-					t.Errorf("%s = %q, want %q", f, b, v)
-				}
-			}
-		})
-	}
 }

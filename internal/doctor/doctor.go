@@ -340,15 +340,15 @@ func sysctlFindings(in Input) []Finding {
 }
 
 // bridgeNetfilterFindings: bridged pod traffic must pass iptables
-// (dataplane/brnetfilter.go explains why). The agent sets the sysctl
-// itself; this finds a node where it could not (br_netfilter not loaded,
-// /proc/sys read-only) or where the agent is not running.
+// (package bridgenf explains why). The CNI plugin and the agent set the
+// sysctl themselves; this finds a node where they could not (br_netfilter
+// not loaded) or where something turned it off since.
 func bridgeNetfilterFindings(k Kernel, hasV4, hasV6 bool) []Finding {
 	const why = "a pod cannot reach a Service (ClusterIP, NodePort) whose chosen backend is on its own node: the backend's reply is switched on the bridge, never un-NATed, and dropped by the client; network policies miss same-node traffic"
 	if k.BridgeNetfilterMissing && (hasV4 || hasV6) {
 		return []Finding{{ID: "BridgeNetfilterOff", Severity: SeverityError,
 			Message: "br_netfilter is not loaded (no /proc/sys/net/bridge): bridged pod traffic bypasses iptables; " + why,
-			Fix:     "modprobe br_netfilter && echo br_netfilter > /etc/modules-load.d/br_netfilter.conf (the agent then sets net.bridge.bridge-nf-call-iptables=1 itself at its next resync)"}}
+			Fix:     "modprobe br_netfilter && echo br_netfilter > /etc/modules-load.d/br_netfilter.conf (wgmesh then sets net.bridge.bridge-nf-call-iptables=1 itself: the CNI plugin at the next pod start, the agent at its next resync)"}}
 	}
 	var out []Finding
 	for _, c := range []struct {
@@ -359,7 +359,7 @@ func bridgeNetfilterFindings(k Kernel, hasV4, hasV6 bool) []Finding {
 		if c.on && c.val != nil && !*c.val {
 			out = append(out, Finding{ID: "BridgeNetfilterOff", Severity: SeverityError,
 				Message: c.name + " is 0: bridged pod traffic bypasses iptables; " + why,
-				Fix:     "sysctl -w " + c.name + "=1 (the agent sets it at every resync; if it stays 0, the agent cannot write /proc/sys: run it privileged, as deploy/ does)"})
+				Fix:     "sysctl -w " + c.name + "=1 (wgmesh's CNI plugin sets it at every pod start, the agent at every resync where it may write /proc/sys; if it goes back to 0, find what on the node sets it: grep -r bridge-nf-call /etc/sysctl.conf /etc/sysctl.d)"})
 		}
 	}
 	return out

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/wgmesh/wgmesh/internal/dataplane"
+	"github.com/wgmesh/wgmesh/internal/bridgenf"
 	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
@@ -94,7 +94,7 @@ func TestK3sStack(t *testing.T) {
 
 func readBridgeNF(t *testing.T, k *kubenode.Node) string {
 	t.Helper()
-	out, err := k.Run(t.Context(), "cat", filepath.Join("/proc/sys", dataplane.BridgeNFSysctl(false)))
+	out, err := k.Run(t.Context(), "cat", filepath.Join("/proc/sys", bridgenf.Sysctl(false)))
 	if err != nil {
 		t.Fatal(err)
 	}
