@@ -87,24 +87,23 @@ func TestBridgeNetfilterMakesSameBridgeServiceWork(t *testing.T) {
 	} else {
 		t.Logf("bridge-nf-call-iptables=0: client -> %s -> %s: %v", clusterIP, backendAddr, err)
 	}
-	var n int
-	testns.Do(t, node, func() error {
-		var err error
-		n, err = ensureBridgeNetfilter("/proc/sys", clusters)
-		return err
-	})
-	if n != 1 {
+	// ensure runs the agent's code in the node's namespace.
+	ensure := func() int {
+		var n int
+		testns.Do(t, node, func() error {
+			var err error
+			n, err = ensureBridgeNetfilter("/proc/sys", clusters)
+			return err
+		})
+		return n
+	}
+	if n := ensure(); n != 1 {
 		t.Errorf("ensureBridgeNetfilter changed %d sysctls, want 1", n)
 	}
 	if err := dial(); err != nil {
 		t.Errorf("bridge-nf-call-iptables=1: client -> %s -> %s: %v", clusterIP, backendAddr, err)
 	}
-	testns.Do(t, node, func() error {
-		var err error
-		n, err = ensureBridgeNetfilter("/proc/sys", clusters)
-		return err
-	})
-	if n != 0 {
+	if n := ensure(); n != 0 {
 		t.Errorf("second ensureBridgeNetfilter changed %d sysctls, want 0", n)
 	}
 	// Per namespace: the machine's own setting was never touched.
