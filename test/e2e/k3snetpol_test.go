@@ -164,6 +164,7 @@ func testNetworkPolicy(t *testing.T, kc *kubeletCluster) {
 	}
 	for _, st := range steps {
 		st.apply()
+		applied := time.Now()
 		var got []bool
 		// kube-router applies a change at its next sync (on the informer
 		// event): poll until the expected matrix holds.
@@ -194,7 +195,8 @@ func testNetworkPolicy(t *testing.T, kc *kubeletCluster) {
 			}
 			lines = append(lines, fmt.Sprintf("  %-22s (%s) -> %-22s %s (want %s)", c.from, nodeOf(pods, c.from), c.to, mark, map[bool]string{true: "reached", false: "blocked"}[c.want]))
 		}
-		t.Logf("FIGURE NetworkPolicy %q: %d reached, %d blocked of %d checks, as expected=%t\n%s", st.name, allowed, blocked, len(st.checks), err == nil, strings.Join(lines, "\n"))
+		t.Logf("FIGURE NetworkPolicy %q: %d reached, %d blocked of %d checks, as expected=%t within %s of the API write (probes included)\n%s",
+			st.name, allowed, blocked, len(st.checks), err == nil, time.Since(applied).Round(100*time.Millisecond), strings.Join(lines, "\n"))
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", st.name, err, kc.stackLogs())
 		}

@@ -135,6 +135,14 @@ func testBridgeNetfilterSameBridgeService(t *testing.T, kc *kubeletCluster, pods
 		svc := createService(t, kc, "default", "same-"+k.Name, map[string]string{"pod": backend})
 		dst := netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), 80)
 		cns := kc.podNS(t, podNamed(pods, client))
+		// Until kube-proxy has synced the new Service, nothing answers.
+		if err := kubeletPoll(ctx, 30*time.Second, func() error {
+			_, err := kubenode.ProbeHTTPAt(ctx, cns, dst, 2*time.Second)
+			return err
+		}); err != nil {
+			t.Errorf("%s: %s -> %s (backend on the same bridge) never answered: %v", k.Name, client, dst, err)
+			continue
+		}
 		ok := 0
 		const tries = 10
 		var last error
@@ -154,8 +162,7 @@ func testBridgeNetfilterSameBridgeService(t *testing.T, kc *kubeletCluster, pods
 	}
 }
 
-// createService creates a ClusterIP Service on the workload's HTTP port
-// and waits until kube-proxy could have synced it.
+// createService creates a ClusterIP Service on the workload's HTTP port.
 func createService(t *testing.T, kc *kubeletCluster, ns, name string, selector map[string]string) *corev1.Service {
 	t.Helper()
 	ctx := t.Context()
@@ -168,8 +175,6 @@ func createService(t *testing.T, kc *kubeletCluster, ns, name string, selector m
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kc.Client.CoreV1().Services(ns).Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	// kube-proxy syncs at most every second (--iptables-min-sync-period).
-	time.Sleep(3 * time.Second)
 	return svc
 }
 
@@ -282,7 +287,12 @@ func testEgress(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
 	ok := 0
 	for _, k := range kc.nodes {
 		p := podNamed(pods, "k3s-"+k.Name+"-1")
-		got, err := kubenode.GetPath(ctx, kc.podNS(t, p), dst, "/client", 3*time.Second)
+		var got string
+		err := kubeletPoll(ctx, 15*time.Second, func() error {
+			var err error
+			got, err = kubenode.GetPath(ctx, kc.podNS(t, p), dst, "/client", 3*time.Second)
+			return err
+		})
 		if err != nil {
 			t.Errorf("pod %s on %s -> internet %s: %v", p.Name, k.Name, dst, err)
 			continue
