@@ -615,6 +615,7 @@ func (a *Agent) countChanges(c dataplane.Changes) {
 	m.AddKernelChanges("route_delete", c.RoutesDeleted)
 	m.AddKernelChanges("rule", c.RulesChanged)
 	m.AddKernelChanges("link", c.LinksChanged)
+	m.AddKernelChanges("sysctl", c.SysctlsChanged)
 }
 
 // logPeerDecisions logs one line per peer that joined, left or changed in

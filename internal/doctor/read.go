@@ -104,6 +104,14 @@ func Read(cfg ReadConfig) (Kernel, error) {
 	} else {
 		k.NftTables = tables
 	}
+	if cfg.Bridge != "" {
+		if _, err := os.Stat(filepath.Join(cfg.SysctlRoot, "net/bridge")); errors.Is(err, os.ErrNotExist) {
+			k.BridgeNetfilterMissing = true
+		} else {
+			k.BridgeNFCallIPTables = readBool(filepath.Join(cfg.SysctlRoot, "net/bridge/bridge-nf-call-iptables"), &errs)
+			k.BridgeNFCallIP6Tables = readBool(filepath.Join(cfg.SysctlRoot, "net/bridge/bridge-nf-call-ip6tables"), nil)
+		}
+	}
 
 	if fw, err := firewall.New().ReadForward(false); err != nil {
 		errs = append(errs, err)

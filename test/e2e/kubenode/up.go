@@ -59,6 +59,10 @@ func Up(ctx context.Context, l *lab.Lab, nodes, podsPer int, w io.Writer) error 
 	if _, err := WaitDaemonSet(ctx, l, DaemonSetName, 120*time.Second); err != nil {
 		return err
 	}
+	dnsPod, err := StartK3sStack(ctx, l, ks, ks[0].Name)
+	if err != nil {
+		return err
+	}
 	// Pod admission needs the namespace's default ServiceAccount, which
 	// kube-controller-manager creates shortly after start.
 	if err := waitFor(ctx, 60*time.Second, nil, func() error {
@@ -129,10 +133,16 @@ enter node1:          %[1]s bash
 its containerd:       %[1]s %[2]s --address %[3]s -n k8s.io containers ls
 its kubelet log:      %[4]s
 wgmesh's pods:        ip netns exec %[5]s %[6]s --kubeconfig %[7]s -n kube-system get pods -o wide
-kubectl:              ip netns exec %[5]s %[6]s --kubeconfig %[7]s get pods -o wide
+kubectl:              ip netns exec %[5]s %[6]s --kubeconfig %[7]s get pods -o wide -A
+also running:         kube-proxy (iptables) and %[8]s on every node (logs beside the kubelet's);
+                      CoreDNS %[9]s on %[10]s behind kube-dns %[11]s; the internet host %[12]s
+                      (upstream DNS for www.%[13]s, HTTP :%[14]d; netns %[15]s, logs in %[16]s)
+DNS from a pod:       curl -s http://POD_IP:%[14]d/resolve?name=kubernetes.default   (from its node: %[1]s curl ...)
 tear down:            make lab-down
 `, k1.EnterCommand(), filepath.Join(k1.bin, "ctr"), ContainerdSocket, k1.kubeletLog(),
-		l.ControlPlaneNetNS(), filepath.Join(l.K8sBin, "kubectl"), l.AdminKubeconfig())
+		l.ControlPlaneNetNS(), filepath.Join(l.K8sBin, "kubectl"), l.AdminKubeconfig(),
+		NetpolProgram, dnsPod.Name, dnsPod.Spec.NodeName, ClusterDNSIP, lab.InternetIP,
+		InternetDomain, WorkloadHTTPPort, l.InternetNetNS(), l.InternetDir())
 	if bad > 0 {
 		return fmt.Errorf("%d pod pairs unreachable (lab left running for inspection; make lab-down)", bad)
 	}
