@@ -32,7 +32,9 @@ const dualStackNodeCount = 3
 // traffic, into wgmesh0 as it does IPv4: the source must be the device's
 // IPv6 address, inside the node's IPv6 pod subnet.
 func TestDualStackServicesThroughKubeProxy(t *testing.T) {
-	kc := startKubeletClusterWith(t, dualStackNodeCount, lab.Config{DualStack: true})
+	// Agents started by the harness with the lab's cluster CIDRs of both
+	// families (the DaemonSet's manifest names the IPv4 one).
+	kc := startKubeletClusterWith(t, dualStackNodeCount, lab.Config{DualStack: true}, false)
 	ctx := t.Context()
 	if err := kc.waitDefaultServiceAccount(ctx); err != nil {
 		t.Fatal(err)

@@ -46,12 +46,14 @@ type kubeletCluster struct {
 // agents yet. Everything is removed when t ends.
 func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	t.Helper()
-	return startKubeletClusterWith(t, n, lab.Config{})
+	return startKubeletClusterWith(t, n, lab.Config{}, true)
 }
 
 // startKubeletClusterWith is startKubeletCluster with the lab's options
-// (cfg.Dir is made here).
-func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluster {
+// (cfg.Dir is made here). With forDaemonSet false the nodes keep the
+// plugins and conflist the lab installed, for agents the harness starts
+// (kubenode.StartAgentAndWait) with the lab's own settings.
+func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config, forDaemonSet bool) *kubeletCluster {
 	t.Helper()
 	testutil.RequireRoot(t)
 	ctx := t.Context()
@@ -89,7 +91,7 @@ func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluste
 				}
 			})
 		}
-		if err == nil {
+		if err == nil && forDaemonSet {
 			err = k.PrepareForDaemonSet(ctx)
 		}
 		if err != nil {
