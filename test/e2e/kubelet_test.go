@@ -55,7 +55,7 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Start(ctx, lab.Config{Dir: dir})
+	l, err := lab.Start(ctx, lab.Config{Dir: dir, Kubelets: true})
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)

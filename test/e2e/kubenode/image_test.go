@@ -6,7 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -109,5 +112,67 @@ func TestDockerArchiveIsReproducible(t *testing.T) {
 func TestDockerArchiveRejectsRelativeBinary(t *testing.T) {
 	if err := WriteDockerArchive(io.Discard, "wgmesh.test/x:lab", "x", nil); err == nil {
 		t.Error("relative binary path accepted")
+	}
+}
+
+// An image of many files: each parent directory once and before its
+// entries, symlinks as symlinks, directories with their own mode, and the
+// config's entrypoint and command as given.
+func TestImageArchiveWithManyFiles(t *testing.T) {
+	var buf bytes.Buffer
+	err := WriteImageArchive(&buf, ArchiveImage{
+		Ref: "wgmesh.test/tools:lab", Entrypoint: []string{"/bin/busybox"}, Cmd: []string{"sh"},
+		Files: []LayerFile{
+			{Path: "/bin/busybox", Mode: 0o755, Data: []byte("bb")},
+			{Path: "/bin/sh", Link: "/bin/busybox"},
+			{Path: "/usr/lib/x/libc.so.6", Mode: 0o755, Data: []byte("libc")},
+			{Path: "/usr/lib/x/libm.so.6", Mode: 0o755, Data: []byte("libm")},
+			{Path: "/tmp", Mode: 0o1777},
+			{Path: "/etc/empty", Mode: 0o644, Data: []byte{}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := readTar(t, buf.Bytes())
+	var manifest []archiveManifest
+	if err := json.Unmarshal(files["manifest.json"], &manifest); err != nil {
+		t.Fatal(err)
+	}
+	var ic imageConfig
+	if err := json.Unmarshal(files[manifest[0].Config], &ic); err != nil {
+		t.Fatal(err)
+	}
+	if len(ic.Config.Cmd) != 1 || ic.Config.Cmd[0] != "sh" || ic.Config.Entrypoint[0] != "/bin/busybox" {
+		t.Errorf("config = %+v", ic.Config)
+	}
+	var got []string
+	tr := tar.NewReader(bytes.NewReader(files[manifest[0].Layers[0]]))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%c %s %o %s", h.Typeflag, h.Name, h.Mode, h.Linkname))
+	}
+	want := []string{
+		"5 bin/ 755 ", "0 bin/busybox 755 ", "2 bin/sh 777 /bin/busybox",
+		"5 usr/ 755 ", "5 usr/lib/ 755 ", "5 usr/lib/x/ 755 ", "0 usr/lib/x/libc.so.6 755 ", "0 usr/lib/x/libm.so.6 755 ",
+		"5 tmp/ 1777 ", "5 etc/ 755 ", "0 etc/empty 644 ",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("layer entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestImageArchiveRejectsUncleanPaths(t *testing.T) {
+	for _, p := range []string{"x", "/a/../b", "/", "/a/"} {
+		err := WriteImageArchive(io.Discard, ArchiveImage{Ref: "wgmesh.test/x:lab", Files: []LayerFile{{Path: p, Mode: 0o644, Data: []byte("x")}}})
+		if err == nil {
+			t.Errorf("path %q accepted", p)
+		}
 	}
 }

@@ -87,6 +87,12 @@ type Config struct {
 	// NoCIDRAllocation runs kube-controller-manager without
 	// --allocate-node-cidrs, so Node.spec.podCIDR stays empty.
 	NoCIDRAllocation bool
+	// Kubelets says the nodes will run real kubelets (test/e2e/kubenode):
+	// the control plane then runs what a cluster of kubelets has besides,
+	// kube-scheduler and kube-controller-manager's node-lifecycle
+	// controller (which removes the not-ready taint once a kubelet reports
+	// Ready, and needs kubelet heartbeats to do no harm).
+	Kubelets bool
 	// Persistent marks a lab that outlives its creator (make lab): the
 	// sweep never removes it.
 	Persistent bool

@@ -1,0 +1,131 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
+)
+
+// The images the e2e suite of k8s.io/kubernetes v1.37.2 asks for in the
+// tests make conformance runs (test/utils/image/manifest.go in the module;
+// `e2e.test --list-images` prints them all, and TestConformanceImageNames
+// checks these against it). Nothing can be pulled here, so each is made
+// locally and imported into every node's containerd under this exact name;
+// docs/conformance.md lists what stands in for what.
+const (
+	AgnhostRef = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	BusyboxRef = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	NginxRef   = "registry.k8s.io/e2e-test-images/nginx:1.27.0-2"
+	PauseRef   = "registry.k8s.io/pause:3.10.2"
+)
+
+// imagePath is the PATH of the assembled images (busybox's applets live in
+// all four directories).
+const imagePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Programs from this machine's Debian packages that the suite runs inside
+// agnhost containers: a shell and coreutils (busybox), curl
+// (`curl .../dial?...`), nc with -u (`echo hostName | nc -w 1 -u IP 8081`:
+// busybox's nc has no -u, netcat-openbsd's has) and the DNS tools the DNS
+// tests call. Upstream's agnhost is Alpine with the same tools.
+var (
+	busyboxProgram = hostProgram{Src: "/usr/bin/busybox", Dst: "/bin/busybox", Package: "busybox"}
+	agnhostTools   = []hostProgram{
+		busyboxProgram,
+		{Src: "/usr/bin/curl", Dst: "/usr/bin/curl", Package: "curl"},
+		{Src: "/bin/nc.openbsd", Dst: "/usr/bin/nc", Package: "netcat-openbsd"},
+		{Src: "/usr/bin/dig", Dst: "/usr/bin/dig", Package: "dnsutils"},
+		{Src: "/usr/bin/nslookup", Dst: "/usr/bin/nslookup", Package: "dnsutils"},
+	}
+)
+
+// etcFiles are the few files a base image has that programs look for.
+var etcFiles = []kubenode.LayerFile{
+	{Path: "/etc/passwd", Mode: 0o644, Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
+	{Path: "/etc/group", Mode: 0o644, Data: []byte("root:x:0:\nnogroup:x:65534:\n")},
+	{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: []byte("hosts: files dns\n")},
+	{Path: "/tmp", Mode: 0o1777},
+	{Path: "/root", Mode: 0o700},
+}
+
+// BuildImages makes the suite's images into dir and returns their
+// docker-archive files (to import on every node). k8sBin holds agnhost
+// (test/e2e/tools/build-k8s.sh agnhost); repo is this module's root.
+func BuildImages(ctx context.Context, k8sBin, repo, dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	agnhostBin := filepath.Join(k8sBin, "agnhost")
+	agnhost, err := os.ReadFile(agnhostBin)
+	if err != nil {
+		return nil, fmt.Errorf("conformance: agnhost not built (test/e2e/tools/build-k8s.sh agnhost): %w", err)
+	}
+	agnhostFS, err := rootfs(ctx, agnhostTools)
+	if err != nil {
+		return nil, err
+	}
+	agnhostFS = append([]kubenode.LayerFile{{Path: "/agnhost", Mode: 0o755, Data: agnhost}}, agnhostFS...)
+	busyboxFS, err := rootfs(ctx, []hostProgram{busyboxProgram})
+	if err != nil {
+		return nil, err
+	}
+	images := []kubenode.ArchiveImage{
+		{Ref: AgnhostRef, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{imagePath}, Files: agnhostFS},
+		// Stand-in: the tests that run nginx only need a container serving
+		// HTTP on port 80; the same files as agnhost, so the nodes store
+		// the layer once.
+		{Ref: NginxRef, Entrypoint: []string{"/agnhost", "netexec", "--http-port=80"}, Env: []string{imagePath}, Files: agnhostFS},
+		{Ref: BusyboxRef, Cmd: []string{"sh"}, Env: []string{imagePath}, Files: busyboxFS},
+	}
+	var tars []string
+	for i, img := range images {
+		out := filepath.Join(dir, fmt.Sprintf("suite-%d.tar", i))
+		if err := writeArchive(out, img); err != nil {
+			return nil, err
+		}
+		tars = append(tars, out)
+	}
+	pause, err := kubenode.BuildImage(ctx, repo, dir, kubenode.Image{Ref: PauseRef, Package: "./test/e2e/images/pause", Binary: "/pause"})
+	if err != nil {
+		return nil, err
+	}
+	return append(tars, pause), nil
+}
+
+// rootfs is the files of an image made of host programs: each with its
+// libraries, busybox's applets (except where a real program is carried)
+// and etcFiles.
+func rootfs(ctx context.Context, progs []hostProgram) ([]kubenode.LayerFile, error) {
+	var files []kubenode.LayerFile
+	real := map[string]bool{}
+	for _, p := range progs {
+		f, err := p.files(ctx)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f...)
+		real[filepath.Base(p.Dst)] = true
+	}
+	applets, err := busyboxApplets(ctx, busyboxProgram.Src, real)
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, applets...)
+	files = append(files, etcFiles...)
+	return dedupe(files), nil
+}
+
+func writeArchive(path string, img kubenode.ArchiveImage) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := kubenode.WriteImageArchive(f, img); err != nil {
+		return fmt.Errorf("conformance: image %s: %w", img.Ref, err)
+	}
+	return f.Close()
+}
