@@ -13,6 +13,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
@@ -179,10 +180,14 @@ func startNodes(ctx context.Context, l *lab.Lab, cfg Config) ([]*kubenode.Node, 
 	}
 	// The suite creates pods in namespaces it makes; their default
 	// ServiceAccount comes from kube-controller-manager, as does "default"'s.
-	return nodes, waitFor(ctx, 60*time.Second, func() error {
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := l.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		return err
+		return err == nil, nil
 	})
+	if err != nil {
+		return nodes, fmt.Errorf("conformance: no default ServiceAccount: %w", err)
+	}
+	return nodes, nil
 }
 
 // routeControlPlaneToPods routes each node's pod subnet, in the control
@@ -258,23 +263,4 @@ func gitDescribe(ctx context.Context, repo string) string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// waitFor polls check every 250 ms until it succeeds or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("conformance: timeout after %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }

@@ -147,15 +147,7 @@ func TestImageArchiveWithManyFiles(t *testing.T) {
 		t.Errorf("config = %+v", ic.Config)
 	}
 	var got []string
-	tr := tar.NewReader(bytes.NewReader(files[manifest[0].Layers[0]]))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, files[manifest[0].Layers[0]]) {
 		got = append(got, fmt.Sprintf("%c %s %o %s", h.Typeflag, h.Name, h.Mode, h.Linkname))
 	}
 	want := []string{
@@ -174,5 +166,22 @@ func TestImageArchiveRejectsUncleanPaths(t *testing.T) {
 		if err == nil {
 			t.Errorf("path %q accepted", p)
 		}
+	}
+}
+
+// tarHeaders lists the entries of a tar, in order.
+func tarHeaders(t *testing.T, b []byte) []*tar.Header {
+	t.Helper()
+	var hs []*tar.Header
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
 	}
 }
