@@ -65,6 +65,7 @@ func TestAgnhostToolsRunFromTheirRootfs(t *testing.T) {
 		{[]string{"curl", "--version"}, "curl 7"},
 		{[]string{"sh", "-c", "nc -h 2>&1"}, "-u\t\tUDP mode"},
 		{[]string{"dig", "-v"}, "DiG 9"},
+		{[]string{"getent", "--version"}, "getent ("},
 		{[]string{"sh", "-c", "cat /etc/nsswitch.conf; ls -d /tmp"}, "hosts: files dns"},
 	} {
 		cmd := exec.Command("chroot", append([]string{root}, tc.argv...)...)

@@ -30,7 +30,7 @@ const imagePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 // agnhost containers: a shell and coreutils (busybox), curl
 // (`curl .../dial?...`), nc with -u (`echo hostName | nc -w 1 -u IP 8081`:
 // busybox's nc has no -u, netcat-openbsd's has) and the DNS tools the DNS
-// tests call. Upstream's agnhost is Alpine with the same tools.
+// tests call (dig, nslookup, getent). Upstream's agnhost is Alpine with the same tools.
 var (
 	busyboxProgram = hostProgram{Src: "/usr/bin/busybox", Dst: "/bin/busybox", Package: "busybox"}
 	agnhostTools   = []hostProgram{
@@ -39,6 +39,8 @@ var (
 		{Src: "/bin/nc.openbsd", Dst: "/usr/bin/nc", Package: "netcat-openbsd"},
 		{Src: "/usr/bin/dig", Dst: "/usr/bin/dig", Package: "dnsutils"},
 		{Src: "/usr/bin/nslookup", Dst: "/usr/bin/nslookup", Package: "dnsutils"},
+		// The DNS tests' /etc/hosts probe runs `getent hosts NAME`.
+		{Src: "/usr/bin/getent", Dst: "/usr/bin/getent", Package: "libc-bin"},
 	}
 )
 
