@@ -33,6 +33,10 @@ type Summary struct {
 	// NotSelected counts the suite's tests that FOCUS/SKIP left out (the
 	// report lists them as skipped with no reason).
 	NotSelected int
+	// SuiteNodes counts the suite's own setup and report nodes
+	// ([SynchronizedBeforeSuite], [ReportAfterSuite] ...) that passed; one
+	// that failed is a Result, since the tests after it may not have run.
+	SuiteNodes int
 }
 
 // Count is how many selected tests ended with o.
@@ -72,7 +76,8 @@ type junitSuites struct {
 // junit_01.xml). Ginkgo reports a test left out by the focus as skipped
 // with the bare message "skipped", and one that skipped itself at run time
 // as "skipped - <reason>": the first are counted in NotSelected, the
-// second are Results.
+// second are Results. Tests are the report's "[It] ..." entries; the
+// suite's own nodes count only when they fail.
 func ParseJUnit(r io.Reader) (Summary, error) {
 	var doc junitSuites
 	if err := xml.NewDecoder(r).Decode(&doc); err != nil {
@@ -81,7 +86,8 @@ func ParseJUnit(r io.Reader) (Summary, error) {
 	var s Summary
 	for _, suite := range doc.Suites {
 		for _, c := range suite.Cases {
-			res := Result{Name: strings.TrimPrefix(c.Name, "[It] "), Time: time.Duration(c.Time * float64(time.Second))}
+			name, isTest := strings.CutPrefix(c.Name, "[It] ")
+			res := Result{Name: name, Time: time.Duration(c.Time * float64(time.Second))}
 			switch {
 			case c.Failure != nil:
 				res.Outcome, res.Reason = Failed, firstLine(c.Failure.Message, c.Failure.Body)
@@ -102,6 +108,10 @@ func ParseJUnit(r io.Reader) (Summary, error) {
 				res.Outcome = Passed
 			default: // panicked, interrupted, aborted, timedout
 				res.Outcome, res.Reason = Failed, c.Status
+			}
+			if !isTest && res.Outcome != Failed {
+				s.SuiteNodes++
+				continue
 			}
 			s.Results = append(s.Results, res)
 		}

@@ -12,6 +12,7 @@ const sampleJUnit = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites tests="5" disabled="3" errors="0" failures="1" time="100">
   <testsuite name="Kubernetes e2e suite" package="/" tests="5" disabled="0" skipped="3" errors="0" failures="1" time="100">
     <testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="passed" time="1.5"></testcase>
+    <testcase name="[ReportAfterSuite] Kubernetes e2e suite report" classname="Kubernetes e2e suite" status="failed" time="0"><failure message="" type="failed">[FAILED] could not write the report</failure></testcase>
     <testcase name="[It] [sig-network] DNS should provide DNS for services  [Conformance]" classname="Kubernetes e2e suite" status="failed" time="62">
       <failure message="[FAILED] timed out&#xA;second line" type="failed">[FAILED] timed out
 details</failure>
@@ -27,15 +28,15 @@ func TestParseJUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.NotSelected != 1 {
-		t.Errorf("NotSelected = %d, want 1", s.NotSelected)
+	if s.NotSelected != 1 || s.SuiteNodes != 1 {
+		t.Errorf("NotSelected = %d, SuiteNodes = %d, want 1 and 1", s.NotSelected, s.SuiteNodes)
 	}
 	got := map[string]Result{}
 	for _, r := range s.Results {
 		got[r.Name] = r
 	}
 	want := []Result{
-		{Name: "[SynchronizedBeforeSuite]", Outcome: Passed, Time: 1500 * time.Millisecond},
+		{Name: "[ReportAfterSuite] Kubernetes e2e suite report", Outcome: Failed, Reason: "[FAILED] could not write the report"},
 		{Name: "[sig-network] DNS should provide DNS for services  [Conformance]", Outcome: Failed, Reason: "[FAILED] timed out", Time: 62 * time.Second},
 		{Name: "[sig-network] Networking Granular Checks: Pods should function for intra-pod communication: udp [NodeConformance] [Conformance]", Outcome: Passed, Time: 30200 * time.Millisecond},
 		{Name: "[sig-network] Services should work with a cloud LB", Outcome: Skipped, Reason: "Only supported for providers [gce] (not skeleton)", Time: 100 * time.Millisecond},
@@ -48,7 +49,7 @@ func TestParseJUnit(t *testing.T) {
 			t.Errorf("got %+v\nwant %+v", g, w)
 		}
 	}
-	if s.Count(Passed) != 2 || s.Count(Failed) != 1 || s.Count(Skipped) != 1 {
+	if s.Count(Passed) != 1 || s.Count(Failed) != 2 || s.Count(Skipped) != 1 {
 		t.Errorf("counts %d/%d/%d", s.Count(Passed), s.Count(Failed), s.Count(Skipped))
 	}
 }
@@ -71,7 +72,7 @@ func TestSummaryMarkdownListsEveryOutcome(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"# make conformance: 2026-12-02 17:00 UTC",
-		"2 passed, 1 failed, 1 skipped (1 tests of the suite not selected)",
+		"1 passed, 2 failed, 1 skipped (1 tests of the suite not selected)",
 		"| failed | [sig-network] DNS should provide DNS for services  [Conformance] | [FAILED] timed out |",
 		"| skipped | [sig-network] Services should work with a cloud LB | Only supported for providers [gce] (not skeleton) |",
 		"| passed | [sig-network] Networking Granular Checks: Pods should function for intra-pod communication: udp",
