@@ -66,6 +66,8 @@ func TestAgnhostToolsRunFromTheirRootfs(t *testing.T) {
 		{[]string{"sh", "-c", "nc -h 2>&1"}, "-u\t\tUDP mode"},
 		{[]string{"dig", "-v"}, "DiG 9"},
 		{[]string{"getent", "--version"}, "getent ("},
+		{[]string{"bash", "-c", "echo bash $BASH_VERSION"}, "bash 5"},
+		{[]string{"ss", "-V"}, "ss utility, iproute2"},
 		{[]string{"sh", "-c", "cat /etc/nsswitch.conf; ls -d /tmp"}, "hosts: files dns"},
 	} {
 		cmd := exec.Command("chroot", append([]string{root}, tc.argv...)...)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 )
@@ -41,13 +43,17 @@ var (
 		{Src: "/usr/bin/nslookup", Dst: "/usr/bin/nslookup", Package: "dnsutils"},
 		// The DNS tests' /etc/hosts probe runs `getent hosts NAME`.
 		{Src: "/usr/bin/getent", Dst: "/usr/bin/getent", Package: "libc-bin"},
+		{Src: "/bin/bash", Dst: "/bin/bash", Package: "bash"},
+		{Src: "/usr/bin/ss", Dst: "/usr/bin/ss", Package: "iproute2"},
 	}
 )
 
-// etcFiles are the few files a base image has that programs look for.
+// etcFiles are the few files a base image has that programs look for, with
+// the user and group upstream's agnhost Dockerfile adds.
 var etcFiles = []kubenode.LayerFile{
-	{Path: "/etc/passwd", Mode: 0o644, Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
-	{Path: "/etc/group", Mode: 0o644, Data: []byte("root:x:0:\nnogroup:x:65534:\n")},
+	{Path: "/etc/passwd", Mode: 0o644, Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n" +
+		"user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n")},
+	{Path: "/etc/group", Mode: 0o644, Data: []byte("root:x:0:\nnogroup:x:65534:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n")},
 	{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: []byte("hosts: files dns\n")},
 	{Path: "/tmp", Mode: 0o1777},
 	{Path: "/root", Mode: 0o700},
@@ -69,7 +75,11 @@ func BuildImages(ctx context.Context, k8sBin, repo, dir string) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	agnhostFS = append([]kubenode.LayerFile{{Path: "/agnhost", Mode: 0o755, Data: agnhost}}, agnhostFS...)
+	extra, err := agnhostFiles(k8sBin, agnhost)
+	if err != nil {
+		return nil, err
+	}
+	agnhostFS = append(extra, agnhostFS...)
 	busyboxFS, err := rootfs(ctx, []hostProgram{busyboxProgram})
 	if err != nil {
 		return nil, err
@@ -130,4 +140,44 @@ func writeArchive(path string, img kubenode.ArchiveImage) error {
 		return fmt.Errorf("conformance: image %s: %w", img.Ref, err)
 	}
 	return f.Close()
+}
+
+// agnhostFiles are what upstream's agnhost Dockerfile adds besides its
+// packages: the program (also as /agnhost-2), the porter's TLS certificate
+// and key (its HTTPS ports, which the Proxy tests call) from the module's
+// source, and /uploads.
+func agnhostFiles(k8sBin string, agnhost []byte) ([]kubenode.LayerFile, error) {
+	src, err := agnhostSource(k8sBin)
+	if err != nil {
+		return nil, err
+	}
+	files := []kubenode.LayerFile{
+		{Path: "/agnhost", Mode: 0o755, Data: agnhost},
+		{Path: "/agnhost-2", Link: "agnhost"},
+		{Path: "/uploads", Mode: 0o755},
+	}
+	for _, name := range []string{"localhost.crt", "localhost.key"} {
+		data, err := os.ReadFile(filepath.Join(src, "porter", name))
+		if err != nil {
+			return nil, fmt.Errorf("conformance: agnhost's %s: %w", name, err)
+		}
+		files = append(files, kubenode.LayerFile{Path: "/" + name, Mode: 0o644, Data: data})
+	}
+	return files, nil
+}
+
+// agnhostSource is test/images/agnhost in the module cache, at the version
+// the cached agnhost was built from (build-k8s.sh links agnhost to
+// agnhost-<version>).
+func agnhostSource(k8sBin string) (string, error) {
+	version := versionOf(filepath.Join(k8sBin, "agnhost"))
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return "", fmt.Errorf("conformance: go env GOMODCACHE: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "k8s.io", "kubernetes@"+version, "test", "images", "agnhost")
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("conformance: agnhost's source (build-k8s.sh agnhost downloads it): %w", err)
+	}
+	return dir, nil
 }
