@@ -90,6 +90,9 @@ K8S_PROGS := etcd kube-apiserver kube-controller-manager kubectl
 # Kubelet nodes (the kubelet scenarios of make e2e, make lab KUBELET=1) run
 # containerd, kubelet and kube-proxy, built and cached the same way.
 K8S_PROGS += kubelet kube-proxy kube-scheduler containerd containerd-shim-runc-v2 ctr
+# What else a k3s node runs: CoreDNS (a lab image) and k3s's embedded
+# network policy controller (kube-router's netpol, test/e2e/tools/netpol).
+K8S_PROGS += coredns kube-router-netpol
 LAB_DIR   ?= $(CURDIR)/test/e2e/.lab
 k8s-bin:
 	test/e2e/tools/build-k8s.sh $(K8S_PROGS)

@@ -73,7 +73,10 @@ func newLab(c *Cleanup, mtu int) (*lab, error) {
 
 // addNode builds node i's namespaces, underlay and pod, but starts no data
 // plane (startAgent does).
-func (l *lab) addNode(i int) (*labNode, error) {
+func (l *lab) addNode(i int) (*labNode, error) { return l.addNodeMTU(i, l.mtu) }
+
+// addNodeMTU is addNode with cni0 and the pod at mtu instead of the lab's.
+func (l *lab) addNodeMTU(i, mtu int) (*labNode, error) {
 	nd := &labNode{
 		i:      i,
 		name:   fmt.Sprintf("node-%d", i),
@@ -103,10 +106,10 @@ func (l *lab) addNode(i int) (*labNode, error) {
 		{nd.netns, []string{"ip", "link", "set", "eth0", "up"}},
 		{nd.netns, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1"}},
 		{l.under, []string{"ip", "link", "set", ul, "master", "br0", "up"}},
-		{nd.netns, []string{"ip", "link", "add", cniconf.DefaultBridge, "mtu", fmt.Sprint(l.mtu), "type", "bridge"}},
+		{nd.netns, []string{"ip", "link", "add", cniconf.DefaultBridge, "mtu", fmt.Sprint(mtu), "type", "bridge"}},
 		{nd.netns, []string{"ip", "addr", "add", nd.gw.String() + "/24", "dev", cniconf.DefaultBridge}},
 		{nd.netns, []string{"ip", "link", "set", cniconf.DefaultBridge, "up"}},
-		{nd.netns, []string{"ip", "link", "add", "vpod", "mtu", fmt.Sprint(l.mtu), "type", "veth", "peer", "name", "eth0", "netns", nd.pod.name}},
+		{nd.netns, []string{"ip", "link", "add", "vpod", "mtu", fmt.Sprint(mtu), "type", "veth", "peer", "name", "eth0", "netns", nd.pod.name}},
 		{nd.netns, []string{"ip", "link", "set", "vpod", "master", cniconf.DefaultBridge, "up"}},
 		{nd.pod, []string{"ip", "addr", "add", nd.podIP.String() + "/24", "dev", "eth0"}},
 		{nd.pod, []string{"ip", "link", "set", "eth0", "up"}},

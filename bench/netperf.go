@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // path is one way across the lab from node 0 to node 1.
@@ -36,19 +38,34 @@ func paths(a, b *labNode) []path {
 	}
 }
 
+// vxlanPaths are the ways from node a to node b of flannel's VXLAN
+// datapath: pod to pod through cni0 and flannel.1, and node to node through
+// flannel.1 alone (b's cni0 gateway is in b's pod subnet, routed via
+// flannel.1 as the tunnel path is via the WireGuard device).
+func vxlanPaths(a, b *labNode) []path {
+	return []path{
+		{"pod-to-pod over flannel VXLAN", a.pod, b.pod, b.podIP},
+		{"node-to-node over kernel VXLAN", a.netns, b.netns, b.gw},
+	}
+}
+
 // iperf3 runs one TCP test of secs seconds with streams parallel streams
 // and returns the receiver's throughput in Gbit/s.
 //
-// cpu is the CPU time spent per GB received, by this process (which runs
-// both nodes' WireGuard devices) and the iperf3 processes (whose syscalls
+// cpu is the CPU time spent per GB received, by this process, the
+// userspace WireGuard device processes (pids devices: each node's device
+// runs in a process of its own) and the iperf3 processes (whose syscalls
 // carry most of the kernel's forwarding work): a figure that machine load
-// changes much less than throughput.
-func iperf3(ctx context.Context, p path, port, streams, secs int) (gbps, cpu float64, err error) {
-	cpu0 := selfCPU() + childrenCPU()
+// changes much less than throughput. Every run counts the devices, also
+// one that does not cross them (their idle cost is near zero), so all paths
+// are measured alike.
+func iperf3(ctx context.Context, p path, port, streams, secs int, devices []int) (gbps, cpu float64, err error) {
+	spent := func() time.Duration { return selfCPU() + childrenCPU() + procsCPU(devices) }
+	cpu0 := spent()
 	var bytes float64
 	defer func() {
 		if err == nil && bytes > 0 {
-			cpu = (selfCPU() + childrenCPU() - cpu0).Seconds() / (bytes / 1e9)
+			cpu = (spent() - cpu0).Seconds() / (bytes / 1e9)
 		}
 	}()
 	srv := p.to.cmd("iperf3", "-s", "-B", p.dst.String(), "-p", strconv.Itoa(port))
@@ -82,6 +99,22 @@ func iperf3(ctx context.Context, p path, port, streams, secs int) (gbps, cpu flo
 	_ = srv.Wait() // reaped: its CPU time counts now
 	bytes = res.End.SumReceived.Bytes
 	return res.End.SumReceived.BitsPerSecond / 1e9, 0, nil
+}
+
+// procsCPU is the user+system time of the processes pids so far (0 for one
+// that is gone).
+func procsCPU(pids []int) time.Duration {
+	var secs float64
+	for _, pid := range pids {
+		p, err := procfs.NewProc(pid)
+		if err != nil {
+			continue
+		}
+		if st, err := p.Stat(); err == nil {
+			secs += st.CPUTime()
+		}
+	}
+	return time.Duration(secs * float64(time.Second))
 }
 
 func waitListening(n *netNS, ap netip.AddrPort, timeout time.Duration) error {

@@ -686,9 +686,11 @@ func TestKubeletOverlayUsesStandardPaths(t *testing.T) {
 	}
 }
 
-func TestHostprepComponentAddsThePrivilegedSidecar(t *testing.T) {
-	// kustomize takes relative paths only: a user's kustomization next to a
-	// copy of deploy/.
+// withHostprep renders the k3s overlay with the hostprep component, as a
+// user's kustomization next to a copy of deploy/ does (kustomize takes
+// relative paths only).
+func withHostprep(t *testing.T) objects {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(filepath.Join(dir, "deploy"), os.DirFS(deployDir(t))); err != nil {
 		t.Fatal(err)
@@ -697,7 +699,11 @@ func TestHostprepComponentAddsThePrivilegedSidecar(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	o := decode(t, kustomize(t, dir))
+	return decode(t, kustomize(t, dir))
+}
+
+func TestHostprepComponentAddsThePrivilegedSidecar(t *testing.T) {
+	o := withHostprep(t)
 	spec := o.ds.Spec.Template.Spec
 	hp := container(t, spec.Containers, "hostprep")
 	if !spec.HostPID || hp.SecurityContext == nil || hp.SecurityContext.Privileged == nil || !*hp.SecurityContext.Privileged {

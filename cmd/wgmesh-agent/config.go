@@ -157,41 +157,25 @@ func env(name, def string) string {
 // The typed env helpers keep the default when the variable does not parse
 // and remember the error, which resolve reports: a typo in the DaemonSet is
 // an error, not a silent default.
-func (c *config) envInt(name string, def int) int {
-	v := env(name, "")
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		c.envErrs = append(c.envErrs, fmt.Errorf("environment %s=%q: %w", name, v, err))
-		return def
-	}
-	return n
-}
+func (c *config) envInt(name string, def int) int { return envParsed(c, name, def, strconv.Atoi) }
 
 func (c *config) envBool(name string, def bool) bool {
-	v := env(name, "")
-	if v == "" {
-		return def
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		c.envErrs = append(c.envErrs, fmt.Errorf("environment %s=%q: %w", name, v, err))
-		return def
-	}
-	return b
+	return envParsed(c, name, def, strconv.ParseBool)
 }
 
 func (c *config) envDuration(name string, def time.Duration) time.Duration {
+	return envParsed(c, name, def, time.ParseDuration)
+}
+
+func envParsed[T any](c *config, name string, def T, parse func(string) (T, error)) T {
 	v := env(name, "")
 	if v == "" {
 		return def
 	}
-	d, err := time.ParseDuration(v)
+	x, err := parse(v)
 	if err != nil {
 		c.envErrs = append(c.envErrs, fmt.Errorf("environment %s=%q: %w", name, v, err))
 		return def
 	}
-	return d
+	return x
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/wgmesh/wgmesh/internal/agent"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/doctor"
 	"github.com/wgmesh/wgmesh/internal/kube"
@@ -49,12 +48,12 @@ func clusterView(ctx context.Context, c *config) (nodes []mesh.Node, self mesh.N
 
 // runStatus prints this node's mesh.
 func runStatus(ctx context.Context, c *config, w io.Writer) error {
-	st, err := agent.ReadStatus(ctx, c.iface)
+	st, err := dataplane.ReadStatus(ctx, c.iface)
 	if err != nil {
 		return err
 	}
 	nodes, _, _, problems, apiErr := clusterView(ctx, c)
-	agent.WriteStatus(w, agent.StatusView{Status: st, Nodes: nodes, APIError: apiErr, Problems: problems, Now: time.Now()})
+	writeStatus(w, statusView{Status: st, Nodes: nodes, APIError: apiErr, Problems: problems, Now: time.Now()})
 	if apiErr != nil && nodes != nil {
 		fmt.Fprintf(w, "\nwarning: %v\n", apiErr)
 	}
@@ -74,7 +73,7 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 		endpoint = self.InternalIPs[0]
 	}
 	ourTable, ourPriority := 0, 0
-	if st, err := agent.ReadStatus(ctx, c.iface); err == nil {
+	if st, err := dataplane.ReadStatus(ctx, c.iface); err == nil {
 		ourTable, ourPriority = st.RouteTable, st.RulePriority
 		if apiErr != nil {
 			// Without the API, the routes the agent last programmed stand
@@ -91,7 +90,7 @@ func runDoctor(ctx context.Context, c *config, w io.Writer) error {
 	if apiErr == nil {
 		iso = isolation(ctx, c)
 	}
-	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel, Isolation: iso})
+	findings := doctor.Check(ctx, doctor.Input{Device: c.iface, Desired: state, Problems: problems, OurTable: ourTable, OurRulePriority: ourPriority, Kernel: kernel, Isolation: iso, ClusterCIDRs: c.clusterCIDRs, Bridge: c.bridge})
 	if len(findings) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return nil

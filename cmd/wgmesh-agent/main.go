@@ -28,6 +28,7 @@ Commands:
   doctor   explain what stands between this node and a working mesh (exit 1 on errors)
   cleanup  remove the WireGuard device, wgmesh's routes, rules, chains and subnet.env
   install  copy the CNI plugins and write the conflist (DaemonSet init container)
+  uninstall  remove everything wgmesh left on this node, or (--cluster) in the API
   version  print the version
 
 Run 'wgmesh-agent <command> -h' for the flags of a command.
@@ -71,6 +72,8 @@ func dispatch(ctx context.Context, args []string) error {
 		return withConfig("cleanup", args, func(c *config) error { return runCleanup(ctx, c) })
 	case "install":
 		return runInstall(ctx, args)
+	case "uninstall":
+		return runUninstall(ctx, args)
 	case wireguard.DeviceSubcommand: // hidden: the userspace device process the agent spawns
 		return wireguard.DeviceMain(ctx, args)
 	case "version":

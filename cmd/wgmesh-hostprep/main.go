@@ -24,14 +24,11 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 	"github.com/wgmesh/wgmesh/internal/hostprep"
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
 	"github.com/wgmesh/wgmesh/internal/hostprep/kubenode"
 	"github.com/wgmesh/wgmesh/internal/hostprep/sidecar"
+	"github.com/wgmesh/wgmesh/internal/kube"
 )
 
 // Exit codes.
@@ -179,7 +176,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	cfg := sidecar.Config{Options: cf.options(log), Interval: *interval, Log: log}
 	if *nodeName != "" {
-		client, err := kubeClient(*kubeconfig)
+		client, err := kube.NewClientAs("wgmesh-hostprep", *kubeconfig, 0)
 		if err != nil {
 			log.Error("kubernetes client", "err", err)
 			return exitUsageOrIO
@@ -208,21 +205,6 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitUsageOrIO
 	}
 	return exitOK
-}
-
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
-	}
-	cfg.UserAgent = "wgmesh-hostprep"
-	return kubernetes.NewForConfig(cfg)
 }
 
 func cmdUndo(args []string, stdout, stderr io.Writer) int {

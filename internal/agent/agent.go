@@ -5,8 +5,10 @@
 //
 // It holds no kernel or API code of its own: the data plane and the cluster
 // are small interfaces (the real ones are dataplane.Dataplane and
-// kube.Cluster; tests record what they are given). It never flushes anything
-// at start: a restart that finds the kernel right changes nothing.
+// kube.Cluster; tests record what they are given), and
+// TestAgentHoldsNoKernelCode fails on an import of netlink, wgctrl or
+// iptables. It never flushes anything at start: a restart that finds the
+// kernel right changes nothing.
 package agent
 
 import (
@@ -18,7 +20,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -91,7 +92,7 @@ type Config struct {
 	// (after this node's Node object has been read).
 	NewDataplane func(mtu int) (Dataplane, error)
 	// UnderlayMTU finds the MTU of the interface holding addr; default
-	// InterfaceMTU.
+	// dataplane.UnderlayMTU.
 	UnderlayMTU func(addr netip.Addr) (int, error)
 	Metrics     *metrics.Metrics
 	Log         *slog.Logger
@@ -173,7 +174,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.NodeCIDRMaskSize6 = 64
 	}
 	if cfg.UnderlayMTU == nil {
-		cfg.UnderlayMTU = InterfaceMTU
+		cfg.UnderlayMTU = dataplane.UnderlayMTU
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New(nil)
@@ -372,9 +373,6 @@ func (a *Agent) Reconcile(ctx context.Context) (err error) {
 	a.releaseOrphans(ctx)
 
 	state, problems := mesh.Desired(self, nodes, mesh.Options{Self: a.cfg.NodeName, ListenPort: a.cfg.ListenPort, ClusterCIDRs: a.cfg.ClusterCIDRs})
-	if p, ok := selfOverlap(self, nodes); ok {
-		problems = append(problems, p)
-	}
 	problems = append(problems, a.keyChangeWarnings(nodes, state, time.Now())...)
 	a.reportProblems(problems)
 
@@ -504,37 +502,6 @@ func (a *Agent) releaseOrphans(ctx context.Context) {
 	}
 }
 
-// selfOverlap is this node's side of an overlap with peers: mesh.Desired
-// leaves the overlapping peers out and reports the problem on them; this
-// reports it on this node too (one problem listing every overlap), so
-// `kubectl describe node` on either side shows it. Subnets from two
-// allocators (the controller manager's spec.podCIDR and wgmesh's Leases) in
-// one cluster are the usual cause.
-func selfOverlap(self mesh.Node, nodes []mesh.Node) (mesh.Problem, bool) {
-	var msgs []string
-	for _, n := range nodes {
-		if n.Name == self.Name {
-			continue
-		}
-		for _, mine := range self.PodCIDRs {
-			for _, theirs := range n.PodCIDRs {
-				if mine.Overlaps(theirs) {
-					msgs = append(msgs, fmt.Sprintf("%s overlaps %s of node %s", mine, theirs, n.Name))
-				}
-			}
-		}
-	}
-	if len(msgs) == 0 {
-		return mesh.Problem{}, false
-	}
-	return mesh.Problem{
-		Node:   self.Name,
-		Reason: mesh.ReasonOverlappingPodCIDR,
-		Message: "this node's pod CIDR " + strings.Join(msgs, "; ") +
-			"; those nodes are not peers of this one (are subnets allocated both by the controller manager and by wgmesh Leases?)",
-	}, true
-}
-
 // keyChangeWarnings returns the KeyAndEndpointChanged warnings to report
 // now: the peers of state whose key and endpoint both differ from what was
 // last programmed for them (mesh.KeyChanges), and the earlier ones that are
@@ -648,6 +615,7 @@ func (a *Agent) countChanges(c dataplane.Changes) {
 	m.AddKernelChanges("route_delete", c.RoutesDeleted)
 	m.AddKernelChanges("rule", c.RulesChanged)
 	m.AddKernelChanges("link", c.LinksChanged)
+	m.AddKernelChanges("sysctl", c.SysctlsChanged)
 }
 
 // logPeerDecisions logs one line per peer that joined, left or changed in

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -27,6 +26,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/metrics"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // recorder is a data plane that records every desired state it is given.
@@ -136,22 +136,8 @@ func apiNode(name, podCIDR, ip string, pub wgtypes.Key) *corev1.Node {
 	return n
 }
 
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// logBuf is the agent's log as a test reads it while the agent writes.
+type logBuf struct{ testutil.LockedBuffer }
 
 // waitFor waits until the log holds every line of want. The agent logs
 // its peer decisions after the data plane applied them, so a test that saw

@@ -27,12 +27,7 @@ func TestIntegrationAgentRecreatesKilledDevice(t *testing.T) {
 	testutil.RequireRoot(t)
 	c := fake.NewClientset()
 	nodes := newItNodes(t, c, 79, "k")
-	for _, nd := range nodes {
-		nd.start(t, c)
-	}
-	for _, nd := range nodes {
-		eventually(t, nd.name+" ready", func() bool { return nd.agent.Ready() == nil })
-	}
+	startReady(t, c, nodes)
 	// One pod per node on the cni0 the data plane created.
 	pods := make([]ns.NetNS, len(nodes))
 	for i, nd := range nodes {

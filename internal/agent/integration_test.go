@@ -114,18 +114,24 @@ func newItNodes(t *testing.T, c *fake.Clientset, net byte, tag string) []*itNode
 	return nodes
 }
 
+// startReady starts the agents of nodes and waits until each is ready: it
+// has published its key, learnt the other's and programmed the mesh.
+func startReady(t *testing.T, c *fake.Clientset, nodes []*itNode) {
+	t.Helper()
+	for _, nd := range nodes {
+		nd.start(t, c)
+	}
+	for _, nd := range nodes {
+		eventually(t, nd.name+" ready", func() bool { return nd.agent.Ready() == nil })
+	}
+}
+
 func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 	testutil.RequireRoot(t)
 	c := fake.NewClientset()
 	nodes := newItNodes(t, c, 78, "i")
-	for _, nd := range nodes {
-		nd.start(t, c)
-	}
-
 	// Both agents publish their keys, learn each other and get ready.
-	for _, nd := range nodes {
-		eventually(t, nd.name+" ready", func() bool { return nd.agent.Ready() == nil })
-	}
+	startReady(t, c, nodes)
 	a, bn := nodes[0], nodes[1]
 	eventually(t, "a has b's peer", func() bool {
 		st, err := nsDataplane{a.netns, nil}.statusOf(a)
@@ -228,7 +234,7 @@ func TestIntegrationAgentsBuildWorkingMesh(t *testing.T) {
 
 // statusOf reads the device of nd through the read-only path `status` uses.
 func (nsDataplane) statusOf(nd *itNode) (st dataplane.Status, err error) {
-	if nerr := nd.netns.Do(func(ns.NetNS) error { st, err = ReadStatus(context.Background(), nd.dev); return nil }); nerr != nil {
+	if nerr := nd.netns.Do(func(ns.NetNS) error { st, err = dataplane.ReadStatus(context.Background(), nd.dev); return nil }); nerr != nil {
 		return st, nerr
 	}
 	return st, err
@@ -260,7 +266,7 @@ func (nd *itNode) start(t *testing.T, c *fake.Clientset) {
 			return nsDataplane{nd.netns, dp}, nil
 		},
 		UnderlayMTU: func(addr netip.Addr) (mtu int, err error) {
-			nerr := nd.netns.Do(func(ns.NetNS) error { mtu, err = InterfaceMTU(addr); return nil })
+			nerr := nd.netns.Do(func(ns.NetNS) error { mtu, err = dataplane.UnderlayMTU(addr); return nil })
 			return mtu, cmpErr(nerr, err)
 		},
 		Metrics: nd.m,

@@ -163,33 +163,6 @@ func TestOverlapWithThisNodeIsReportedOnBothNodes(t *testing.T) {
 	})
 }
 
-func TestSelfOverlap(t *testing.T) {
-	pfx := netip.MustParsePrefix
-	self := mesh.Node{Name: "a", PodCIDRs: []netip.Prefix{pfx("10.42.0.0/24"), pfx("fd42::/64")}}
-	for _, tc := range []struct {
-		name  string
-		peers []mesh.Node
-		want  string // "" = no problem
-	}{
-		{"disjoint", []mesh.Node{{Name: "b", PodCIDRs: []netip.Prefix{pfx("10.42.1.0/24")}}}, ""},
-		{"no pod CIDR", []mesh.Node{{Name: "b"}}, ""},
-		{"same", []mesh.Node{{Name: "b", PodCIDRs: []netip.Prefix{pfx("10.42.0.0/24")}}},
-			"this node's pod CIDR 10.42.0.0/24 overlaps 10.42.0.0/24 of node b; those nodes are not peers"},
-		{"two peers", []mesh.Node{
-			{Name: "b", PodCIDRs: []netip.Prefix{pfx("10.42.0.128/25")}},
-			{Name: "c", PodCIDRs: []netip.Prefix{pfx("10.42.9.0/24"), pfx("fd42::/56")}},
-		}, "10.42.0.0/24 overlaps 10.42.0.128/25 of node b; fd42::/64 overlaps fd42::/56 of node c;"},
-	} {
-		p, ok := selfOverlap(self, append([]mesh.Node{self}, tc.peers...))
-		if ok != (tc.want != "") || !strings.Contains(p.Message, tc.want) {
-			t.Errorf("%s: got %v %+v, want %q", tc.name, ok, p, tc.want)
-		}
-		if ok && (p.Node != "a" || p.Reason != mesh.ReasonOverlappingPodCIDR) {
-			t.Errorf("%s: problem %+v", tc.name, p)
-		}
-	}
-}
-
 func TestReservationWait(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {

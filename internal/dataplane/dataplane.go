@@ -24,6 +24,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/route"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
@@ -67,11 +68,12 @@ type Changes struct {
 	RoutesAdded, RoutesDeleted             int // added counts replaced routes too
 	RulesChanged                           int // ip rules + iptables writes
 	LinksChanged                           int // bridge created, bridge and tunnel addresses, MTU, up
+	SysctlsChanged                         int // bridge-nf-call-ip(6)tables set to 1 (see brnetfilter.go)
 }
 
 // Total is the number of kernel writes.
 func (c Changes) Total() int {
-	return c.PeersAdded + c.PeersUpdated + c.PeersRemoved + c.RoutesAdded + c.RoutesDeleted + c.RulesChanged + c.LinksChanged
+	return c.PeersAdded + c.PeersUpdated + c.PeersRemoved + c.RoutesAdded + c.RoutesDeleted + c.RulesChanged + c.LinksChanged + c.SysctlsChanged
 }
 
 // Dataplane is the node's data plane.
@@ -88,6 +90,9 @@ type Dataplane struct {
 	mu        sync.Mutex
 	nodeOf    map[wgtypes.Key]string // last applied peers, for Status
 	lastApply time.Time
+	// bnfWarned: the bridge-netfilter warning was logged (once per
+	// distinct reason, so a resync loop does not repeat it).
+	bnfWarned string
 }
 
 // New creates or adopts the WireGuard device (never recreating it) and
@@ -203,6 +208,7 @@ func (d *Dataplane) Apply(ctx context.Context, s mesh.State) (Changes, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		ch.SysctlsChanged += d.bridgeNetfilter()
 	}
 	rops, err := d.routes.Apply(s.Routes)
 	ch.RoutesAdded, ch.RoutesDeleted = rops.RoutesAdded, rops.RoutesDeleted
@@ -226,7 +232,7 @@ func (d *Dataplane) Apply(ctx context.Context, s mesh.State) (Changes, error) {
 
 	if ch.Total() > 0 {
 		d.log.Info("data plane applied", "peersAdded", ch.PeersAdded, "peersUpdated", ch.PeersUpdated, "peersRemoved", ch.PeersRemoved,
-			"routesAdded", ch.RoutesAdded, "routesDeleted", ch.RoutesDeleted, "rulesChanged", ch.RulesChanged, "linksChanged", ch.LinksChanged)
+			"routesAdded", ch.RoutesAdded, "routesDeleted", ch.RoutesDeleted, "rulesChanged", ch.RulesChanged, "linksChanged", ch.LinksChanged, "sysctlsChanged", ch.SysctlsChanged)
 	}
 	return ch, errors.Join(errs...)
 }
@@ -271,7 +277,7 @@ func PeerStatusOf(p wgtypes.Peer) PeerStatus {
 		ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	for _, n := range p.AllowedIPs {
-		if pfx, ok := mesh.PrefixFromIPNet(n); ok {
+		if pfx, ok := netconv.Prefix(n); ok {
 			ps.AllowedIPs = append(ps.AllowedIPs, pfx)
 		}
 	}

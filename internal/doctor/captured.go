@@ -100,6 +100,19 @@ func lookupFindings(in Input) []Finding {
 	return out
 }
 
+// foreignRuleFix is the fix when another tool's ip rule (l.Rule) takes the
+// packets: keep that tool off the pod CIDR, and meanwhile delete its route.
+func foreignRuleFix(l Lookup, dev string) string {
+	fix := fmt.Sprintf("keep the tool that owns ip rule %d and table %s off the pod CIDR", l.Rule.Priority, tableName(l.Table))
+	if tailscale(l.Rule) {
+		fix += " (this is Tailscale's: a tailnet subnet route that covers the pod CIDR, accepted with --accept-routes; stop advertising it, or run tailscale set --accept-routes=false on this node)"
+	}
+	if l.Route.IsValid() && l.Table != localTable {
+		fix += fmt.Sprintf("; to see it work meanwhile: ip route del %s dev %s table %s (the tool may put it back)", l.Route, dev, tableName(l.Table))
+	}
+	return fix
+}
+
 func capturedFinding(in Input, l Lookup, what, want string) Finding {
 	dev := l.Dev
 	if dev == "" {
@@ -123,13 +136,7 @@ func capturedFinding(in Input, l Lookup, what, want string) Finding {
 		// Our table has no route to our own pods: main's route to the
 		// bridge answers them, at 32766, after every other rule.
 		msg += fmt.Sprintf("; ip rule \"%s\" comes before the main table's rule (32766), whose route to %s answers them otherwise, and selects %s", l.Rule, want, answer)
-		fix = fmt.Sprintf("keep the tool that owns ip rule %d and table %s off the pod CIDR", l.Rule.Priority, tableName(l.Table))
-		if tailscale(l.Rule) {
-			fix += " (this is Tailscale's: a tailnet subnet route that covers the pod CIDR, accepted with --accept-routes; stop advertising it, or run tailscale set --accept-routes=false on this node)"
-		}
-		if l.Route.IsValid() && l.Table != localTable {
-			fix += fmt.Sprintf("; to see it work meanwhile: ip route del %s dev %s table %s (the tool may put it back)", l.Route, dev, tableName(l.Table))
-		}
+		fix = foreignRuleFix(l, dev)
 	case in.OurTable != mainTable && l.Rule.Priority > in.OurRulePriority:
 		// Our rule comes first, yet the answer came from later: our
 		// rule is missing, or our table has no route for it.
@@ -137,13 +144,7 @@ func capturedFinding(in Input, l Lookup, what, want string) Finding {
 		fix = fmt.Sprintf("check ip rule show pref %d and ip route show table %d; the agent restores both on its next resync, restart it if they stay missing", in.OurRulePriority, in.OurTable)
 	default:
 		msg += fmt.Sprintf("; ip rule \"%s\" comes before %s and selects %s", l.Rule, ourRule, answer)
-		fix = fmt.Sprintf("keep the tool that owns ip rule %d and table %s off the pod CIDR", l.Rule.Priority, tableName(l.Table))
-		if tailscale(l.Rule) {
-			fix += " (this is Tailscale's: a tailnet subnet route that covers the pod CIDR, accepted with --accept-routes; stop advertising it, or run tailscale set --accept-routes=false on this node)"
-		}
-		if l.Route.IsValid() && l.Table != localTable {
-			fix += fmt.Sprintf("; to see it work meanwhile: ip route del %s dev %s table %s (the tool may put it back)", l.Route, dev, tableName(l.Table))
-		}
+		fix = foreignRuleFix(l, dev)
 	}
 	return Finding{ID: "RouteCaptured", Severity: SeverityError, Message: msg, Fix: fix}
 }

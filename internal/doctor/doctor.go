@@ -1,7 +1,10 @@
 // Package doctor explains what stands between this node and a working
 // mesh: routes of others that shadow or overlap peer subnets, peer routes
 // without the right source, forwarding and rp_filter settings, a FORWARD
-// policy that drops pod traffic, an MTU too large for the underlay, and
+// policy that drops pod traffic, a host firewall whose INPUT drops pods'
+// connections to their own node, the node's address on another WireGuard
+// device (wg-quick's wg0), an MTU too large for the underlay, bridged pod
+// traffic that bypasses iptables (br_netfilter), and
 // the problems the desired-state computation found (duplicate or
 // overlapping pod CIDRs, bad keys), and, from the kernel's own route
 // lookups, packets to peer subnets (or from the tunnel to this node's
@@ -91,6 +94,11 @@ type Input struct {
 	// route.DefaultRulePriority.
 	OurRulePriority int
 	Kernel          Kernel
+	// ClusterCIDRs are the whole pod networks (--cluster-cidr); Bridge is
+	// the pods' bridge (cni0). They name the traffic and the fix of the
+	// InputDropsPods check.
+	ClusterCIDRs []netip.Prefix
+	Bridge       string
 	// Isolation is what the API server does with the agent's credentials
 	// (kube.ProbeIsolation); nil when not asked (API unreachable).
 	Isolation *Isolation
@@ -117,6 +125,12 @@ type Kernel struct {
 	// ForwardJump says whether our WGMESH-FORWARD jump is in FORWARD.
 	ForwardPolicy string
 	ForwardJump   bool
+	// BridgeNFCallIPTables / BridgeNFCallIP6Tables are
+	// net.bridge.bridge-nf-call-ip{,6}tables, nil when unknown (or no
+	// bridge was named); BridgeNetfilterMissing says /proc/sys/net/bridge
+	// does not exist: br_netfilter is not loaded.
+	BridgeNFCallIPTables, BridgeNFCallIP6Tables *bool
+	BridgeNetfilterMissing                      bool
 	// RPFilter is net.ipv4.conf.{all,<Device>}.rp_filter; nil when unknown.
 	RPFilterAll, RPFilterDevice *int
 	// DeviceMTU is the WireGuard device's MTU; 0 when unknown or absent.
@@ -126,9 +140,27 @@ type Kernel struct {
 	UnderlayMTU  int
 	UnderlayIPv6 bool
 	UnderlayDev  string
+	// UnderlayWireGuard is set when the interface holding the node's
+	// address is a WireGuard device other than ours (wg-quick's wg0).
+	UnderlayWireGuard *WireGuardLink
 	// Lookups are the kernel's answers for packets to the peer subnets,
 	// as pods and as the node send them; nil when not asked.
 	Lookups []Lookup
+	// Filter is the IPv4 iptables filter table; nil when unknown.
+	Filter *Filter
+	// NftTables are the nftables tables, "family name" ("inet firewalld").
+	NftTables []string
+	// NodeAddr is the node's own address (its endpoint); invalid when
+	// unknown.
+	NodeAddr netip.Addr
+}
+
+// WireGuardLink is a WireGuard device that is not wgmesh's.
+type WireGuardLink struct {
+	Name       string
+	Kind       string // "kernel" or "userspace"
+	Peers      int    // -1 when it could not be asked
+	ListenPort int
 }
 
 // Check returns the findings for in, most severe first, in a stable order.
@@ -144,8 +176,10 @@ func Check(ctx context.Context, in Input) []Finding {
 	out = append(out, routeFindings(in)...)
 	out = append(out, lookupFindings(in)...)
 	out = append(out, sysctlFindings(in)...)
+	out = append(out, inputFindings(in)...)
 	out = append(out, tunnelSourceFindings(in)...)
 	out = append(out, mtuFindings(in)...)
+	out = append(out, endpointOnWireGuardFindings(in)...)
 	out = append(out, isolationFindings(in.Isolation)...)
 	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
 	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank[a.Severity], rank[b.Severity]) })
@@ -308,6 +342,7 @@ func sysctlFindings(in Input) []Finding {
 			Message: "net.ipv6.conf.all.forwarding is 0: the node does not route IPv6 pod traffic",
 			Fix:     "sysctl -w net.ipv6.conf.all.forwarding=1 (and persist it in /etc/sysctl.d/)"})
 	}
+	out = append(out, bridgeNetfilterFindings(k, hasV4, hasV6)...)
 	if k.ForwardPolicy == "DROP" && !k.ForwardJump {
 		out = append(out, Finding{ID: "ForwardDrop", Severity: SeverityError,
 			Message: "iptables FORWARD policy is DROP and wgmesh's WGMESH-FORWARD jump is missing: forwarded pod traffic is dropped",
@@ -326,6 +361,32 @@ func sysctlFindings(in Input) []Finding {
 			out = append(out, Finding{ID: "RPFilterStrict", Severity: SeverityWarning,
 				Message: fmt.Sprintf("rp_filter is strict (1) for %s: packets from remote pods are dropped whenever the best route back to their source is not %s (a missing route, another tool's route)", in.Device, in.Device),
 				Fix:     fmt.Sprintf("sysctl -w net.ipv4.conf.%s.rp_filter=2 net.ipv4.conf.all.rp_filter=2 (loose)", in.Device)})
+		}
+	}
+	return out
+}
+
+// bridgeNetfilterFindings: bridged pod traffic must pass iptables
+// (package bridgenf explains why). The CNI plugin and the agent set the
+// sysctl themselves; this finds a node where they could not (br_netfilter
+// not loaded) or where something turned it off since.
+func bridgeNetfilterFindings(k Kernel, hasV4, hasV6 bool) []Finding {
+	const why = "a pod cannot reach a Service (ClusterIP, NodePort) whose chosen backend is on its own node: the backend's reply is switched on the bridge, never un-NATed, and dropped by the client; network policies miss same-node traffic"
+	if k.BridgeNetfilterMissing && (hasV4 || hasV6) {
+		return []Finding{{ID: "BridgeNetfilterOff", Severity: SeverityError,
+			Message: "br_netfilter is not loaded (no /proc/sys/net/bridge): bridged pod traffic bypasses iptables; " + why,
+			Fix:     "modprobe br_netfilter && echo br_netfilter > /etc/modules-load.d/br_netfilter.conf (wgmesh then sets net.bridge.bridge-nf-call-iptables=1 itself: the CNI plugin at the next pod start, the agent at its next resync)"}}
+	}
+	var out []Finding
+	for _, c := range []struct {
+		on   bool
+		val  *bool
+		name string
+	}{{hasV4, k.BridgeNFCallIPTables, "net.bridge.bridge-nf-call-iptables"}, {hasV6, k.BridgeNFCallIP6Tables, "net.bridge.bridge-nf-call-ip6tables"}} {
+		if c.on && c.val != nil && !*c.val {
+			out = append(out, Finding{ID: "BridgeNetfilterOff", Severity: SeverityError,
+				Message: c.name + " is 0: bridged pod traffic bypasses iptables; " + why,
+				Fix:     "sysctl -w " + c.name + "=1 (wgmesh's CNI plugin sets it at every pod start, the agent at every resync where it may write /proc/sys; if it goes back to 0, find what on the node sets it: grep -r bridge-nf-call /etc/sysctl.conf /etc/sysctl.d)"})
 		}
 	}
 	return out

@@ -46,7 +46,7 @@ func TestCheck(t *testing.T) {
 	healthy := Kernel{
 		Routes: good, IPv4Forward: ptr(true), ForwardPolicy: "DROP", ForwardJump: true,
 		RPFilterAll: ptr(2), RPFilterDevice: ptr(0), DeviceMTU: 1420, UnderlayMTU: 1500, UnderlayDev: "eth0",
-		Lookups: lookups,
+		Lookups: lookups, BridgeNFCallIPTables: ptr(true), BridgeNFCallIP6Tables: ptr(false),
 	}
 	with := func(f func(k *Kernel)) Kernel {
 		k := healthy
@@ -229,6 +229,23 @@ func TestCheck(t *testing.T) {
 				k.RPFilterAll, k.RPFilterDevice = ptr(0), ptr(1)
 			})},
 			want: []string{"IPForwardOff", "ForwardDrop", "RPFilterStrict"},
+		},
+		{
+			name: "bridged traffic bypasses iptables: the sysctl names the fix",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.BridgeNFCallIPTables = ptr(false)
+			})},
+			want:     []string{"BridgeNetfilterOff"},
+			contains: "sysctl -w net.bridge.bridge-nf-call-iptables=1",
+		},
+		{
+			name: "br_netfilter not loaded: the fix loads it and keeps it loaded",
+			in: Input{Device: "wgmesh0", Desired: desired, OurTable: 87, Kernel: with(func(k *Kernel) {
+				k.BridgeNetfilterMissing = true
+				k.BridgeNFCallIPTables, k.BridgeNFCallIP6Tables = nil, nil
+			})},
+			want:     []string{"BridgeNetfilterOff"},
+			contains: "modprobe br_netfilter && echo br_netfilter > /etc/modules-load.d/br_netfilter.conf",
 		},
 		{
 			name: "rp_filter: the larger of all and device decides",

@@ -10,8 +10,11 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/coreos/go-iptables/iptables"
+	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl"
 
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
@@ -89,6 +92,27 @@ func Read(cfg ReadConfig) (Kernel, error) {
 		k.RPFilterDevice = readInt(filepath.Join(cfg.SysctlRoot, "net/ipv4/conf", cfg.Device, "rp_filter"), nil)
 	}
 
+	k.NodeAddr = cfg.Endpoint
+	if lines, err := readFilter(); err != nil {
+		errs = append(errs, err)
+	} else {
+		f := ParseFilter(lines)
+		k.Filter = &f
+	}
+	if tables, err := readNftTables(); err != nil {
+		errs = append(errs, err)
+	} else {
+		k.NftTables = tables
+	}
+	if cfg.Bridge != "" {
+		if _, err := os.Stat(filepath.Join(cfg.SysctlRoot, "net/bridge")); errors.Is(err, os.ErrNotExist) {
+			k.BridgeNetfilterMissing = true
+		} else {
+			k.BridgeNFCallIPTables = readBool(filepath.Join(cfg.SysctlRoot, "net/bridge/bridge-nf-call-iptables"), &errs)
+			k.BridgeNFCallIP6Tables = readBool(filepath.Join(cfg.SysctlRoot, "net/bridge/bridge-nf-call-ip6tables"), nil)
+		}
+	}
+
 	if fw, err := firewall.New().ReadForward(false); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -99,6 +123,13 @@ func Read(cfg ReadConfig) (Kernel, error) {
 		errs = append(errs, err)
 	} else {
 		k.UnderlayDev, k.UnderlayMTU, k.UnderlayIPv6 = dev, mtu, v6
+		if cfg.Endpoint.IsValid() && dev != "" && dev != cfg.Device {
+			wg, err := wireGuardLink(dev)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			k.UnderlayWireGuard = wg
+		}
 	}
 	return k, errors.Join(errs...)
 }
@@ -204,4 +235,98 @@ func readInt(path string, errs *[]error) *int {
 		return nil
 	}
 	return &n
+}
+
+// readFilter lists every chain of the IPv4 filter table.
+func readFilter() ([]string, error) {
+	ipt, err := iptables.NewWithProtocol(iptables.ProtocolIPv4)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	chains, err := ipt.ListChains("filter")
+	if err != nil {
+		return nil, fmt.Errorf("list filter chains: %w", err)
+	}
+	var all []string
+	for _, c := range chains {
+		ls, err := ipt.List("filter", c)
+		if err != nil {
+			return nil, fmt.Errorf("list filter chain %s: %w", c, err)
+		}
+		all = append(all, ls...)
+	}
+	return all, nil
+}
+
+// readNftTables lists the nftables tables as "family name" ("inet
+// firewalld"), with one netlink dump (the image has no nft program).
+func readNftTables() ([]string, error) {
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	defer c.Close()
+	msgs, err := c.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{
+			Type:  mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
+			Flags: mdnetlink.Request | mdnetlink.Dump,
+		},
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	families := map[byte]string{unix.NFPROTO_INET: "inet", unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6",
+		unix.NFPROTO_ARP: "arp", unix.NFPROTO_BRIDGE: "bridge", unix.NFPROTO_NETDEV: "netdev"}
+	var out []string
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			continue
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_TABLE_NAME {
+				out = append(out, families[m.Data[0]]+" "+ad.String())
+			}
+		}
+	}
+	return out, nil
+}
+
+// wireGuardLink describes dev when it is a WireGuard device: a kernel one
+// (link type wireguard) or a userspace one (wg-quick with wireguard-go: a
+// TUN device whose UAPI socket answers to its name); nil otherwise.
+func wireGuardLink(dev string) (*WireGuardLink, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", dev, err)
+	}
+	kind := ""
+	switch l.Type() {
+	case "wireguard":
+		kind = "kernel"
+	case "tuntap", "tun":
+		kind = "userspace"
+	default:
+		return nil, nil
+	}
+	c, err := wgctrl.New()
+	if err != nil {
+		if kind == "kernel" {
+			return &WireGuardLink{Name: dev, Kind: kind, Peers: -1}, nil
+		}
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
+	defer c.Close()
+	d, err := c.Device(dev)
+	if err != nil {
+		if kind == "kernel" {
+			return &WireGuardLink{Name: dev, Kind: kind, Peers: -1}, nil
+		}
+		return nil, nil // a TUN device that is not WireGuard (a VPN client, ...)
+	}
+	return &WireGuardLink{Name: dev, Kind: kind, Peers: len(d.Peers), ListenPort: d.ListenPort}, nil
 }

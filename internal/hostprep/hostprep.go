@@ -26,7 +26,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // LonghornPATH is the PATH of Longhorn's containers. Longhorn runs host
@@ -136,7 +136,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	rep.Checks = append(rep.Checks, r.checkInitiatorName(), r.checkIscsid())
 	rep.Checks = append(rep.Checks, r.checkLVM())
 	rep.Checks = append(rep.Checks, r.checkModules(ctx)...)
-	rep.Checks = append(rep.Checks, r.checkNFS(ctx))
+	rep.Checks = append(rep.Checks, r.checkNFSClient(ctx), r.checkNFSDefaultVersion(), r.checkLonghornOS())
 	rep.Checks = append(rep.Checks, r.checkMultipath())
 	rep.Checks = append(rep.Checks, r.checkMountPropagation()...)
 	if opts.V2Engine {

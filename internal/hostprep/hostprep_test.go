@@ -37,8 +37,11 @@ func TestNixOSCheckOnlyLooks(t *testing.T) {
 		t.Errorf("program.mount = %+v", m)
 	}
 	wantStatus(t, c, "program.sh", StatusOK) // /bin/sh exists on NixOS
-	if nfs := wantStatus(t, c, "program.mount.nfs", StatusMissing); nfs.Required || !strings.Contains(nfs.Fix, `boot.supportedFilesystems = [ "nfs" ]`) {
+	if nfs := wantStatus(t, c, "program.mount.nfs", StatusMissing); !nfs.Required || !strings.Contains(nfs.Fix, "ln -s /run/current-system/sw/bin/mount.nfs /usr/local/sbin/mount.nfs") {
 		t.Errorf("program.mount.nfs = %+v", nfs)
+	}
+	if nfs := wantStatus(t, c, "program.mount.nfs4", StatusMissing); nfs.Required || !strings.Contains(nfs.Fix, `boot.supportedFilesystems = [ "nfs" ]`) {
+		t.Errorf("program.mount.nfs4 = %+v", nfs)
 	}
 	if in := wantStatus(t, c, "iscsi.initiator-name", StatusMissing); !strings.Contains(in.Fix, "services.openiscsi") {
 		t.Errorf("initiator name fix = %q", in.Fix)
@@ -49,7 +52,9 @@ func TestNixOSCheckOnlyLooks(t *testing.T) {
 		t.Errorf("module.iscsi_tcp fix = %q", m.Fix)
 	}
 	wantStatus(t, c, "module.dm_crypt", StatusOK)
-	wantStatus(t, c, "nfs.v4-client", StatusWarning)
+	wantStatus(t, c, "nfs.v4-client", StatusMissing)
+	wantStatus(t, c, "nfs.default-version", StatusOK)
+	wantStatus(t, c, "longhorn.os-image", StatusWarning)
 	wantStatus(t, c, "multipath.blacklist", StatusOK)
 	wantStatus(t, c, "mount.propagation-root", StatusOK)
 	wantStatus(t, c, "mount.propagation-kubelet", StatusOK)
@@ -69,7 +74,7 @@ func TestNixOSFixIdempotentAndUndo(t *testing.T) {
 
 	rep := runChecks(t, opts)
 	c := byID(t, rep)
-	for _, id := range []string{"program.iscsiadm", "program.mount", "program.umount", "program.findmnt", "program.blkid",
+	for _, id := range []string{"program.iscsiadm", "program.mount", "program.umount", "program.findmnt", "program.blkid", "program.mount.nfs",
 		"program.lsblk", "program.cryptsetup", "program.dmsetup", "program.fstrim", "iscsi.initiator-name", "lvm.sbin",
 		"module.iscsi_tcp", "nfs.v4-client"} {
 		if ch := wantStatus(t, c, id, StatusFixed); len(ch.Changed) == 0 {
@@ -194,7 +199,7 @@ func TestDebianHostIsReadyAndUntouched(t *testing.T) {
 	for _, ch := range rep.Checks {
 		want := StatusOK
 		switch ch.ID {
-		case "module.nvme_tcp", "module.userspace-pci-driver":
+		case "module.nvme_tcp", "module.vfio_pci", "module.uio_pci_generic":
 			continue
 		}
 		if ch.Status != want {
@@ -212,8 +217,10 @@ func TestDebianHostIsReadyAndUntouched(t *testing.T) {
 	}
 	// nvme_tcp is =m: loaded with the host's modprobe; no PCI driver module.
 	wantStatus(t, c, "module.nvme_tcp", StatusFixed)
-	if m := wantStatus(t, c, "module.userspace-pci-driver", StatusMissing); !strings.Contains(m.Fix, "linux-modules-extra") {
-		t.Errorf("pci driver fix %q", m.Fix)
+	for _, id := range []string{"module.vfio_pci", "module.uio_pci_generic"} {
+		if m := wantStatus(t, c, id, StatusMissing); !strings.Contains(m.Fix, "linux-modules-extra") {
+			t.Errorf("%s fix %q", id, m.Fix)
+		}
 	}
 	if len(rec.Calls) != 1 || !strings.HasPrefix(rec.Calls[0], "/usr/local/sbin/modprobe nvme_tcp") && !strings.HasPrefix(rec.Calls[0], "/usr/sbin/modprobe nvme_tcp") {
 		t.Errorf("host commands %q", rec.Calls)
@@ -428,7 +435,7 @@ func TestJSONHasLonghornctlShape(t *testing.T) {
 	if !strings.Contains(strings.Join(got.Log.Info, "\n"), "[IscsidService] iscsid is running") {
 		t.Errorf("log.info = %q", got.Log.Info)
 	}
-	if !strings.Contains(strings.Join(got.Log.Warn, "\n"), "[Programs] mount.nfs is not installed") {
+	if !strings.Contains(strings.Join(got.Log.Warn, "\n"), "[Programs] mount.nfs4 is not installed") {
 		t.Errorf("log.warn = %q", got.Log.Warn)
 	}
 }

@@ -74,20 +74,26 @@ func (k kernelInfo) module(name string) moduleState {
 // moduleSpec is a module Longhorn needs and why.
 type moduleSpec struct {
 	id       string
-	names    []string // any one of them is enough (vfio_pci or uio_pci_generic)
+	names    []string // any one of them is enough
 	required bool
 	why      string
+	// longhorn: Longhorn's KernelModulesLoaded condition checks it, so it
+	// counts only as Longhorn sees it (longhornSeesModule).
+	longhorn bool
 }
 
 func (r *run) moduleSpecs() []moduleSpec {
 	specs := []moduleSpec{
 		{id: "module.iscsi_tcp", names: []string{"iscsi_tcp"}, required: true, why: "v1 volumes, attached over iSCSI"},
-		{id: "module.dm_crypt", names: []string{"dm_crypt"}, required: false, why: "encrypted volumes"},
+		{id: "module.dm_crypt", names: []string{"dm_crypt"}, required: true, why: "encrypted volumes; Longhorn's KernelModulesLoaded condition", longhorn: true},
 	}
 	if r.opts.V2Engine {
+		// Longhorn's KernelModulesLoaded condition wants all three with
+		// the v2 engine, though SPDK uses one of the two PCI drivers.
 		specs = append(specs,
-			moduleSpec{id: "module.nvme_tcp", names: []string{"nvme_tcp"}, required: true, why: "v2 volumes, attached over NVMe/TCP"},
-			moduleSpec{id: "module.userspace-pci-driver", names: []string{"vfio_pci", "uio_pci_generic"}, required: true, why: "the v2 engine (SPDK), which drives disks from user space"},
+			moduleSpec{id: "module.nvme_tcp", names: []string{"nvme_tcp"}, required: true, why: "v2 volumes, attached over NVMe/TCP", longhorn: true},
+			moduleSpec{id: "module.vfio_pci", names: []string{"vfio_pci"}, required: true, why: "the v2 engine (SPDK), which drives disks from user space; Longhorn's KernelModulesLoaded condition", longhorn: true},
+			moduleSpec{id: "module.uio_pci_generic", names: []string{"uio_pci_generic"}, required: true, why: "the v2 engine (SPDK), which drives disks from user space; Longhorn's KernelModulesLoaded condition", longhorn: true},
 		)
 	}
 	return specs
@@ -108,6 +114,18 @@ func (r *run) checkModule(ctx context.Context, s moduleSpec) Check {
 	for _, n := range s.names {
 		st := r.kernel.module(n)
 		c.Evidence = append(c.Evidence, n+": "+st.how)
+		if st.present && s.longhorn {
+			if ok, how := r.longhornSeesModule(n); ok {
+				st.how = how
+			} else {
+				// Present, but Longhorn cannot see it: its condition is
+				// False, and loading a built-in module changes nothing.
+				c.Status = StatusMissing
+				c.Summary = fmt.Sprintf("%s is %s, but Longhorn does not see it: %s (its KernelModulesLoaded condition is False)", n, st.how, how)
+				c.Fix = "install the running kernel's config as /boot/config-" + r.kernel.release + " (most distributions' kernel package does), or use a kernel with CONFIG_IKCONFIG_PROC=y"
+				return c
+			}
+		}
 		if st.present {
 			c.Status = StatusOK
 			c.Summary = fmt.Sprintf("%s is %s", n, st.how)
@@ -192,48 +210,4 @@ func (r *run) hostEnv() []string {
 		env = append(env, "MODULE_DIR=/run/booted-system/kernel-modules/lib/modules")
 	}
 	return env
-}
-
-// checkNFS: RWX volumes and backups mount NFSv4 through the host's kernel.
-func (r *run) checkNFS(ctx context.Context) Check {
-	c := Check{ID: "nfs.v4-client", Topic: "NFSv4", Required: false}
-	for _, opt := range []string{"CONFIG_NFS_V4_2", "CONFIG_NFS_V4_1", "CONFIG_NFS_V4"} {
-		if r.kernel.config[opt] == "y" {
-			c.Status = StatusOK
-			c.Summary = "NFSv4 client is built in (" + opt + "=y)"
-			return c
-		}
-	}
-	st := r.kernel.module("nfsv4")
-	if st.present {
-		c.Status = StatusOK
-		c.Summary = "NFSv4 client module nfsv4 is " + st.how
-		return c
-	}
-	if b, err := r.root.ReadFile("/proc/filesystems"); err == nil && strings.Contains(string(b), "\tnfs4\n") {
-		c.Status = StatusOK
-		c.Summary = "NFSv4 client is registered (/proc/filesystems: nfs4)"
-		return c
-	}
-	c.Evidence = []string{"nfsv4: " + st.how, "read: " + strings.Join(r.kernel.sources, ", ")}
-	if st.loadable || r.kernel.config["CONFIG_NFS_V4"] == "m" {
-		if r.fixing(c.ID) {
-			if changed, err := r.modprobe(ctx, "nfsv4"); err != nil {
-				c.Evidence = append(c.Evidence, err.Error())
-			} else if changed != "" {
-				c.Status = StatusFixed
-				c.Summary = "NFSv4 client module nfsv4 was not loaded; loaded it"
-				c.Changed = []string{changed}
-				return c
-			}
-		}
-		c.Status = StatusWarning
-		c.Summary = "NFSv4 client is a module that is not loaded yet (the kernel loads it on the first NFSv4 mount)"
-		c.Fix = "modprobe nfsv4   (what --fix does)\nto load it at every boot: " + r.persistModuleFix("nfsv4")
-		return c
-	}
-	c.Status = StatusMissing
-	c.Summary = "no NFSv4 client in this kernel: RWX volumes and NFS backups will fail"
-	c.Fix = r.kernelModulesFix("nfsv4")
-	return c
 }

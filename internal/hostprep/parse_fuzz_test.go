@@ -12,12 +12,14 @@ func FuzzHostFileParsers(f *testing.F) {
 	f.Add("22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n")
 	f.Add("ID=nixos\nPRETTY_NAME=\"NixOS 24.11 (Vicuna)\"\nID_LIKE='x y'\n")
 	f.Add("\"unterminated { } # \" {{{ }}}")
+	f.Add("[ NFSMount_Global_Options ]\nDefaultvers=4.2\n# x\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		if pat, ok := blacklistsLonghorn(s); ok && !strings.Contains(s, pat) {
 			t.Fatalf("blacklist pattern %q not in input", pat)
 		}
-		for _, m := range parseMountInfo([]byte(s)) {
-			if m.mountPoint == "" {
+		mounts, _ := parseMountInfo([]byte(s))
+		for _, m := range mounts {
+			if m.Mountpoint == "" {
 				t.Fatalf("empty mount point from %q", s)
 			}
 		}
@@ -26,5 +28,11 @@ func FuzzHostFileParsers(f *testing.F) {
 			t.Fatal("empty family")
 		}
 		_ = modName(s)
+		if ver, set, err := nfsDefaultVersion([]byte(s)); err == nil && set {
+			if _, _, ok := strings.Cut(ver, "."); !ok {
+				t.Fatalf("Defaultvers %q from %q is not major.minor", ver, s)
+			}
+		}
+		_ = longhornOSFamily(s)
 	})
 }

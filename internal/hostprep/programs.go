@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"path"
 
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // program is a host program Longhorn runs by bare name.
@@ -27,10 +27,13 @@ var programs = []program{
 	{name: "blkid", required: true, why: "detecting file systems", pkg: pkgUtilLinux},
 	{name: "lsblk", required: true, why: "listing block devices", pkg: pkgUtilLinux},
 	{name: "sh", required: true, why: "running host commands", pkg: pkgShell},
-	{name: "mount.nfs", required: false, why: "RWX volumes and NFS backups", pkg: pkgNFS},
+	// mount.nfs, cryptsetup and dmsetup are required because Longhorn's
+	// RequiredPackages condition is False without the packages that bring
+	// them (nfs-common/nfs-utils/nfs-client, cryptsetup, dmsetup/device-mapper).
+	{name: "mount.nfs", required: true, why: "RWX volumes and NFS backups; Longhorn's RequiredPackages condition", pkg: pkgNFS},
 	{name: "mount.nfs4", required: false, why: "RWX volumes and NFS backups", pkg: pkgNFS},
-	{name: "cryptsetup", required: false, why: "encrypted volumes", pkg: pkgCryptsetup},
-	{name: "dmsetup", required: false, why: "encrypted volumes and device-mapper devices", pkg: pkgDmsetup},
+	{name: "cryptsetup", required: true, why: "encrypted volumes; Longhorn's RequiredPackages condition", pkg: pkgCryptsetup},
+	{name: "dmsetup", required: true, why: "encrypted volumes and device-mapper devices; Longhorn's RequiredPackages condition", pkg: pkgDmsetup},
 	{name: "fstrim", required: false, why: "trimming volumes", pkg: pkgUtilLinux},
 	{name: "nvme", required: true, why: "attaching v2 volumes over NVMe/TCP", pkg: pkgNVMe, v2only: true},
 }

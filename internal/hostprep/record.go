@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/atomicfile"
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // RecordPath is where, on the host, wgmesh-hostprep keeps the list of what

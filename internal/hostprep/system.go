@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // checkOS reads /etc/os-release (then /usr/lib/os-release) under the host
@@ -177,7 +179,7 @@ func (r *run) checkMultipath() Check {
 		}
 		if pat, ok := blacklistsLonghorn(string(b)); ok {
 			c.Status = StatusOK
-			c.Summary = fmt.Sprintf("multipathd is running and %s blacklists devnode %q", f, pat)
+			c.Summary = fmt.Sprintf("multipathd is running and %s blacklists devnode %q (Longhorn's Multipathd condition reads False while multipathd runs, blacklist or not)", f, pat)
 			return c
 		}
 		c.Evidence = append(c.Evidence, f+": no blacklist devnode matching sda..sdzz")
@@ -305,47 +307,26 @@ func (r *run) listeningAbstract(name string) (bool, string) {
 	return false, ""
 }
 
-// mountInfo is one line of /proc/<pid>/mountinfo.
-type mountInfo struct {
-	mountPoint string
-	optional   []string
-}
-
-func parseMountInfo(b []byte) []mountInfo {
-	var out []mountInfo
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 7 {
-			continue
-		}
-		m := mountInfo{mountPoint: unescapeMount(f[4])}
-		for _, o := range f[6:] {
-			if o == "-" {
-				break
-			}
-			m.optional = append(m.optional, o)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func unescapeMount(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+// parseMountInfo parses a /proc/<pid>/mountinfo (moby/sys/mountinfo, the
+// parser runc and the kubelet's mount code use), leaving out lines without
+// a mount point.
+func parseMountInfo(b []byte) ([]*mountinfo.Info, error) {
+	mounts, err := mountinfo.GetMountsFromReader(bytes.NewReader(b), nil)
+	return slices.DeleteFunc(mounts, func(m *mountinfo.Info) bool { return m.Mountpoint == "" }), err
 }
 
 // mountFor returns the mount that holds p: the last mount whose mount point
 // is p or a parent of p (later lines stack over earlier ones).
-func mountFor(mounts []mountInfo, p string) (mountInfo, bool) {
-	best, found := mountInfo{}, false
+func mountFor(mounts []*mountinfo.Info, p string) (*mountinfo.Info, bool) {
+	var best *mountinfo.Info
 	for _, m := range mounts {
-		if m.mountPoint == p || m.mountPoint == "/" || strings.HasPrefix(p, strings.TrimSuffix(m.mountPoint, "/")+"/") {
-			if !found || len(m.mountPoint) >= len(best.mountPoint) {
-				best, found = m, true
+		if m.Mountpoint == p || m.Mountpoint == "/" || strings.HasPrefix(p, strings.TrimSuffix(m.Mountpoint, "/")+"/") {
+			if best == nil || len(m.Mountpoint) >= len(best.Mountpoint) {
+				best = m
 			}
 		}
 	}
-	return best, found
+	return best, best != nil
 }
 
 // checkMountPropagation: Longhorn's CSI plugin mounts with Bidirectional
@@ -353,9 +334,9 @@ func mountFor(mounts []mountInfo, p string) (mountInfo, bool) {
 // shared mounts in the host's init mount namespace.
 func (r *run) checkMountPropagation() []Check {
 	b, err := r.root.ReadFile("/proc/1/mountinfo")
-	var mounts []mountInfo
+	var mounts []*mountinfo.Info
 	if err == nil {
-		mounts = parseMountInfo(b)
+		mounts, err = parseMountInfo(b)
 	}
 	var out []Check
 	for _, t := range []struct{ id, dir string }{{"mount.propagation-root", "/"}, {"mount.propagation-kubelet", r.opts.KubeletDir}} {
@@ -364,22 +345,22 @@ func (r *run) checkMountPropagation() []Check {
 		switch {
 		case err != nil:
 			c.Status = StatusWarning
-			c.Summary = "cannot read the host's /proc/1/mountinfo to check mount propagation of " + t.dir
+			c.Summary = "cannot read or parse the host's /proc/1/mountinfo to check mount propagation of " + t.dir
 			c.Evidence = []string{err.Error()}
 			c.Fix = "mount the host's / with its /proc (hostPath / at the host root, HostToContainer propagation)"
 		case !ok:
 			c.Status = StatusWarning
 			c.Summary = "no mount holds " + t.dir + " in /proc/1/mountinfo"
 		default:
-			shared := slices.ContainsFunc(m.optional, func(o string) bool { return strings.HasPrefix(o, "shared:") })
-			c.Evidence = []string{fmt.Sprintf("/proc/1/mountinfo: %s is on mount %s [%s]", t.dir, m.mountPoint, strings.Join(m.optional, " "))}
+			shared := slices.ContainsFunc(strings.Fields(m.Optional), func(o string) bool { return strings.HasPrefix(o, "shared:") })
+			c.Evidence = []string{fmt.Sprintf("/proc/1/mountinfo: %s is on mount %s [%s]", t.dir, m.Mountpoint, m.Optional)}
 			if shared {
 				c.Status = StatusOK
-				c.Summary = fmt.Sprintf("%s is on a shared mount (%s)", t.dir, m.mountPoint)
+				c.Summary = fmt.Sprintf("%s is on a shared mount (%s)", t.dir, m.Mountpoint)
 			} else {
 				c.Status = StatusMissing
-				c.Summary = fmt.Sprintf("%s is on mount %s, which is not shared: Longhorn's Bidirectional mounts will be refused", t.dir, m.mountPoint)
-				c.Fix = fmt.Sprintf("mount --make-rshared %s  (systemd makes / shared at boot; find what made it private, e.g. a container runtime unit with MountFlags=private)", m.mountPoint)
+				c.Summary = fmt.Sprintf("%s is on mount %s, which is not shared: Longhorn's Bidirectional mounts will be refused", t.dir, m.Mountpoint)
+				c.Fix = fmt.Sprintf("mount --make-rshared %s  (systemd makes / shared at boot; find what made it private, e.g. a container runtime unit with MountFlags=private)", m.Mountpoint)
 			}
 		}
 		out = append(out, c)

@@ -3,9 +3,12 @@
 // to the IPAM plugin, fills in defaults, and turns a node subnet from
 // subnet.env into the address ranges to allocate from.
 //
-// It is pure: no files, no syscalls, net/netip values only. It never reads
-// subnet.env itself (package subnetenv does) and never touches allocation
-// state (package ipam/pool does).
+// Ranges and routes are host-local's own types (allocator.Range and
+// RangeSet, the CNI library's types.Route), canonicalised and compared by
+// host-local's code, so that the allocator takes them as they are; wgmesh
+// adds stricter checks with messages that name the field. It is pure: no
+// files, no syscalls. It never reads subnet.env itself (package subnetenv
+// does) and never touches allocation state (package ipam/pool does).
 package ipam
 
 import (
@@ -13,12 +16,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
+
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -38,27 +46,6 @@ var (
 	ErrInvalid   = errors.New("invalid network configuration")
 )
 
-// Range is one block of allocatable addresses inside a subnet, the shape of
-// one element of host-local's "ranges". Start and End are inclusive. The
-// Gateway is never handed out.
-type Range struct {
-	Subnet  netip.Prefix
-	Start   netip.Addr
-	End     netip.Addr
-	Gateway netip.Addr
-}
-
-// RangeSet is a list of ranges of one address family; a container gets one
-// address from each range set.
-type RangeSet []Range
-
-// Route is a route the result tells the container to install. An invalid
-// (zero) GW means "via the gateway of the address of that family".
-type Route struct {
-	Dst netip.Prefix
-	GW  netip.Addr
-}
-
 // Attachment names one container interface: the key of every allocation.
 type Attachment struct {
 	ContainerID string
@@ -75,10 +62,14 @@ type Config struct {
 	SubnetFile string
 	// DataDir is the parent of the allocation directory.
 	DataDir string
-	// Ranges are explicit range sets from the config; nil means "from SubnetFile".
-	Ranges []RangeSet
+	// Ranges are explicit range sets from the config, canonical
+	// (allocator.RangeSet.Canonicalize: RangeStart, RangeEnd and Gateway
+	// filled in); a container gets one address from each set. Nil means
+	// "from SubnetFile".
+	Ranges []allocator.RangeSet
 	// Routes are explicit routes; nil means one default route per family.
-	Routes []Route
+	// A nil GW means "via the gateway of the address of that family".
+	Routes []*types.Route
 	// RawPrevResult is the prevResult object (CHECK), undecoded: its shape
 	// depends on CNIVersion and the CNI library decodes it.
 	RawPrevResult json.RawMessage
@@ -103,10 +94,15 @@ type netConfJSON struct {
 	Attachments json.RawMessage `json:"cni.dev/attachments"`
 }
 
+// ipamJSON is host-local's IPAM configuration (type, dataDir) plus
+// subnetFile. Ranges and routes shadow host-local's, to be decoded as
+// strings first: a bad address is then an invalid value (code 7) named by
+// its field, not a JSON decoding failure (code 6). Fields of host-local's
+// that wgmesh does not support (resolvConf, the old single range) are
+// refused by checkFields.
 type ipamJSON struct {
-	Type       string        `json:"type"`
+	allocator.IPAMConfig
 	SubnetFile string        `json:"subnetFile"`
-	DataDir    string        `json:"dataDir"`
 	Ranges     [][]rangeJSON `json:"ranges"`
 	Routes     *[]routeJSON  `json:"routes"`
 }
@@ -154,12 +150,14 @@ func ParseConfig(data []byte) (Config, error) {
 	if n.IPAM == nil || isNull(*n.IPAM) {
 		return Config{}, fmt.Errorf("%w: ipam is missing", ErrInvalid)
 	}
+	// Keys first: host-local's embedded single range would otherwise
+	// decode (and judge) a top-level "rangeStart" before it is refused.
+	if err := checkFields(*n.IPAM); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	var raw ipamJSON
 	if err := json.Unmarshal(*n.IPAM, &raw); err != nil {
 		return Config{}, fmt.Errorf("%w: ipam: %w", ErrMalformed, err)
-	}
-	if err := checkFields(*n.IPAM); err != nil {
-		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if raw.Type != PluginType {
 		return Config{}, fmt.Errorf("%w: ipam.type is %q, want %q", ErrInvalid, raw.Type, PluginType)
@@ -205,7 +203,7 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 
 	if raw.Routes != nil {
-		c.Routes = []Route{} // present but empty: no routes at all
+		c.Routes = []*types.Route{} // present but empty: no routes at all
 		for i, r := range *raw.Routes {
 			rt, err := parseRoute(r)
 			if err != nil {
@@ -268,7 +266,7 @@ func checkFields(ipamObj json.RawMessage) error {
 		Ranges [][]json.RawMessage `json:"ranges"`
 		Routes []json.RawMessage   `json:"routes"`
 	}
-	// The shapes were decoded successfully before; only the keys matter.
+	// Only the keys matter here; a wrong shape is judged by decoding.
 	_ = json.Unmarshal(ipamObj, &top)
 	if err := knownKeys(ipamObj, "ipam", "type", "subnetFile", "dataDir", "ranges", "routes"); err != nil {
 		return err
@@ -310,22 +308,25 @@ func isNull(raw json.RawMessage) bool {
 	return string(bytes.TrimSpace(raw)) == "null"
 }
 
-func parseRangeSet(i int, rs []rangeJSON) (RangeSet, error) {
+// parseRangeSet checks what host-local's RangeSet.Canonicalize checks
+// (one family, no overlap), with host-local's Range.Overlaps, but names the
+// ranges by index.
+func parseRangeSet(i int, rs []rangeJSON) (allocator.RangeSet, error) {
 	if len(rs) == 0 {
 		return nil, fmt.Errorf("ipam.ranges[%d] is empty", i)
 	}
-	var set RangeSet
+	var set allocator.RangeSet
 	for j, r := range rs {
 		rg, err := parseRange(r)
 		if err != nil {
 			return nil, fmt.Errorf("ipam.ranges[%d][%d]: %w", i, j, err)
 		}
-		if j > 0 && rg.Subnet.Addr().Is4() != set[0].Subnet.Addr().Is4() {
+		if j > 0 && is4(rg) != is4(set[0]) {
 			return nil, fmt.Errorf("ipam.ranges[%d] mixes IPv4 and IPv6 (one range set per family)", i)
 		}
 		for k, prev := range set {
-			if overlaps(prev, rg) {
-				return nil, fmt.Errorf("ipam.ranges[%d][%d] (%s-%s) overlaps ipam.ranges[%d][%d] (%s-%s)", i, j, rg.Start, rg.End, i, k, prev.Start, prev.End)
+			if prev.Overlaps(&rg) {
+				return nil, fmt.Errorf("ipam.ranges[%d][%d] (%s) overlaps ipam.ranges[%d][%d] (%s)", i, j, rg.String(), i, k, prev.String())
 			}
 		}
 		set = append(set, rg)
@@ -333,19 +334,22 @@ func parseRangeSet(i int, rs []rangeJSON) (RangeSet, error) {
 	return set, nil
 }
 
-func checkRangeSets(sets []RangeSet, cniVersion string) error {
+func checkRangeSets(sets []allocator.RangeSet, cniVersion string) error {
 	var v4, v6 int
 	for i, a := range sets {
-		if a[0].Subnet.Addr().Is4() {
+		if is4(a[0]) {
 			v4++
 		} else {
 			v6++
 		}
 		for j := i + 1; j < len(sets); j++ {
+			if !a.Overlaps(&sets[j]) {
+				continue
+			}
 			for _, ra := range a {
 				for _, rb := range sets[j] {
-					if overlaps(ra, rb) {
-						return fmt.Errorf("ipam.ranges[%d] overlaps ipam.ranges[%d] (%s-%s and %s-%s)", i, j, ra.Start, ra.End, rb.Start, rb.End)
+					if ra.Overlaps(&rb) {
+						return fmt.Errorf("ipam.ranges[%d] overlaps ipam.ranges[%d] (%s and %s)", i, j, ra.String(), rb.String())
 					}
 				}
 			}
@@ -358,34 +362,40 @@ func checkRangeSets(sets []RangeSet, cniVersion string) error {
 	return nil
 }
 
-func parseRange(r rangeJSON) (Range, error) {
+// parseRange parses one range and canonicalises it with host-local's
+// Range.Canonicalize (the gateway and the range default to the first host
+// address, the end to the last one, before the broadcast address for
+// IPv4), after checks host-local does not make: a subnet usable for pods,
+// a gateway inside the subnet, no network or broadcast address, the end
+// not before the start.
+func parseRange(r rangeJSON) (allocator.Range, error) {
 	if r.Subnet == "" {
-		return Range{}, errors.New("subnet is missing")
+		return allocator.Range{}, errors.New("subnet is missing")
 	}
 	subnet, err := netip.ParsePrefix(r.Subnet)
 	if err != nil {
-		return Range{}, fmt.Errorf("subnet %q is not a CIDR: %w", r.Subnet, err)
+		return allocator.Range{}, fmt.Errorf("subnet %q is not a CIDR: %w", r.Subnet, err)
 	}
 	if subnet.Addr().Is4In6() || subnet.Addr().Zone() != "" {
-		return Range{}, fmt.Errorf("subnet %q: use a plain IPv4 or IPv6 prefix", r.Subnet)
+		return allocator.Range{}, fmt.Errorf("subnet %q: use a plain IPv4 or IPv6 prefix", r.Subnet)
 	}
 	if subnet != subnet.Masked() {
-		return Range{}, fmt.Errorf("subnet %s has host bits set (did you mean %s?)", subnet, subnet.Masked())
+		return allocator.Range{}, fmt.Errorf("subnet %s has host bits set (did you mean %s?)", subnet, subnet.Masked())
 	}
 	if subnet.Addr().BitLen()-subnet.Bits() < 2 {
-		return Range{}, fmt.Errorf("subnet %s is too small for a gateway and an address (at most /%d)", subnet, subnet.Addr().BitLen()-2)
+		return allocator.Range{}, fmt.Errorf("subnet %s is too small for a gateway and an address (at most /%d)", subnet, subnet.Addr().BitLen()-2)
 	}
 	if err := subnetenv.CheckPodPrefix(subnet); err != nil {
-		return Range{}, fmt.Errorf("subnet %w", err)
+		return allocator.Range{}, fmt.Errorf("subnet %w", err)
 	}
-	rg := Range{Subnet: subnet}
+	rg := allocator.Range{Subnet: types.IPNet(*netconv.IPNet(subnet))}
 	fields := []struct {
 		name string
 		val  string
-		dst  *netip.Addr
+		dst  *net.IP
 	}{
-		{"rangeStart", r.RangeStart, &rg.Start},
-		{"rangeEnd", r.RangeEnd, &rg.End},
+		{"rangeStart", r.RangeStart, &rg.RangeStart},
+		{"rangeEnd", r.RangeEnd, &rg.RangeEnd},
 		{"gateway", r.Gateway, &rg.Gateway},
 	}
 	for _, f := range fields {
@@ -394,19 +404,27 @@ func parseRange(r rangeJSON) (Range, error) {
 		}
 		a, err := netip.ParseAddr(f.val)
 		if err != nil {
-			return Range{}, fmt.Errorf("%s %q is not an IP address", f.name, f.val)
+			return allocator.Range{}, fmt.Errorf("%s %q is not an IP address", f.name, f.val)
 		}
 		if !subnet.Contains(a) {
-			return Range{}, fmt.Errorf("%s %s is outside subnet %s", f.name, a, subnet)
+			return allocator.Range{}, fmt.Errorf("%s %s is outside subnet %s", f.name, a, subnet)
 		}
 		if err := notNetworkOrBroadcast(subnet, a); err != nil {
-			return Range{}, fmt.Errorf("%s %w", f.name, err)
+			return allocator.Range{}, fmt.Errorf("%s %w", f.name, err)
 		}
-		*f.dst = a
+		*f.dst = a.AsSlice()
 	}
-	rg = withDefaults(rg)
-	if rg.End.Less(rg.Start) {
-		return Range{}, fmt.Errorf("rangeEnd %s is before rangeStart %s", rg.End, rg.Start)
+	// Before Canonicalize, which would call the start "not in network".
+	// With one bound left out no order is wrong: neither bound is the
+	// network or broadcast address, and the defaults are the first and
+	// last usable addresses.
+	if rg.RangeStart != nil && rg.RangeEnd != nil {
+		if start, end := netconv.Addr(rg.RangeStart), netconv.Addr(rg.RangeEnd); end.Less(start) {
+			return allocator.Range{}, fmt.Errorf("rangeEnd %s is before rangeStart %s", end, start)
+		}
+	}
+	if err := rg.Canonicalize(); err != nil {
+		return allocator.Range{}, err // checked above; here for safety
 	}
 	return rg, nil
 }
@@ -431,44 +449,23 @@ func notNetworkOrBroadcast(subnet netip.Prefix, a netip.Addr) error {
 	return nil
 }
 
-func parseRoute(r routeJSON) (Route, error) {
+func parseRoute(r routeJSON) (*types.Route, error) {
 	dst, err := netip.ParsePrefix(r.Dst)
 	if err != nil {
-		return Route{}, fmt.Errorf("dst %q is not a CIDR: %w", r.Dst, err)
+		return nil, fmt.Errorf("dst %q is not a CIDR: %w", r.Dst, err)
 	}
-	rt := Route{Dst: dst.Masked()}
+	rt := &types.Route{Dst: *netconv.IPNet(dst.Masked())}
 	if r.GW != "" {
 		gw, err := netip.ParseAddr(r.GW)
 		if err != nil {
-			return Route{}, fmt.Errorf("gw %q is not an IP address", r.GW)
+			return nil, fmt.Errorf("gw %q is not an IP address", r.GW)
 		}
 		if gw.Is4() != dst.Addr().Is4() {
-			return Route{}, fmt.Errorf("gw %s and dst %s are of different families", gw, dst)
+			return nil, fmt.Errorf("gw %s and dst %s are of different families", gw, dst)
 		}
-		rt.GW = gw
+		rt.GW = gw.AsSlice()
 	}
 	return rt, nil
-}
-
-// withDefaults fills what a range leaves out. The gateway is the first host
-// address of the subnet (the wgmesh plugin puts it on the bridge); the range
-// runs from the first host address (the gateway is skipped when allocating)
-// to the last one, which for IPv4 is the one before the broadcast address.
-func withDefaults(r Range) Range {
-	first := r.Subnet.Addr().Next()
-	if !r.Gateway.IsValid() {
-		r.Gateway = first
-	}
-	if !r.Start.IsValid() {
-		r.Start = first
-	}
-	if !r.End.IsValid() {
-		r.End = lastAddr(r.Subnet)
-		if r.End.Is4() {
-			r.End = r.End.Prev()
-		}
-	}
-	return r
 }
 
 // lastAddr is the highest address of p.
@@ -481,35 +478,19 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-func overlaps(a, b Range) bool {
-	if a.Start.Is4() != b.Start.Is4() {
-		return false
-	}
-	return !(a.End.Less(b.Start) || b.End.Less(a.Start))
-}
-
-// Contains reports whether a lies inside the range (bounds included).
-func (r Range) Contains(a netip.Addr) bool {
-	return r.Subnet.Contains(a) && !a.Less(r.Start) && !r.End.Less(a)
-}
-
-// Contains reports whether a lies in one of the set's ranges.
-func (s RangeSet) Contains(a netip.Addr) bool {
-	for _, r := range s {
-		if r.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+func is4(r allocator.Range) bool { return r.Subnet.IP.To4() != nil }
 
 // RangesFromEnv gives one range set per node subnet in subnet.env (IPv4
-// first), each covering the whole subnet with the gateway contract's
-// defaults.
-func RangesFromEnv(env subnetenv.Env) []RangeSet {
-	var sets []RangeSet
+// first), each covering the whole subnet with host-local's defaults, which
+// are the gateway contract: the gateway is the first host address.
+// subnetenv.Read has checked the subnets (masked, room for a gateway and a
+// pod), so canonicalising cannot fail.
+func RangesFromEnv(env subnetenv.Env) []allocator.RangeSet {
+	var sets []allocator.RangeSet
 	for _, p := range env.Subnets() {
-		sets = append(sets, RangeSet{withDefaults(Range{Subnet: p})})
+		r := allocator.Range{Subnet: types.IPNet(*netconv.IPNet(p.Masked()))}
+		_ = r.Canonicalize()
+		sets = append(sets, allocator.RangeSet{r})
 	}
 	return sets
 }
@@ -517,24 +498,24 @@ func RangesFromEnv(env subnetenv.Env) []RangeSet {
 // ResultRoutes returns the routes for a result that holds addresses of the
 // given families: the explicit routes if the config has any (even an empty
 // list), otherwise one default route per family present.
-func (c Config) ResultRoutes(sets []RangeSet) []Route {
+func (c Config) ResultRoutes(sets []allocator.RangeSet) []*types.Route {
 	if c.Routes != nil {
 		return c.Routes
 	}
-	var routes []Route
+	var routes []*types.Route
 	var have4, have6 bool
 	for _, s := range sets {
-		if s[0].Subnet.Addr().Is4() {
+		if is4(s[0]) {
 			have4 = true
 		} else {
 			have6 = true
 		}
 	}
 	if have4 {
-		routes = append(routes, Route{Dst: netip.MustParsePrefix("0.0.0.0/0")})
+		routes = append(routes, &types.Route{Dst: *netconv.IPNet(netip.MustParsePrefix("0.0.0.0/0"))})
 	}
 	if have6 {
-		routes = append(routes, Route{Dst: netip.MustParsePrefix("::/0")})
+		routes = append(routes, &types.Route{Dst: *netconv.IPNet(netip.MustParsePrefix("::/0"))})
 	}
 	return routes
 }

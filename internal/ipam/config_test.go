@@ -2,14 +2,52 @@ package ipam
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
+
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
+
+// rangeSets renders range sets as "subnet start-end gw gateway", one set a
+// line, so that a test compares what a reader would check.
+func rangeSets(sets []allocator.RangeSet) string {
+	var b strings.Builder
+	for _, set := range sets {
+		for i, r := range set {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s %s gw %s", (*net.IPNet)(&r.Subnet), r.String(), r.Gateway)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// routes renders routes as "dst via gw" (gw <nil> when unset).
+func routes(rs []*types.Route) []string {
+	out := []string{}
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%s via %s", &r.Dst, r.GW))
+	}
+	return out
+}
+
+// netipRange is r in netip values, for checks that are plain comparisons.
+func netipRange(r allocator.Range) (subnet netip.Prefix, start, end, gw netip.Addr) {
+	ones, _ := r.Subnet.Mask.Size()
+	return netip.PrefixFrom(netconv.Addr(r.Subnet.IP), ones), netconv.Addr(r.RangeStart), netconv.Addr(r.RangeEnd), netconv.Addr(r.Gateway)
+}
 
 func conf(ipam string) string {
 	return `{"cniVersion":"1.1.0","name":"wgmesh","type":"wgmesh","bridge":"cni0","ipam":` + ipam + `}`
@@ -34,18 +72,16 @@ func TestParseConfigExplicit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, p := netip.MustParseAddr, netip.MustParsePrefix
-	want := Config{
-		CNIVersion: "1.1.0", Network: "wgmesh", SubnetFile: "/tmp/s.env", DataDir: "/tmp/d",
-		Ranges: []RangeSet{
-			{
-				{Subnet: p("10.42.1.0/24"), Start: a("10.42.1.10"), End: a("10.42.1.20"), Gateway: a("10.42.1.1")},
-				{Subnet: p("10.42.2.0/24"), Start: a("10.42.2.1"), End: a("10.42.2.254"), Gateway: a("10.42.2.254")},
-			},
-			{{Subnet: p("fd00::/64"), Start: a("fd00::1"), End: a("fd00::ffff:ffff:ffff:ffff"), Gateway: a("fd00::1")}},
-		},
-		Routes: []Route{{Dst: p("10.0.0.0/8")}, {Dst: p("fd00::/8"), GW: a("fd00::1")}},
+	want := Config{CNIVersion: "1.1.0", Network: "wgmesh", SubnetFile: "/tmp/s.env", DataDir: "/tmp/d"}
+	wantRanges := "10.42.1.0/24 10.42.1.10-10.42.1.20 gw 10.42.1.1, 10.42.2.0/24 10.42.2.1-10.42.2.254 gw 10.42.2.254\n" +
+		"fd00::/64 fd00::1-fd00::ffff:ffff:ffff:ffff gw fd00::1\n"
+	if got := rangeSets(c.Ranges); got != wantRanges {
+		t.Errorf("ranges:\n%s\nwant\n%s", got, wantRanges)
 	}
+	if got, want := routes(c.Routes), []string{"10.0.0.0/8 via <nil>", "fd00::/8 via fd00::1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("routes %q, want %q", got, want)
+	}
+	c.Ranges, c.Routes = nil, nil
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
@@ -88,6 +124,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown field", conf(`{"type":"wgmesh-ipam","subnet_file":"/x"}`), ErrInvalid, `invalid network configuration: ipam: unknown field "subnet_file" (known fields: type, subnetFile, dataDir, ranges, routes)`},
 		{"field in wrong case", conf(`{"type":"wgmesh-ipam","subnetfile":"/x"}`), ErrInvalid, `ipam: unknown field "subnetfile"`},
 		{"old-style subnet", conf(`{"type":"wgmesh-ipam","subnet":"10.42.1.0/24"}`), ErrInvalid, `ipam: unknown field "subnet"`},
+		{"old-style bound, not an IP", conf(`{"type":"wgmesh-ipam","rangeStart":"ten"}`), ErrInvalid, `ipam: unknown field "rangeStart"`},
+		{"host-local's resolvConf", conf(`{"type":"wgmesh-ipam","resolvConf":"/etc/resolv.conf"}`), ErrInvalid, `ipam: unknown field "resolvConf"`},
 		{"unknown range field", conf(`{"type":"wgmesh-ipam","ranges":[[{"subnet":"10.42.1.0/24","start":"10.42.1.5"}]]}`), ErrInvalid, `ipam.ranges[0][0]: unknown field "start" (known fields: subnet, rangeStart, rangeEnd, gateway)`},
 		{"unknown route field", conf(`{"type":"wgmesh-ipam","routes":[{"dst":"0.0.0.0/0","mtu":1400}]}`), ErrInvalid, `ipam.routes[0]: unknown field "mtu" (known fields: dst, gw)`},
 		{"wrong field type", conf(`{"type":"wgmesh-ipam","ranges":"10.42.1.0/24"}`), ErrMalformed, `ipam: json: cannot unmarshal string into Go struct field ipamJSON.ranges`},
@@ -146,17 +184,14 @@ func TestParseConfigErrors(t *testing.T) {
 
 func TestRangesFromEnvGatewayContract(t *testing.T) {
 	env := subnetenv.Env{Subnet: netip.MustParsePrefix("10.42.1.0/24"), Subnet6: netip.MustParsePrefix("fd00:42:1::/64")}
-	got := RangesFromEnv(env)
-	a, p := netip.MustParseAddr, netip.MustParsePrefix
-	want := []RangeSet{
-		{{Subnet: p("10.42.1.0/24"), Start: a("10.42.1.1"), End: a("10.42.1.254"), Gateway: a("10.42.1.1")}},
-		{{Subnet: p("fd00:42:1::/64"), Start: a("fd00:42:1::1"), End: a("fd00:42:1::ffff:ffff:ffff:ffff"), Gateway: a("fd00:42:1::1")}},
+	got := rangeSets(RangesFromEnv(env))
+	want := "10.42.1.0/24 10.42.1.1-10.42.1.254 gw 10.42.1.1\n" +
+		"fd00:42:1::/64 fd00:42:1::1-fd00:42:1:0:ffff:ffff:ffff:ffff gw fd00:42:1::1\n"
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %+v\nwant %+v", got, want)
-	}
-	if only6 := RangesFromEnv(subnetenv.Env{Subnet6: p("fd00::/64")}); len(only6) != 1 || only6[0][0].Gateway != a("fd00::1") {
-		t.Errorf("IPv6-only env: %+v", only6)
+	if only6 := rangeSets(RangesFromEnv(subnetenv.Env{Subnet6: netip.MustParsePrefix("fd00::/64")})); only6 != "fd00::/64 fd00::1-fd00::ffff:ffff:ffff:ffff gw fd00::1\n" {
+		t.Errorf("IPv6-only env: %s", only6)
 	}
 }
 
@@ -167,15 +202,15 @@ func TestResultRoutes(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		sets []RangeSet
-		want []Route
+		sets []allocator.RangeSet
+		want []string
 	}{
-		{"default dual stack", Config{}, both, []Route{{Dst: p("0.0.0.0/0")}, {Dst: p("::/0")}}},
-		{"default v6 only", Config{}, only6, []Route{{Dst: p("::/0")}}},
-		{"explicit", Config{Routes: []Route{{Dst: p("10.0.0.0/8")}}}, both, []Route{{Dst: p("10.0.0.0/8")}}},
-		{"explicit empty", Config{Routes: []Route{}}, both, []Route{}},
+		{"default dual stack", Config{}, both, []string{"0.0.0.0/0 via <nil>", "::/0 via <nil>"}},
+		{"default v6 only", Config{}, only6, []string{"::/0 via <nil>"}},
+		{"explicit", Config{Routes: []*types.Route{{Dst: *netconv.IPNet(p("10.0.0.0/8"))}}}, both, []string{"10.0.0.0/8 via <nil>"}},
+		{"explicit empty", Config{Routes: []*types.Route{}}, both, []string{}},
 	} {
-		if got := tc.cfg.ResultRoutes(tc.sets); !reflect.DeepEqual(got, tc.want) {
+		if got := routes(tc.cfg.ResultRoutes(tc.sets)); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
 		}
 	}
@@ -213,20 +248,26 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("empty range set %d", i)
 			}
 			for _, r := range set {
-				if r.Subnet != r.Subnet.Masked() || !r.Subnet.Contains(r.Start) || !r.Subnet.Contains(r.End) || !r.Subnet.Contains(r.Gateway) || r.End.Less(r.Start) {
-					t.Fatalf("range not usable: %+v", r)
+				subnet, start, end, gw := netipRange(r)
+				if subnet != subnet.Masked() || !subnet.Contains(start) || !subnet.Contains(end) || !subnet.Contains(gw) || end.Less(start) {
+					t.Fatalf("range not usable: %s gw %s", r.String(), r.Gateway)
 				}
-				if subnetenv.CheckPodPrefix(r.Subnet) != nil {
-					t.Fatalf("subnet not usable for pods: %+v", r)
+				if subnetenv.CheckPodPrefix(subnet) != nil {
+					t.Fatalf("subnet not usable for pods: %s", subnet)
 				}
-				for _, a := range []netip.Addr{r.Start, r.End, r.Gateway} {
-					if a == r.Subnet.Addr() || (a.Is4() && a == lastAddr(r.Subnet)) {
-						t.Fatalf("range bound or gateway %s is the network or broadcast address: %+v", a, r)
+				for _, a := range []netip.Addr{start, end, gw} {
+					if a == subnet.Addr() || (a.Is4() && a == lastAddr(subnet)) {
+						t.Fatalf("range bound or gateway %s is the network or broadcast address: %s", a, r.String())
 					}
 				}
-				if r.Start.Is4() != set[0].Start.Is4() {
+				if is4(r) != is4(set[0]) {
 					t.Fatalf("mixed families in set %d", i)
 				}
+			}
+			// The allocator takes the set as it is.
+			canon := slices.Clone(set)
+			if err := canon.Canonicalize(); err != nil || rangeSets([]allocator.RangeSet{canon}) != rangeSets([]allocator.RangeSet{set}) {
+				t.Fatalf("set %d not canonical: %v", i, err)
 			}
 		}
 	})

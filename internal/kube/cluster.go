@@ -205,6 +205,12 @@ func ListNodes(ctx context.Context, client kubernetes.Interface, namespace strin
 // service account when kubeconfig is empty. timeout bounds every request
 // (0: none; the status and doctor commands use a short one).
 func NewClient(kubeconfig string, timeout time.Duration) (kubernetes.Interface, error) {
+	return NewClientAs(FieldManager, kubeconfig, timeout)
+}
+
+// NewClientAs is NewClient for another wgmesh program: userAgent names it
+// in the API server's logs and audit records.
+func NewClientAs(userAgent, kubeconfig string, timeout time.Duration) (kubernetes.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -218,7 +224,7 @@ func NewClient(kubeconfig string, timeout time.Duration) (kubernetes.Interface, 
 			return nil, fmt.Errorf("no --kubeconfig given and not running in a pod: %w", err)
 		}
 	}
-	cfg.UserAgent = FieldManager
+	cfg.UserAgent = userAgent
 	cfg.Timeout = timeout
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -68,64 +68,53 @@ type Change struct {
 // heartbeats) are filtered out, except for the agent's own node whose
 // conditions and annotations it maintains.
 func (w *Watcher) OnChange(self string, fn func(Change)) error {
-	_, err := w.nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if n, ok := obj.(*corev1.Node); ok {
-				fn(Change{Kind: "node", Name: n.Name})
-			}
-		},
-		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*corev1.Node)
-			n, ok2 := newObj.(*corev1.Node)
-			if !ok1 || !ok2 {
-				return
-			}
-			if n.Name == self && !sameNetworkCondition(o, n) {
-				fn(Change{Kind: "node", Name: n.Name, NetworkLost: networkReady(o) && !networkReady(n)})
-				return
-			}
-			if !reflect.DeepEqual(NodeFromAPI(o), NodeFromAPI(n)) {
-				fn(Change{Kind: "node", Name: n.Name})
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if n, ok := obj.(*corev1.Node); ok {
-				fn(Change{Kind: "node", Name: n.Name, Deleted: true})
-			}
-		},
-	})
+	_, err := w.nodeInformer.AddEventHandler(handler("node", fn, func(o, n *corev1.Node) (Change, bool) {
+		if n.Name == self && !sameNetworkCondition(o, n) {
+			return Change{Kind: "node", Name: n.Name, NetworkLost: networkReady(o) && !networkReady(n)}, true
+		}
+		return Change{Kind: "node", Name: n.Name}, !reflect.DeepEqual(NodeFromAPI(o), NodeFromAPI(n))
+	}))
 	if err != nil {
 		return fmt.Errorf("node event handler: %w", err)
 	}
-	_, err = w.leaseInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if l, ok := obj.(*coordv1.Lease); ok {
-				fn(Change{Kind: "lease", Name: l.Name})
-			}
-		},
-		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*coordv1.Lease)
-			n, ok2 := newObj.(*coordv1.Lease)
-			if ok1 && ok2 && ptr.Deref(o.Spec.HolderIdentity, "") != ptr.Deref(n.Spec.HolderIdentity, "") {
-				fn(Change{Kind: "lease", Name: n.Name})
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if l, ok := obj.(*coordv1.Lease); ok {
-				fn(Change{Kind: "lease", Name: l.Name, Deleted: true})
-			}
-		},
-	})
+	_, err = w.leaseInf.AddEventHandler(handler("lease", fn, func(o, n *coordv1.Lease) (Change, bool) {
+		return Change{Kind: "lease", Name: n.Name}, ptr.Deref(o.Spec.HolderIdentity, "") != ptr.Deref(n.Spec.HolderIdentity, "")
+	}))
 	if err != nil {
 		return fmt.Errorf("lease event handler: %w", err)
 	}
 	return nil
+}
+
+// handler turns an informer's events on objects of type T into Changes of
+// kind: every add and delete (also one seen only as a tombstone), and the
+// updates that update says matter.
+func handler[T metav1.Object](kind string, fn func(Change), update func(o, n T) (Change, bool)) cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if x, ok := obj.(T); ok {
+				fn(Change{Kind: kind, Name: x.GetName()})
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(T)
+			n, ok2 := newObj.(T)
+			if !ok1 || !ok2 {
+				return
+			}
+			if c, ok := update(o, n); ok {
+				fn(c)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if x, ok := obj.(T); ok {
+				fn(Change{Kind: kind, Name: x.GetName(), Deleted: true})
+			}
+		},
+	}
 }
 
 // sameNetworkCondition reports whether the NetworkUnavailable condition is

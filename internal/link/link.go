@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // BridgeConfig is what the bridge must look like.
@@ -143,7 +144,7 @@ func EnsureAddress(l netlink.Link, addr netip.Prefix) error {
 // next hop, and the node as its source, the moment it is there, not after
 // DAD (which does not even start while the bridge has no port).
 func ensureAddress(l netlink.Link, addr netip.Prefix) (added bool, err error) {
-	a := &netlink.Addr{IPNet: IPNet(addr)}
+	a := &netlink.Addr{IPNet: netconv.IPNet(addr)}
 	if addr.Addr().Is6() {
 		a.Flags = unix.IFA_F_NODAD
 	}
@@ -155,16 +156,6 @@ func ensureAddress(l netlink.Link, addr netip.Prefix) (added bool, err error) {
 		return false, fmt.Errorf("add address %s to %s: %w", addr, l.Attrs().Name, err)
 	}
 	return true, nil
-}
-
-// IPNet converts a netip prefix (address with prefix length, host bits kept)
-// for netlink.
-func IPNet(p netip.Prefix) *net.IPNet {
-	bits := 32
-	if p.Addr().Is6() {
-		bits = 128
-	}
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
 // RandomMAC returns a random locally administered unicast MAC.

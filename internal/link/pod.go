@@ -10,6 +10,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // Route is a route for a pod interface. An invalid GW means on-link.
@@ -33,7 +35,7 @@ func ConfigurePodInterface(name string, addrs []netip.Prefix, routes []Route) er
 		return fmt.Errorf("look up %s: %w", name, err)
 	}
 	for _, a := range addrs {
-		addr := &netlink.Addr{IPNet: IPNet(a)}
+		addr := &netlink.Addr{IPNet: netconv.IPNet(a)}
 		if a.Addr().Is6() {
 			addr.Flags = unix.IFA_F_NODAD
 			enableIPv6(name)
@@ -46,7 +48,7 @@ func ConfigurePodInterface(name string, addrs []netip.Prefix, routes []Route) er
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
 	for _, r := range routes {
-		route := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: IPNet(r.Dst.Masked())}
+		route := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: netconv.IPNet(r.Dst.Masked())}
 		if r.GW.IsValid() {
 			route.Gw = r.GW.AsSlice()
 		} else {

@@ -193,11 +193,30 @@ func Desired(self Node, nodes []Node, opts Options) (State, []Problem) {
 		for _, side := range [][2]ownedPrefix{{ov[0], ov[1]}, {ov[1], ov[0]}} {
 			me, other := side[0], side[1]
 			if me.owner < 0 {
-				continue // self is never a peer; its side is reported on the other node
+				continue // self is never a peer; its side is reported below, in one problem
 			}
 			others[me.owner].excluded = true
 			report(name(me.owner), ReasonOverlappingPodCIDR, "prefix %s overlaps %s of node %s; neither node is programmed", me.prefix, other.prefix, name(other.owner))
 		}
+	}
+
+	// This node's side of its overlaps, so that `kubectl describe node` on
+	// either side shows them. The sweep above pairs a nested prefix with
+	// the outermost one only; this lists every overlapping pair.
+	var selfOverlaps []string
+	for _, c := range others {
+		for _, mine := range selfCIDRs {
+			for _, theirs := range c.prefixes {
+				if mine.Overlaps(theirs) {
+					selfOverlaps = append(selfOverlaps, fmt.Sprintf("%s overlaps %s of node %s", mine, theirs, c.node.Name))
+				}
+			}
+		}
+	}
+	if len(selfOverlaps) > 0 {
+		// Subnets from two allocators in one cluster (the controller
+		// manager's spec.podCIDR and wgmesh's Leases) are the usual cause.
+		report(self.Name, ReasonOverlappingPodCIDR, "this node's pod CIDR %s; those nodes are not peers of this one (are subnets allocated both by the controller manager and by wgmesh Leases?)", strings.Join(selfOverlaps, "; "))
 	}
 
 	// The outermost claimed prefixes, disjoint and sorted (owners is

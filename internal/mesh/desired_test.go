@@ -118,7 +118,7 @@ func TestDesired(t *testing.T) {
 			self:      self,
 			nodes:     []Node{node("b", 2, "10.42.0.0/16"), node("c", 3, "10.43.0.0/24")},
 			wantPeers: []string{"c"},
-			problems:  []string{"b:OverlappingPodCIDR"},
+			problems:  []string{"a:OverlappingPodCIDR", "b:OverlappingPodCIDR"},
 		},
 		{
 			name:      "overlap via a node without key still excludes the other",
@@ -394,7 +394,7 @@ func TestDesiredReportsPodCIDROutsideClusterCIDR(t *testing.T) {
 			nodes:     []Node{node("b", 2, "10.0.0.0/8")},
 			opts:      Options{ClusterCIDRs: pfx("10.43.0.0/16")},
 			wantPeers: nil, // b's /8 overlaps a's /24: that keeps it out, not the cluster CIDR
-			problems:  []string{"a:PodCIDROutsideCluster", "b:OverlappingPodCIDR", "b:PodCIDROutsideCluster"},
+			problems:  []string{"a:OverlappingPodCIDR", "a:PodCIDROutsideCluster", "b:OverlappingPodCIDR", "b:PodCIDROutsideCluster"},
 		},
 		{
 			name:      "an IPv6 pod CIDR with only an IPv4 cluster CIDR",
@@ -442,6 +442,61 @@ func TestDesiredReportsPodCIDROutsideClusterCIDR(t *testing.T) {
 					if !slices.ContainsFunc(s.Routes, func(r Route) bool { return r.Dst == dst }) {
 						t.Errorf("peer %s's %s has no route", p.Node, dst)
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestDesiredReportsSelfOverlapOnThisNode: an overlap with this node's own
+// subnet is reported on the other node and, as one problem listing every
+// overlap, on this node, so that the agent's Events, `status` and `doctor`
+// show it on both sides.
+func TestDesiredReportsSelfOverlapOnThisNode(t *testing.T) {
+	self := node("a", 1, "10.42.0.0/24", "fd42::/64")
+	for _, tc := range []struct {
+		name  string
+		nodes []Node
+		opts  Options
+		want  string // this node's problem message; "" = none
+	}{
+		{name: "disjoint", nodes: []Node{node("b", 2, "10.42.1.0/24")}},
+		{name: "no pod CIDR", nodes: []Node{{Name: "b", PublicKey: key(2).String()}}},
+		{name: "same", nodes: []Node{node("b", 2, "10.42.0.0/24")},
+			want: "this node's pod CIDR 10.42.0.0/24 overlaps 10.42.0.0/24 of node b; those nodes are not peers of this one (are subnets allocated both by the controller manager and by wgmesh Leases?)"},
+		{name: "a peer without a key counts", nodes: []Node{{Name: "b", PodCIDRs: pfx("10.42.0.0/24")}},
+			want: "this node's pod CIDR 10.42.0.0/24 overlaps 10.42.0.0/24 of node b;"},
+		{name: "two peers, both families, in one problem", nodes: []Node{
+			node("c", 3, "10.42.9.0/24", "fd42::/56"),
+			node("b", 2, "10.42.0.128/25"),
+		}, want: "this node's pod CIDR 10.42.0.0/24 overlaps 10.42.0.128/25 of node b; fd42::/64 overlaps fd42::/56 of node c;"},
+		{name: "a vouched extra prefix counts like a pod CIDR", nodes: []Node{node("b", 2, "10.42.1.0/24")},
+			opts: Options{ExtraPrefixes: map[string][]netip.Prefix{"b": pfx("10.42.0.7/32")}},
+			want: "this node's pod CIDR 10.42.0.0/24 overlaps 10.42.0.7/32 of node b;"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, probs := Desired(self, append([]Node{self}, tc.nodes...), tc.opts)
+			var mine []Problem
+			for _, p := range probs {
+				if p.Node == "a" {
+					mine = append(mine, p)
+				}
+			}
+			if tc.want == "" {
+				if len(mine) != 0 {
+					t.Errorf("problems on this node: %+v", mine)
+				}
+				return
+			}
+			if len(mine) != 1 || mine[0].Reason != ReasonOverlappingPodCIDR || !strings.Contains(mine[0].Message, tc.want) {
+				t.Fatalf("problems on this node = %+v, want one %s with %q", mine, ReasonOverlappingPodCIDR, tc.want)
+			}
+			if len(s.Peers) != 0 {
+				t.Errorf("overlapping peers programmed: %v", peerNames(s))
+			}
+			for _, n := range tc.nodes {
+				if !slices.ContainsFunc(probs, func(p Problem) bool { return p.Node == n.Name && p.Reason == ReasonOverlappingPodCIDR }) {
+					t.Errorf("no %s on node %s: %+v", ReasonOverlappingPodCIDR, n.Name, probs)
 				}
 			}
 		})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // DiffPeers returns the device configuration that turns the peers read from
@@ -136,7 +138,7 @@ func sameAllowedIPs(cur []net.IPNet, want []netip.Prefix) bool {
 	}
 	got := make([]netip.Prefix, 0, len(cur))
 	for _, n := range cur {
-		p, ok := PrefixFromIPNet(n)
+		p, ok := netconv.Prefix(n)
 		if !ok {
 			return false
 		}
@@ -150,29 +152,9 @@ func sameAllowedIPs(cur []net.IPNet, want []netip.Prefix) bool {
 	return slices.Equal(got, want)
 }
 
-// PrefixFromIPNet converts a net.IPNet (as netlink and wgctrl return it)
-// to a masked netip.Prefix; IPv4 stays IPv4 even in 16-byte form.
-func PrefixFromIPNet(n net.IPNet) (netip.Prefix, bool) {
-	addr, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, bits := n.Mask.Size()
-	if bits == 0 {
-		return netip.Prefix{}, false
-	}
-	addr = addr.Unmap()
-	if addr.Is4() && bits == 128 {
-		ones -= 96
-	}
-	return netip.PrefixFrom(addr, ones).Masked(), true
-}
-
-// IPNet converts a prefix to the net.IPNet that netlink and wgctrl want.
-func IPNet(p netip.Prefix) net.IPNet {
-	p = p.Masked()
-	return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
+// IPNet is the masked p as the net.IPNet wgctrl wants. It stays for
+// bench/, which another change moves to netconv; new code uses netconv.
+func IPNet(p netip.Prefix) net.IPNet { return *netconv.IPNet(p.Masked()) }
 
 func ipNets(ps []netip.Prefix) []net.IPNet {
 	out := make([]net.IPNet, len(ps))
@@ -224,3 +206,48 @@ func DiffRoutes(current, desired []Route) RouteDiff {
 	slices.SortFunc(d.Delete, byDst)
 	return d
 }
+
+// Openings are the peers added by cfg whose first WireGuard session this
+// node (self) opens itself unless a session exists by then, without
+// waiting for a packet to send: first (after OpenFirstDelay) the peers
+// whose public key sorts after self's, second (after OpenSecondDelay) the
+// others. Peers added with a keepalive are left out: WireGuard sends their
+// first keepalive, and so opens their session, at once.
+//
+// Why: when both ends of a new pair have a packet for each other at the
+// same instant, both send a handshake initiation, each answers the other's
+// and so forgets its own, and each drops the answer to its own: neither
+// holds a session, and WireGuard retries only after Rekey-Timeout, 5 s, and
+// up to 20 s were measured here (issue 19). Agents program their peers
+// within milliseconds of each other when a cluster starts, so traffic both
+// ways soon after (a test's ping matrix; two pods that talk) hit this about
+// one time in eight. With openings, a pair that has not talked yet has a
+// session shortly after both ends programmed it, opened from one end: the
+// lower key's; if that opening reached a node that had not programmed the
+// peer yet (dropped, and WireGuard would retry only after 5 s), the higher
+// key's, later.
+func Openings(cfg wgtypes.Config, self wgtypes.Key) (first, second []wgtypes.Key) {
+	for _, p := range cfg.Peers {
+		if p.Remove || p.UpdateOnly || p.PersistentKeepaliveInterval != nil {
+			continue
+		}
+		if bytes.Compare(self[:], p.PublicKey[:]) < 0 {
+			first = append(first, p.PublicKey)
+		} else {
+			second = append(second, p.PublicKey)
+		}
+	}
+	return first, second
+}
+
+// OpenFirstDelay and OpenSecondDelay are how long after programming a
+// peer each end opens the session if none exists and nothing came from the
+// peer. The first is not zero: traffic right after programming opens the
+// session itself, and an opening sent at that instant could cross it. The
+// second is longer than a handshake takes between two nodes (a round trip,
+// and the time a loaded node takes to handle it: up to 1 s was seen on a
+// 2-core machine at load 12); both are shorter than WireGuard's 5 s retry.
+const (
+	OpenFirstDelay  = 300 * time.Millisecond
+	OpenSecondDelay = 1500 * time.Millisecond
+)

@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // Defaults.
@@ -144,7 +145,7 @@ func (m *Manager) List() ([]mesh.Route, error) {
 		if r.Dst == nil {
 			continue
 		}
-		dst, ok := mesh.PrefixFromIPNet(*r.Dst)
+		dst, ok := netconv.Prefix(*r.Dst)
 		if !ok {
 			continue
 		}
@@ -223,10 +224,9 @@ func (m *Manager) Apply(desired []mesh.Route) (Ops, error) {
 }
 
 func (m *Manager) netlinkRoute(linkIndex int, r mesh.Route) *netlink.Route {
-	dst := mesh.IPNet(r.Dst)
 	return &netlink.Route{
 		LinkIndex: linkIndex,
-		Dst:       &dst,
+		Dst:       netconv.IPNet(r.Dst.Masked()),
 		Src:       r.Src.AsSlice(),
 		Table:     m.cfg.Table,
 		Protocol:  mesh.RouteProtocol,
@@ -237,10 +237,9 @@ func (m *Manager) netlinkRoute(linkIndex int, r mesh.Route) *netlink.Route {
 // deleteRoute deletes our route to dst, matched by table and protocol so
 // that nobody else's route to the same destination can be hit.
 func (m *Manager) deleteRoute(dst netip.Prefix) error {
-	n := mesh.IPNet(dst)
 	// Scope "nowhere" matches a route of any scope; the default (universe)
 	// would match none of ours, which are link-scoped.
-	err := netlink.RouteDel(&netlink.Route{Dst: &n, Table: m.cfg.Table, Protocol: mesh.RouteProtocol, Scope: netlink.SCOPE_NOWHERE})
+	err := netlink.RouteDel(&netlink.Route{Dst: netconv.IPNet(dst.Masked()), Table: m.cfg.Table, Protocol: mesh.RouteProtocol, Scope: netlink.SCOPE_NOWHERE})
 	if err != nil {
 		return fmt.Errorf("delete route %s table %d: %w", dst, m.cfg.Table, err)
 	}
@@ -321,7 +320,7 @@ func (m *Manager) Cleanup() (Ops, error) {
 		if r.Dst == nil {
 			continue
 		}
-		dst, ok := mesh.PrefixFromIPNet(*r.Dst)
+		dst, ok := netconv.Prefix(*r.Dst)
 		if !ok {
 			continue
 		}

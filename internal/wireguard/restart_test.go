@@ -3,8 +3,8 @@ package wireguard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -28,47 +28,13 @@ import (
 // nothing meanwhile. Remove then leaves no process, link or socket.
 func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 	testutil.RequireRoot(t)
-	na, nb := testns.New(t), testns.New(t)
-	veth := uniqueName(t)
-	testns.Do(t, na, func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
-			return err
-		}
-		peer, err := netlink.LinkByName(veth + "p")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetNsFd(peer, int(nb.Fd()))
-	})
-	underlay := map[ns.NetNS]string{na: "192.0.2.1/24", nb: "192.0.2.2/24"}
-	overlay := map[ns.NetNS]string{na: "10.99.0.1/24", nb: "10.99.0.2/24"}
-	for n, link := range map[ns.NetNS]string{na: veth, nb: veth + "p"} {
-		testns.Do(t, n, func() error { return addrUp(link, underlay[n]) })
-	}
-
-	ka, kb := key(t), key(t)
-	ca := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: ka, ListenPort: 51820}
-	cb := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: kb, ListenPort: 51820}
-	da, _ := ensureUserspace(t, na, ca)
-	db, pidB := ensureUserspace(t, nb, cb)
-	toB := []mesh.Peer{{Node: "b", PublicKey: kb.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.2:51820"),
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}}
-	toA := []mesh.Peer{{Node: "a", PublicKey: ka.PublicKey(), Endpoint: netip.MustParseAddrPort("192.0.2.1:51820"),
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}}
-	testns.Do(t, na, func() error {
-		if _, err := da.Apply(toB); err != nil {
-			return err
-		}
-		return addrUp(ca.Name, overlay[na])
-	})
+	a, b := newPair(t)
+	na, nb, db, cb, pidB := a.ns, b.ns, b.dev, b.cfg, b.pid
+	toA := b.toPeer
+	a.apply(t, a.toPeer)
+	b.apply(t, b.toPeer)
 	var indexB int
 	testns.Do(t, nb, func() error {
-		if _, err := db.Apply(toA); err != nil {
-			return err
-		}
-		if err := addrUp(cb.Name, overlay[nb]); err != nil {
-			return err
-		}
 		l, err := netlink.LinkByName(cb.Name)
 		indexB = l.Attrs().Index
 		return err
@@ -110,7 +76,7 @@ func TestUserspaceDeviceSurvivesAgentRestart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(dev.Peers) != 1 || dev.Peers[0].PublicKey != ka.PublicKey() {
+		if len(dev.Peers) != 1 || dev.Peers[0].PublicKey != a.cfg.PrivateKey.PublicKey() {
 			t.Errorf("peers after the restart: %+v", dev.Peers)
 		}
 		ops, err := db2.Apply(toA)
@@ -215,6 +181,99 @@ func TestCheckSeesAKilledDeviceProcess(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("Check: %v", requireLost(t, n, d))
+	testns.Do(t, n, func() error { return d.Close() })
+	d2, pid2 := ensureUserspace(t, n, cfg)
+	if pid2 == pid {
+		t.Fatalf("still process %d", pid)
+	}
+	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
+	requireGone(t, n, cfg.Name, pid2)
+	os.Remove(logPath(cfg.Name)) // the killed process's log stays for the post-mortem
+}
+
+// TestKilledDeviceProcessLeavesItsTUNToTheNext: the TUN is persistent. A
+// device process killed with everything else in its pod (a DaemonSet
+// rollout) leaves wgmesh0 with its addresses and routes, up, so the node
+// keeps its mesh device (the CNI plugin's STATUS) while no process runs;
+// the next Ensure starts a process that takes the same link over. Remove
+// then deletes it.
+func TestKilledDeviceProcessLeavesItsTUNToTheNext(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testns.New(t)
+	cfg := Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820}
+	d, pid := ensureUserspace(t, n, cfg)
+	var index int
+	testns.Do(t, n, func() error {
+		if err := addrUp(cfg.Name, "10.99.0.1/32"); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(cfg.Name)
+		if err != nil {
+			return err
+		}
+		index = l.Attrs().Index
+		_, dst, _ := net.ParseCIDR("10.99.1.0/24")
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: index, Dst: dst})
+	})
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	requireKept := func(when string) {
+		t.Helper()
+		testns.Do(t, n, func() error {
+			l, err := netlink.LinkByName(cfg.Name)
+			if err != nil {
+				return fmt.Errorf("%s: %w", when, err)
+			}
+			if l.Attrs().Index != index || l.Attrs().Flags&net.FlagUp == 0 {
+				return fmt.Errorf("%s: link index %d (was %d), flags %v", when, l.Attrs().Index, index, l.Attrs().Flags)
+			}
+			routes, err := netlink.RouteList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if r.Dst != nil && r.Dst.String() == "10.99.1.0/24" {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: route to 10.99.1.0/24 gone (%v)", when, routes)
+		})
+	}
+	requireLost(t, n, d)
+	requireKept("process killed")
+	testns.Do(t, n, func() error { return d.Close() })
+	d2, pid2 := ensureUserspace(t, n, cfg)
+	if pid2 == pid {
+		t.Fatalf("still process %d", pid)
+	}
+	requireKept("taken over")
+	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
+	requireGone(t, n, cfg.Name, pid2)
+	os.Remove(logPath(cfg.Name))
+
+	// Killed and never taken over: Remove deletes the detached TUN and
+	// the dead process's socket.
+	_, pid3 := ensureUserspace(t, n, cfg)
+	if err := syscall.Kill(pid3, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pid3, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	testns.Do(t, n, func() error { return Remove(cfg.Name) })
+	requireGone(t, n, cfg.Name, pid3)
+	if _, err := os.Stat(socketPath(cfg.Name)); !os.IsNotExist(err) {
+		t.Errorf("the killed process's socket is left: %v", err)
+	}
+	os.Remove(logPath(cfg.Name))
+}
+
+// requireLost waits up to a second for d.Check to say ErrDeviceLost (its
+// process was killed) and returns that error.
+func requireLost(t *testing.T, n ns.NetNS, d *Device) error {
+	t.Helper()
 	var err error
 	for i := 0; i < 100; i++ {
 		testns.Do(t, n, func() error { err = d.Check(); return nil })
@@ -226,13 +285,5 @@ func TestCheckSeesAKilledDeviceProcess(t *testing.T) {
 	if !errors.Is(err, ErrDeviceLost) {
 		t.Fatalf("Check after SIGKILL: %v, want ErrDeviceLost", err)
 	}
-	t.Logf("Check: %v", err)
-	testns.Do(t, n, func() error { return d.Close() })
-	d2, pid2 := ensureUserspace(t, n, cfg)
-	if pid2 == pid {
-		t.Fatalf("still process %d", pid)
-	}
-	testns.Do(t, n, func() error { return errors.Join(d2.Check(), Remove(cfg.Name)) })
-	requireGone(t, n, cfg.Name, pid2)
-	os.Remove(logPath(cfg.Name)) // the killed process's log stays for the post-mortem
+	return err
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -53,9 +55,18 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 		return nil, fmt.Errorf("open current netns: %w", err)
 	}
 	u.netns = &netnsHandle{netns: cur}
-	t, err := tun.CreateTUN(name, mtu)
+	t, err := tun.CreateTUN(name, mtu) // or attach to a detached one of that name
 	if err != nil {
 		return nil, fmt.Errorf("create TUN: %w", err)
+	}
+	// Persistent: the link, its addresses and routes outlive this process.
+	// In the DaemonSet it dies with the agent's pod (a rollout, a
+	// restart); the next agent's device process takes the TUN over, so the
+	// node never lacks its mesh device (the CNI plugin's STATUS) and no
+	// route is deleted and added again. Remove deletes the link.
+	if err := setPersist(t); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("make TUN %s persistent: %w", name, err)
 	}
 	wlog := log.With("component", "wireguard-go") // the caller names the device
 	logger := &device.Logger{
@@ -170,7 +181,30 @@ func (h *netnsHandle) do(f func() error) error {
 	if h.closed {
 		return errDeviceClosed
 	}
+	// Entering a namespace (setns) needs CAP_SYS_ADMIN, which the
+	// DaemonSet's agent does not have (NET_ADMIN and NET_RAW only): every
+	// UDP socket open failed with "operation not permitted" and the device
+	// never sent a handshake. A thread already in the namespace needs no
+	// switch, and in the device process every thread is (the process
+	// started in it), so the switch is left to the threads that need it:
+	// those of a process that runs the device in a namespace of one thread
+	// (the tests).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if h.inNamespace() {
+		return f()
+	}
 	return h.netns.Do(func(ns.NetNS) error { return f() })
+}
+
+// inNamespace reports whether the calling (locked) thread is in the
+// device's namespace.
+func (h *netnsHandle) inNamespace() bool {
+	var want, cur unix.Stat_t
+	if unix.Fstat(int(h.netns.Fd()), &want) != nil || unix.Stat("/proc/thread-self/ns/net", &cur) != nil {
+		return false
+	}
+	return want.Dev == cur.Dev && want.Ino == cur.Ino
 }
 
 func (h *netnsHandle) close() error {
@@ -181,4 +215,18 @@ func (h *netnsHandle) close() error {
 	}
 	h.closed = true
 	return h.netns.Close()
+}
+
+// setPersist sets TUNSETPERSIST on the TUN's descriptor (through
+// SyscallConn: File.Fd would switch it to blocking mode).
+func setPersist(t tun.Device) error {
+	rc, err := t.File().SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, 1) }); err != nil {
+		return err
+	}
+	return ierr
 }

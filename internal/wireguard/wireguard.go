@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -118,6 +119,8 @@ type Device struct {
 	pidfd int
 	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
 	EnsureOps int
+	// opening runs the delayed openings of Apply (openAfter).
+	opening sync.WaitGroup
 }
 
 // Ensure creates the device or adopts the existing one, and makes its MTU,
@@ -148,6 +151,16 @@ func Ensure(cfg Config) (*Device, error) {
 	}
 	var notFound netlink.LinkNotFoundError
 	switch {
+	case err == nil && isTUN(link) && cfg.Mode != ModeKernel && detached(link) && !isUserspace(d.client, cfg.Name):
+		// The device's own TUN, kept (persistent) after its device
+		// process died, e.g. with the DaemonSet pod it ran in: its
+		// addresses and routes are still there, so a new process takes
+		// it over instead of a new link.
+		if err := d.attach(log); err != nil {
+			return nil, err
+		}
+		spawned = true
+		d.EnsureOps++
 	case err == nil:
 		if err := d.adopt(link); err != nil {
 			return nil, err
@@ -215,19 +228,32 @@ const orphanWait = 5 * time.Second
 
 func isTUN(link netlink.Link) bool { return link.Type() == "tuntap" || link.Type() == "tun" }
 
+// detached reports whether no process holds the TUN link (its carrier is
+// off) while it is up: a persistent TUN whose device process is gone.
+func detached(link netlink.Link) bool {
+	a := link.Attrs()
+	return a.Flags&netFlagUp != 0 && a.RawFlags&unix.IFF_LOWER_UP == 0
+}
+
 // awaitOrphanTUN waits until the TUN name, which no device process serves
-// in this namespace, is gone or served again, and returns the link as it
-// then is (a LinkNotFoundError once it is gone). Such a TUN is most often
-// one whose device process is exiting: killed (the kernel closes its file
-// descriptors, the UAPI listener first), or stopping because its socket
-// was removed; the TUN goes when the last descriptor closes, a moment
-// later. Only a TUN still there after orphanWait belongs to someone else.
+// in this namespace, is gone, served again or detached (no process holds
+// it any more), and returns the link as it then is (a LinkNotFoundError
+// once it is gone). Such a TUN is most often one whose device process is
+// exiting: killed (the kernel closes its file descriptors, the UAPI
+// listener first), or stopping because its socket was removed; the TUN is
+// detached when the last descriptor closes, a moment later (and stays: it
+// is persistent). Only a TUN still held after orphanWait belongs to
+// someone else.
 func awaitOrphanTUN(client *wgctrl.Client, name string, log *slog.Logger) (netlink.Link, error) {
 	start := time.Now()
 	for {
-		time.Sleep(20 * time.Millisecond)
 		link, err := netlinksafe.LinkByName(name)
-		if err != nil || !isTUN(link) || isUserspace(client, name) || time.Since(start) > orphanWait {
+		if err == nil && isTUN(link) && detached(link) {
+			return link, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+		link, err = netlinksafe.LinkByName(name)
+		if err != nil || !isTUN(link) || isUserspace(client, name) || detached(link) || time.Since(start) > orphanWait {
 			log.Info("waited for a TUN without a device process", "waited", time.Since(start).Round(time.Millisecond), "gone", err != nil)
 			return link, err
 		}
@@ -297,6 +323,20 @@ func (d *Device) adopt(link netlink.Link) error {
 		return fmt.Errorf("%s exists as a TUN device without a WireGuard UAPI socket (%s) in this namespace, still after %s; stop the process that holds it", name, socketPath(name), orphanWait)
 	}
 	return fmt.Errorf("%s exists and is a %q link, not a WireGuard device; rename it or choose another --wireguard-device", name, link.Type())
+}
+
+// attach starts a device process that takes over the detached TUN of the
+// device's name (see detached).
+func (d *Device) attach(log *slog.Logger) error {
+	if err := checkTUN(tunPath); err != nil {
+		return fmt.Errorf("userspace WireGuard device %s needs %s: %w; %s", d.cfg.Name, tunPath, err, tunAdvice)
+	}
+	if err := spawnDevice(d.cfg.Name, d.cfg.MTU, log); err != nil {
+		return fmt.Errorf("take over the TUN of userspace WireGuard device %s: %w", d.cfg.Name, err)
+	}
+	d.mode = ModeUserspace
+	log.Info("device process took over the TUN", "mode", d.mode)
+	return nil
 }
 
 func (d *Device) create(log *slog.Logger) error {
@@ -390,6 +430,13 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	if err := d.client.ConfigureDevice(d.cfg.Name, cfg); err != nil {
 		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
 	}
+	first, second := mesh.Openings(cfg, d.PublicKey())
+	if err := d.openAfter(mesh.OpenFirstDelay, first); err != nil {
+		return mesh.CountPeerOps(cfg), err
+	}
+	if err := d.openAfter(mesh.OpenSecondDelay, second); err != nil {
+		return mesh.CountPeerOps(cfg), err
+	}
 	log := d.cfg.Logger.With("device", d.cfg.Name)
 	for _, p := range cfg.Peers {
 		var allowed []string
@@ -408,10 +455,73 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	return mesh.CountPeerOps(cfg), nil
 }
 
+// openNow starts a handshake with each of peers now, without waiting for a
+// packet to them (openAfter calls it): turning a peer's persistent keepalive on makes WireGuard
+// (kernel and wireguard-go alike) send a keepalive at once, which opens the
+// session, and turning it off again leaves the peer as configured.
+// WireGuard retries that handshake until it succeeds. See mesh.Openings.
+func openNow(client *wgctrl.Client, device string, peers []wgtypes.Key) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	on, off := time.Second, time.Duration(0)
+	for _, ka := range []*time.Duration{&on, &off} {
+		var cfg wgtypes.Config
+		for _, k := range peers {
+			// UpdateOnly: a peer removed meanwhile stays removed.
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: k, UpdateOnly: true, PersistentKeepaliveInterval: ka})
+		}
+		if err := client.ConfigureDevice(device, cfg); err != nil {
+			return fmt.Errorf("open sessions with %d new peer(s) on %s: %w", len(peers), device, err)
+		}
+	}
+	return nil
+}
+
+// openAfter opens, after delay, the sessions with those of peers that
+// have none by then and sent nothing. It uses a client of its own, made
+// here so that a kernel device is reached in the caller's network
+// namespace, and Close waits for it.
+func (d *Device) openAfter(delay time.Duration, peers []wgtypes.Key) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	client, err := wgctrl.New()
+	if err != nil {
+		return fmt.Errorf("open sessions later on %s: %w", d.cfg.Name, err)
+	}
+	log := d.cfg.Logger.With("device", d.cfg.Name)
+	d.opening.Go(func() {
+		defer client.Close()
+		time.Sleep(delay)
+		dev, err := client.Device(d.cfg.Name)
+		if err != nil {
+			log.Debug("open sessions later: device gone", "error", err)
+			return
+		}
+		open := make(map[wgtypes.Key]bool, len(peers))
+		for _, k := range peers {
+			open[k] = true
+		}
+		var idle []wgtypes.Key
+		for _, p := range dev.Peers {
+			// Anything received means the other end is opening it.
+			if open[p.PublicKey] && p.LastHandshakeTime.IsZero() && p.ReceiveBytes == 0 && p.PersistentKeepaliveInterval == 0 {
+				idle = append(idle, p.PublicKey)
+			}
+		}
+		if err := openNow(client, d.cfg.Name, idle); err != nil {
+			log.Warn("open sessions later", "error", err)
+		}
+	})
+	return nil
+}
+
 // Close releases the agent's handles and leaves a kernel device, with its
 // peers, in place (an agent stopped by SIGTERM keeps the data plane). A
 // userspace device's process keeps running too: the next agent adopts it.
 func (d *Device) Close() error {
+	d.opening.Wait()
 	if d.pidfd >= 0 {
 		unix.Close(d.pidfd)
 		d.pidfd = -1
@@ -440,16 +550,8 @@ func Remove(name string) error {
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &notFound):
-		// A socket without its TUN is a leftover of a killed device
-		// process, unless a process answers on it: a device of the same
-		// name in another namespace (the socket directory is shared).
-		sock := socketPath(name)
-		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", sock, err))
+		if err := removeStaleSocket(name); err != nil {
+			errs = append(errs, err)
 		}
 	case err != nil:
 		errs = append(errs, fmt.Errorf("look up link %s: %w", name, err))
@@ -459,21 +561,49 @@ func Remove(name string) error {
 		}
 	case link.Type() == "tuntap" || link.Type() == "tun":
 		pid, ok := DevicePID(name)
-		if !ok {
+		if !ok && !detached(link) {
 			errs = append(errs, fmt.Errorf("%s is a TUN without a WireGuard UAPI socket in this namespace: left alone; stop the process that holds it", name))
 			break
 		}
-		linkGone := func() bool {
-			_, err := netlinksafe.LinkByName(name)
-			return errors.As(err, &notFound)
+		if ok {
+			// The process lets go of the TUN; being persistent, it stays.
+			released := func() bool {
+				l, err := netlinksafe.LinkByName(name)
+				return errors.As(err, &notFound) || (err == nil && detached(l))
+			}
+			if err := stopDevice(name, pid, released); err != nil {
+				errs = append(errs, err)
+				break
+			}
 		}
-		if err := stopDevice(name, pid, linkGone); err != nil {
+		if l, err := netlinksafe.LinkByName(name); err == nil {
+			if err := netlink.LinkDel(l); err != nil && !errors.As(err, &notFound) {
+				errs = append(errs, fmt.Errorf("delete TUN %s: %w", name, err))
+			}
+		}
+		if err := removeStaleSocket(name); err != nil { // a killed process's
 			errs = append(errs, err)
 		}
 	default:
 		errs = append(errs, fmt.Errorf("%s is a %q link, not WireGuard: left alone", name, link.Type()))
 	}
 	return errors.Join(errs...)
+}
+
+// removeStaleSocket removes the UAPI socket file of name that no process
+// answers on: the leftover of a killed device process. One that answers
+// is a device of the same name in another namespace (the socket directory
+// is shared) and stays.
+func removeStaleSocket(name string) error {
+	sock := socketPath(name)
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return nil
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", sock, err)
+	}
+	return nil
 }
 
 // MTU is the device MTU that Ensure set.

@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/bridgenf"
 	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
@@ -119,19 +120,26 @@ func (a *addition) closeNetNS() {
 	}
 }
 
-// ensureBridge makes cni0 carry the node subnets' gateways and lets the
-// node forward pod traffic (to the mesh and to the world).
+// ensureBridge makes cni0 carry the node subnets' gateways, lets the node
+// forward pod traffic (to the mesh and to the world) and makes bridged pod
+// traffic pass iptables (package bridgenf).
 func (a *addition) ensureBridge() *types.Error {
 	br, _, err := link.EnsureBridge(link.BridgeConfig{Name: a.conf.Bridge, MTU: a.mtu, Gateways: gateways(a.env)})
 	if err != nil {
 		return cniError(cnicode.LinkSetup, fmt.Sprintf("cannot set up bridge %s", a.conf.Bridge), err)
 	}
 	a.bridge = br
+	v4, v6 := false, false
 	for _, s := range a.env.Subnets() {
 		if err := enableForwarding(s.Addr().Is6()); err != nil {
 			return cniError(cnicode.LinkSetup, "cannot enable IP forwarding", err)
 		}
+		v4, v6 = v4 || s.Addr().Is4(), v6 || s.Addr().Is6()
 	}
+	// Best effort: without it only Services whose backend is on this
+	// node's bridge fail; the pod must not. The agent retries at every
+	// resync and doctor reports it (BridgeNetfilterOff).
+	_, _ = bridgenf.Ensure("/proc/sys", v4, v6)
 	return nil
 }
 

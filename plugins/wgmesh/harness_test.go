@@ -6,7 +6,6 @@ package main
 // the shipped conflist exactly as containerd does.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +34,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
@@ -116,7 +114,7 @@ func newLab(t testing.TB, writeEnv bool) *lab {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return err
 		}
-		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: link.IPNet(netip.PrefixFrom(l.nodeAddr, 32))})
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: netconv.IPNet(netip.PrefixFrom(l.nodeAddr, 32))})
 	})
 	if err != nil {
 		t.Fatalf("set up node netns: %v", err)
@@ -126,33 +124,15 @@ func newLab(t testing.TB, writeEnv bool) *lab {
 	}
 	l.list = l.loadConflist(filepath.Join(repoRoot(t), "conflist", "10-wgmesh.conflist"), nil)
 	// Plugin stderr (their logs) is shown only when the test fails.
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("plugin stderr (last 16 KiB):\n%s", logs.tail(16<<10))
+			t.Logf("plugin stderr (last 16 KiB):\n%s", logs.Tail(16<<10))
 		}
 	})
 	l.cni = libcni.NewCNIConfigWithCacheDir(binDirs(t), filepath.Join(l.dir, "cache"),
 		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: logs}, PluginDecoder: version.PluginDecoder{}})
 	return l
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.Bytes()
-	return string(s[max(0, len(s)-n):])
 }
 
 func (l *lab) writeSubnetEnv() {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +18,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/bridgenf"
 	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/link"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
 )
 
@@ -210,7 +214,7 @@ func TestCheckPassesThenDetectsDeletedRoute(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.RouteDel(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: link.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.ParseIP("10.42.1.1")})
+		return netlink.RouteDel(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: netconv.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.ParseIP("10.42.1.1")})
 	})
 	if err != nil {
 		t.Fatalf("delete default route: %v", err)
@@ -445,7 +449,7 @@ func TestCheckDetectsMissingGatewayAndMTU(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrDel(br, &netlink.Addr{IPNet: link.IPNet(netip.MustParsePrefix("10.42.1.1/24"))})
+		return netlink.AddrDel(br, &netlink.Addr{IPNet: netconv.IPNet(netip.MustParsePrefix("10.42.1.1/24"))})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -465,5 +469,35 @@ func TestCheckDetectsMissingGatewayAndMTU(t *testing.T) {
 		if cniCode(err) != cnicode.CheckFailed || !strings.Contains(err.Error(), want) {
 			t.Errorf("CHECK = %v, want code %d with %q", err, cnicode.CheckFailed, want)
 		}
+	}
+}
+
+// TestAddTurnsOnBridgeNetfilter: on a node whose bridged traffic bypasses
+// iptables (net.bridge.bridge-nf-call-iptables=0, per network namespace),
+// ADD turns it on, as it turns on forwarding: otherwise a pod could not
+// reach a Service whose backend is on the same bridge (package bridgenf).
+func TestAddTurnsOnBridgeNetfilter(t *testing.T) {
+	l := newLab(t, true)
+	path := filepath.Join("/proc/sys", bridgenf.Sysctl(false))
+	read := func() string {
+		var v []byte
+		if err := l.inNode(func() error {
+			var err error
+			v, err = os.ReadFile(path)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(v))
+	}
+	if err := l.inNode(func() error { return os.WriteFile(path, []byte("0"), 0o644) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "0" {
+		t.Fatalf("%s = %s after writing 0", path, got)
+	}
+	l.mustAdd(l.newPod())
+	if got := read(); got != "1" {
+		t.Errorf("%s = %s after ADD, want 1", path, got)
 	}
 }

@@ -46,6 +46,13 @@ type kubeletCluster struct {
 // agents yet. Everything is removed when t ends.
 func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	t.Helper()
+	return startKubeletClusterWith(t, n, lab.Config{})
+}
+
+// startKubeletClusterWith is startKubeletCluster with the lab's options
+// (cfg.Dir is made here).
+func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config) *kubeletCluster {
+	t.Helper()
 	testutil.RequireRoot(t)
 	ctx := t.Context()
 	// Pods of kubelet labs that died without Teardown (TestMain swept
@@ -55,7 +62,11 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Start(ctx, lab.Config{Dir: dir, Kubelets: true})
+	cfg.Dir = dir
+	// Kubelet nodes: the control plane runs kube-scheduler and the
+	// node-lifecycle controller too.
+	cfg.Kubelets = true
+	l, err := lab.Start(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)
@@ -65,6 +76,11 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wgImage, err := kubenode.BuildWgmeshImage(ctx, l, filepath.Join(l.Dir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	images = append(images, wgImage)
 	kc := &kubeletCluster{Lab: l}
 	for i := 1; i <= n; i++ {
 		k, err := kubenode.AddNode(ctx, l, fmt.Sprintf("kube%d", i), images)
@@ -76,10 +92,14 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 				}
 			})
 		}
+		if err == nil {
+			err = k.PrepareForDaemonSet(ctx)
+		}
 		if err != nil {
 			t.Fatalf("%v\n%s", err, kc.logs())
 		}
 	}
+	kc.startBinder(t)
 	return kc
 }
 
@@ -87,7 +107,7 @@ func startKubeletCluster(t *testing.T, n int) *kubeletCluster {
 func (kc *kubeletCluster) logs() string {
 	var b strings.Builder
 	for _, k := range kc.nodes {
-		for _, name := range []string{"kubelet", "containerd", "wgmesh-agent", "kube-proxy-iptables", "kube-proxy-nftables"} {
+		for _, name := range append([]string{"kubelet", "containerd", "wgmesh-agent", "kube-proxy-iptables", "kube-proxy-nftables"}, kc.podLogs(k)...) {
 			data, err := os.ReadFile(filepath.Join(k.Dir, name+".log"))
 			if err != nil {
 				continue
@@ -288,6 +308,8 @@ func TestKubeletNodes(t *testing.T) {
 	t.Run("PodDeletionReleasesAddress", func(t *testing.T) { pods = testPodDeletionReleasesAddress(t, kc, pods) })
 	t.Run("NodeRestartKeepsAddressesAndGCsLeaks", func(t *testing.T) { testNodeRestart(t, kc, pods) })
 	t.Run("PodStartLatency", func(t *testing.T) { testPodStartLatency(t, kc) })
+	t.Run("DaemonSetRollout", func(t *testing.T) { testDaemonSetRollout(t, kc, pods) })
+	t.Run("Uninstall", func(t *testing.T) { testUninstall(t, kc) })
 }
 
 // The kubelet reports the Node NotReady ("container runtime network not
@@ -322,13 +344,7 @@ func testNetworkReadyFollowsAgent(t *testing.T, kc *kubeletCluster) {
 		}
 		t.Logf("%s without agent: Ready=False: %s", k.Name, msg)
 	}
-	for _, k := range kc.nodes {
-		start := time.Now()
-		if err := kubenode.StartAgentAndWait(ctx, kc.Lab, k, 90*time.Second); err != nil {
-			t.Fatalf("%v\n%s", err, kc.logs())
-		}
-		t.Logf("%s: agent started -> Node Ready in %s", k.Name, time.Since(start).Round(10*time.Millisecond))
-	}
+	kc.installDaemonSet(t)
 }
 
 // Two pods per node, bound to their node; each gets an address from its
@@ -447,12 +463,9 @@ func testNodeRestart(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
 		before[p.Name] = *p
 	}
 
+	// The agent's pod keeps running in its shim, as every pod does.
 	k.StopKubelet()
 	k.StopContainerd()
-	kc.StopAgent(k.Node)
-	if err := kc.StartAgent(ctx, k.Node); err != nil {
-		t.Fatal(err)
-	}
 	if err := k.StartContainerd(ctx); err != nil {
 		t.Fatalf("%v\n%s", err, kc.logs())
 	}

@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 	if shared != nil {
 		shared.Down()
 	}
+	writeFigures()
 	os.Exit(code)
 }
 

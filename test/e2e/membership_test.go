@@ -88,7 +88,7 @@ func TestNodeJoinConvergesAndNodeDeleteRemovesPeerAndRoutes(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	join := time.Since(start)
-	t.Logf("FIGURE join convergence: %s from node4's namespaces+Node object+agent start until every node had a handshake with it and pods on every node reached its pod", join.Round(10*time.Millisecond))
+	figure(t, "join convergence: %s from node4's namespaces+Node object+agent start until every node had a handshake with it and pods on every node reached its pod", join.Round(10*time.Millisecond))
 	requireMatrix(t, ctx, c, append(append([]*lab.Pod(nil), c.pods...), pod4))
 
 	// Delete: node4's Node object goes, its peer and routes disappear everywhere.
@@ -126,7 +126,7 @@ func TestNodeJoinConvergesAndNodeDeleteRemovesPeerAndRoutes(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("FIGURE delete convergence: %s until no node had node4's peer or route", time.Since(start).Round(10*time.Millisecond))
+	figure(t, "delete convergence: %s until no node had node4's peer or route", time.Since(start).Round(10*time.Millisecond))
 }
 
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
@@ -238,7 +238,7 @@ func TestAgentRestartLosesNoPacketsAndChangesNothing(t *testing.T) {
 			changes = append(changes, l)
 		}
 	}
-	t.Logf("FIGURE agent restart: %d of %d pings lost (10 ms interval, %s -> %s across %s); %d kernel changes (ip monitor link/address/route/rule)",
+	figure(t, "agent restart: %d of %d pings lost (10 ms interval, %s -> %s across %s); %d kernel changes (ip monitor link/address/route/rule)",
 		sent-recv, sent, from.Name, to.Name, target.Name, len(changes))
 	if sent-recv != 0 {
 		t.Errorf("%d packets lost during the agent restart", sent-recv)

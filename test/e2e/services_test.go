@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 )
@@ -35,15 +36,22 @@ const servicesTries = 12
 // pod network, and NodePort traffic, on its way out: into wgmesh0 when the
 // backend is on another node. The source it picks must be inside the
 // node's pod subnet (design rule 7) or the peer's WireGuard drops the
-// packet. Every request must answer.
+// packet. Every request must answer. In a dual-stack lab both Services
+// are RequireDualStack and every path is taken over IPv4, then IPv6.
 func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*corev1.Pod) {
 	ctx := t.Context()
 	svcs := kc.Client.CoreV1().Services(kubeletPodNS)
 	port := corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromInt32(kubenode.WorkloadHTTPPort), Protocol: corev1.ProtocolTCP}
 	selector := map[string]string{"app": "wgmesh-workload"}
+	families := []corev1.IPFamily{corev1.IPv4Protocol}
+	var policy *corev1.IPFamilyPolicy
+	if kc.DualStack {
+		families = append(families, corev1.IPv6Protocol)
+		policy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+	}
 	cip, err := svcs.Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "workload"},
-		Spec:       corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{port}},
+		Spec:       corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{port}, IPFamilyPolicy: policy},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +60,7 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 	np.NodePort = servicesNodePort
 	if _, err := svcs.Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "workload-nodeport"},
-		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: selector, Ports: []corev1.ServicePort{np}},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: selector, Ports: []corev1.ServicePort{np}, IPFamilyPolicy: policy},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -61,16 +69,30 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 			_ = svcs.Delete(context.Background(), name, metav1.DeleteOptions{})
 		}
 	})
-	clusterIP := netip.AddrPortFrom(netip.MustParseAddr(cip.Spec.ClusterIP), 80)
+	if len(cip.Spec.ClusterIPs) != len(families) {
+		t.Fatalf("Service workload has ClusterIPs %v, want one of each of %v", cip.Spec.ClusterIPs, families)
+	}
 
 	backendNode := map[string]string{} // pod name -> node
 	for _, p := range pods {
 		backendNode[p.Name] = p.Spec.NodeName
 	}
-	nodePort := func(name string) netip.AddrPort {
-		return netip.AddrPortFrom(kc.node(name).Addr, servicesNodePort)
-	}
 
+	// The nodes run kube-proxy in iptables mode from the start, as k3s
+	// does (the DaemonSet's agents reach the API through it); each mode
+	// below runs its own, and the first one is back afterwards.
+	for _, k := range kc.nodes {
+		if err := k.StopKubeProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, k := range kc.nodes {
+			if err := k.StartKubeProxy(context.Background(), "iptables"); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	for _, mode := range kubenode.ProxyModes {
 		t.Run(mode, func(t *testing.T) {
 			for _, k := range kc.nodes {
@@ -83,7 +105,19 @@ func testServicesThroughKubeProxy(t *testing.T, kc *kubeletCluster, pods []*core
 					}
 				})
 			}
-			kc.probeServices(t, pods, clusterIP, nodePort, backendNode)
+			for i, family := range families {
+				clusterIP := netip.AddrPortFrom(netip.MustParseAddr(cip.Spec.ClusterIPs[i]), 80)
+				nodePort := func(name string) netip.AddrPort {
+					n := kc.node(name)
+					if family == corev1.IPv6Protocol {
+						return netip.AddrPortFrom(n.Addr6, servicesNodePort)
+					}
+					return netip.AddrPortFrom(n.Addr, servicesNodePort)
+				}
+				t.Run(string(family), func(t *testing.T) {
+					kc.probeServices(t, pods, clusterIP, nodePort, backendNode)
+				})
+			}
 		})
 	}
 }
@@ -170,7 +204,20 @@ func (kc *kubeletCluster) probeServices(t *testing.T, pods []*corev1.Pod, cluste
 			t.Errorf("%s: %s -> %s: no answer came from a backend on another node in %d requests; the path across the tunnel was not exercised", p.name, p.from, p.dst, ok)
 		}
 	}
-	t.Logf("Services through kube-proxy, %d backends on %d nodes, %d requests per path:\n%s", len(pods), len(kc.nodes), servicesTries, table.String())
+	t.Logf("FIGURE Services through kube-proxy (%s), %d backends on %d nodes, %d requests per path:\n%s", t.Name(), len(pods), len(kc.nodes), servicesTries, table.String())
+	fam := "IPv4"
+	if clusterIP.Addr().Is6() {
+		fam = "IPv6"
+	}
+	seen, wrong := kc.checkTunnelSources(t)
+	switch {
+	case seen[fam] == 0:
+		t.Errorf("no node's conntrack table holds a masqueraded %s connection to a backend on another node", fam)
+	case wrong[fam] > 0:
+		t.Errorf("%d of %d masqueraded %s connections into the tunnel did not carry the node's tunnel address", wrong[fam], seen[fam], fam)
+	default:
+		t.Logf("FIGURE %d masqueraded %s connections into the tunnel in the nodes' conntrack tables, each from the node's tunnel address", seen[fam], fam)
+	}
 	if failed > 0 {
 		for _, k := range kc.nodes {
 			out, _ := k.Run(ctx, "ip", "-br", "addr")

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/wgmesh/wgmesh/internal/hostprep/hostfs"
+	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
 // Kernel is the fake hosts' kernel release.
@@ -73,6 +73,15 @@ func (tr *Tree) Link(p, target string) *Tree {
 		tr.t.Fatal(err)
 	}
 	if err := os.Symlink(target, full); err != nil {
+		tr.t.Fatal(err)
+	}
+	return tr
+}
+
+// Remove removes p (a file, a link or a whole directory).
+func (tr *Tree) Remove(p string) *Tree {
+	tr.t.Helper()
+	if err := os.RemoveAll(filepath.Join(tr.Dir, p)); err != nil {
 		tr.t.Fatal(err)
 	}
 	return tr
@@ -177,6 +186,7 @@ func NixOS(t testing.TB) *Tree {
 		"iscsiadm": "open-iscsi", "iscsi-iname": "open-iscsi", "findmnt": "util-linux", "blkid": "util-linux",
 		"lsblk": "util-linux", "fstrim": "util-linux", "mount": "util-linux", "umount": "util-linux",
 		"cryptsetup": "cryptsetup", "dmsetup": "lvm2", "lvm": "lvm2", "modprobe": "kmod", "sh": "bash",
+		"mount.nfs": "nfs-utils",
 	} {
 		tr.Exe("nix/store/0a1b2c-" + pkg + "/bin/" + prog)
 		tr.Link("nix/store/0a1b2c-system-path/bin/"+prog, store+pkg+"/bin/"+prog)

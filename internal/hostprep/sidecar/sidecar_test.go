@@ -26,9 +26,9 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 	return rr.Code, rr.Body.String()
 }
 
-// A NixOS node whose kernel lacks a loaded iscsi_tcp and no modprobe is
-// allowed: not ready, label false, an Event naming it; after a person loads
-// the module, the next run makes it ready.
+// A NixOS node whose kernel lacks a loaded iscsi_tcp and nfsv4 and no
+// modprobe is allowed: not ready, label false, an Event naming it; after a
+// person loads the modules, the next run makes it ready.
 func TestSidecarReadinessFollowsTheHost(t *testing.T) {
 	tr := fakehost.NixOS(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -66,8 +66,12 @@ func TestSidecarReadinessFollowsTheHost(t *testing.T) {
 		t.Fatalf("events = %+v", evs.Items)
 	}
 
-	// A person loads the module on the host.
-	tr.File("proc/modules", tr.Read("proc/modules")+"iscsi_tcp 24576 0 - Live 0x0\n", 0o444)
+	// A person loads the modules on the host (iscsi_tcp, and nfsv4 for
+	// Longhorn's NFSClientInstalled condition).
+	if !strings.Contains(body, "nfs.v4-client") {
+		t.Errorf("readyz does not list nfs.v4-client: %q", body)
+	}
+	tr.File("proc/modules", tr.Read("proc/modules")+"iscsi_tcp 24576 0 - Live 0x0\nnfsv4 1 0 - Live 0x0\n", 0o444)
 	if err := s.Once(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 
 	"github.com/wgmesh/wgmesh/internal/cnicode"
 	"github.com/wgmesh/wgmesh/internal/faultpoint"
@@ -45,11 +46,7 @@ func (p *Plugin) log() *slog.Logger {
 // Add allocates one address per range set (or returns the ones the
 // attachment already holds) and prints the result.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	cfg, err := parse(args)
-	if err != nil {
-		return err
-	}
-	sets, err := rangeSets(cfg)
+	cfg, sets, err := parseWithRanges(args)
 	if err != nil {
 		return err
 	}
@@ -110,11 +107,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 // Check verifies that the attachment holds exactly the addresses of
 // prevResult, and that they are still inside the configured ranges.
 func (p *Plugin) Check(args *skel.CmdArgs) error {
-	cfg, err := parse(args)
-	if err != nil {
-		return err
-	}
-	sets, err := rangeSets(cfg)
+	cfg, sets, err := parseWithRanges(args)
 	if err != nil {
 		return err
 	}
@@ -203,6 +196,16 @@ func parse(args *skel.CmdArgs) (ipam.Config, error) {
 	return cniConfig(ipam.ParseConfig(args.StdinData))
 }
 
+// parseWithRanges is parse, then the ranges to allocate from (ADD, CHECK).
+func parseWithRanges(args *skel.CmdArgs) (ipam.Config, []allocator.RangeSet, error) {
+	cfg, err := parse(args)
+	if err != nil {
+		return cfg, nil, err
+	}
+	sets, err := rangeSets(cfg)
+	return cfg, sets, err
+}
+
 // parseForRelease is parse for DEL and GC: only what finds the allocations
 // (see ipam.ParseReleaseConfig).
 func parseForRelease(args *skel.CmdArgs) (ipam.Config, error) {
@@ -221,7 +224,7 @@ func cniConfig(cfg ipam.Config, err error) (ipam.Config, error) {
 }
 
 // rangeSets are the explicit ranges, or the node subnet(s) of subnet.env.
-func rangeSets(cfg ipam.Config) ([]ipam.RangeSet, error) {
+func rangeSets(cfg ipam.Config) ([]allocator.RangeSet, error) {
 	if cfg.Ranges != nil {
 		return cfg.Ranges, nil
 	}
@@ -246,9 +249,9 @@ func attachment(args *skel.CmdArgs) ipam.Attachment {
 	return ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
 }
 
-func inAny(sets []ipam.RangeSet, a netip.Addr) bool {
+func inAny(sets []allocator.RangeSet, a netip.Addr) bool {
 	for _, s := range sets {
-		if s.Contains(a) {
+		if s.Contains(a.AsSlice()) {
 			return true
 		}
 	}
@@ -256,7 +259,7 @@ func inAny(sets []ipam.RangeSet, a netip.Addr) bool {
 }
 
 // result is the CNI result for allocs, in the library's net types.
-func result(cfg ipam.Config, allocs []pool.Allocation, sets []ipam.RangeSet) *current.Result {
+func result(cfg ipam.Config, allocs []pool.Allocation, sets []allocator.RangeSet) *current.Result {
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	for _, a := range allocs {
 		res.IPs = append(res.IPs, &current.IPConfig{
@@ -264,13 +267,7 @@ func result(cfg ipam.Config, allocs []pool.Allocation, sets []ipam.RangeSet) *cu
 			Gateway: net.IP(a.Gateway.AsSlice()),
 		})
 	}
-	for _, r := range cfg.ResultRoutes(sets) {
-		rt := &types.Route{Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
-		if r.GW.IsValid() {
-			rt.GW = net.IP(r.GW.AsSlice())
-		}
-		res.Routes = append(res.Routes, rt)
-	}
+	res.Routes = cfg.ResultRoutes(sets)
 	return res
 }
 

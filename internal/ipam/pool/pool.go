@@ -19,10 +19,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/disk"
@@ -85,7 +85,7 @@ func (p *Pool) Close() error { return p.store.Close() }
 //
 // The whole operation runs under the directory lock: it is atomic with
 // respect to every other Allocate, Release and GC.
-func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) ([]Allocation, error) {
+func (p *Pool) Allocate(att ipam.Attachment, sets []allocator.RangeSet) ([]Allocation, error) {
 	if err := p.store.Lock(); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p.dir, err)
 	}
@@ -114,16 +114,16 @@ func (p *Pool) Allocate(att ipam.Attachment, sets []ipam.RangeSet) ([]Allocation
 	return allocs, nil
 }
 
-func (p *Pool) allocateFrom(idx int, set ipam.RangeSet, att ipam.Attachment, held []netip.Addr) (Allocation, error) {
+func (p *Pool) allocateFrom(idx int, set allocator.RangeSet, att ipam.Attachment, held []netip.Addr) (Allocation, error) {
 	for _, a := range held {
-		for _, r := range set {
-			if r.Contains(a) {
-				return Allocation{Address: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway}, nil
-			}
+		if r, err := set.RangeFor(a.AsSlice()); err == nil {
+			ones, _ := r.Subnet.Mask.Size()
+			gw, _ := netip.AddrFromSlice(r.Gateway)
+			return Allocation{Address: netip.PrefixFrom(a, ones), Gateway: gw.Unmap()}, nil
 		}
 	}
 
-	rs := toRangeSet(set)
+	rs := slices.Clone(set) // Canonicalize writes; the caller's set stays as it is
 	if err := rs.Canonicalize(); err != nil {
 		// ipam.ParseConfig and ipam.RangesFromEnv only produce canonical
 		// ranges; this is a bug, not a user error.
@@ -323,31 +323,10 @@ func (h *heldStore) Reserve(id, ifname string, ip net.IP, rangeID string) (bool,
 
 var _ backend.Store = (*heldStore)(nil)
 
-// toRangeSet converts at the boundary to host-local's net.IP world.
-func toRangeSet(set ipam.RangeSet) allocator.RangeSet {
-	out := make(allocator.RangeSet, 0, len(set))
-	for _, r := range set {
-		out = append(out, allocator.Range{
-			Subnet:     types.IPNet(*prefixToIPNet(r.Subnet)),
-			RangeStart: net.IP(r.Start.AsSlice()),
-			RangeEnd:   net.IP(r.End.AsSlice()),
-			Gateway:    net.IP(r.Gateway.AsSlice()),
-		})
-	}
-	return out
-}
-
-func prefixToIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{
-		IP:   net.IP(p.Addr().AsSlice()),
-		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
-	}
-}
-
-func describe(set ipam.RangeSet) string {
+func describe(set allocator.RangeSet) string {
 	parts := make([]string, 0, len(set))
 	for _, r := range set {
-		parts = append(parts, fmt.Sprintf("%s (%s-%s)", r.Subnet, r.Start, r.End))
+		parts = append(parts, fmt.Sprintf("%s (%s)", (*net.IPNet)(&r.Subnet), r.String()))
 	}
 	return strings.Join(parts, ", ")
 }

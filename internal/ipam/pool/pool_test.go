@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
@@ -27,7 +28,7 @@ func open(t *testing.T) (*Pool, string) {
 	return p, filepath.Join(dataDir, "net1")
 }
 
-func sets(subnets ...string) []ipam.RangeSet {
+func sets(subnets ...string) []allocator.RangeSet {
 	var env subnetenv.Env
 	for _, s := range subnets {
 		p := netip.MustParsePrefix(s)
@@ -88,11 +89,15 @@ func TestExhaustionLeavesNothing(t *testing.T) {
 	if !errors.Is(err, ErrExhausted) {
 		t.Fatalf("got %v, want ErrExhausted", err)
 	}
+	// docs/ipam.md quotes this message (code 100).
+	if want := "address range exhausted: no free address in 10.42.1.0/30 (10.42.1.1-10.42.1.2) (every address is in use under "; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("message %q, want it to start %q", err, want)
+	}
 	if after := all(t, p); !reflect.DeepEqual(before, after) {
 		t.Fatalf("failed ADD left state behind: before %v after %v", before, after)
 	}
 	// The IPv6 set comes second: make the IPv4 one succeed and the IPv6 one fail.
-	s2 := []ipam.RangeSet{sets("10.42.2.0/24")[0], sets("10.42.1.0/30")[0]}
+	s2 := []allocator.RangeSet{sets("10.42.2.0/24")[0], sets("10.42.1.0/30")[0]}
 	if _, err := p.Allocate(ipam.Attachment{ContainerID: "c3", IfName: "eth0"}, s2); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("got %v, want ErrExhausted", err)
 	}
@@ -205,10 +210,7 @@ func BenchmarkAllocateRelease(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer store.Close()
-		rs := toRangeSet(s[0])
-		if err := rs.Canonicalize(); err != nil {
-			b.Fatal(err)
-		}
+		rs := s[0]
 		a := allocator.NewIPAllocator(&rs, store, 0)
 		for i := range 100 {
 			if _, err := a.Get(fmt.Sprintf("pod-%d", i), "eth0", nil); err != nil {

@@ -84,18 +84,30 @@ func BuildImages(ctx context.Context, k8sBin, repo, dir string) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	images := []kubenode.ArchiveImage{
-		{Ref: AgnhostRef, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{imagePath}, Files: agnhostFS},
+	agnhostLayer, err := kubenode.FilesLayer(agnhostFS)
+	if err != nil {
+		return nil, err
+	}
+	busyboxLayer, err := kubenode.FilesLayer(busyboxFS)
+	if err != nil {
+		return nil, err
+	}
+	images := []struct {
+		ref    string
+		config kubenode.ContainerConfig
+		layer  []byte
+	}{
+		{AgnhostRef, kubenode.ContainerConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{imagePath}}, agnhostLayer},
 		// Stand-in: the tests that run nginx only need a container serving
-		// HTTP on port 80; the same files as agnhost, so the nodes store
-		// the layer once.
-		{Ref: NginxRef, Entrypoint: []string{"/agnhost", "netexec", "--http-port=80"}, Env: []string{imagePath}, Files: agnhostFS},
-		{Ref: BusyboxRef, Cmd: []string{"sh"}, Env: []string{imagePath}, Files: busyboxFS},
+		// HTTP on port 80; the same layer as agnhost, so the nodes store it
+		// once.
+		{NginxRef, kubenode.ContainerConfig{Entrypoint: []string{"/agnhost", "netexec", "--http-port=80"}, Env: []string{imagePath}}, agnhostLayer},
+		{BusyboxRef, kubenode.ContainerConfig{Cmd: []string{"sh"}, Env: []string{imagePath}}, busyboxLayer},
 	}
 	var tars []string
 	for i, img := range images {
 		out := filepath.Join(dir, fmt.Sprintf("suite-%d.tar", i))
-		if err := writeArchive(out, img); err != nil {
+		if err := writeArchive(out, img.ref, img.config, img.layer); err != nil {
 			return nil, err
 		}
 		tars = append(tars, out)
@@ -130,14 +142,14 @@ func rootfs(ctx context.Context, progs []hostProgram) ([]kubenode.LayerFile, err
 	return dedupe(files), nil
 }
 
-func writeArchive(path string, img kubenode.ArchiveImage) error {
+func writeArchive(path, ref string, config kubenode.ContainerConfig, layer []byte) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := kubenode.WriteImageArchive(f, img); err != nil {
-		return fmt.Errorf("conformance: image %s: %w", img.Ref, err)
+	if err := kubenode.WriteImageArchive(f, []string{ref}, config, layer); err != nil {
+		return fmt.Errorf("conformance: image %s: %w", ref, err)
 	}
 	return f.Close()
 }

@@ -27,6 +27,9 @@ type Config struct {
 	// NodeIP is the node's underlay address (kubelet --node-ip); it must not
 	// be a loopback address.
 	NodeIP netip.Addr
+	// NodeIP6 is its IPv6 underlay address in a dual-stack lab (kubelet
+	// --node-ip=v4,v6); invalid when the lab is IPv4 only.
+	NodeIP6 netip.Addr
 	// APIServer is the URL of the lab's kube-apiserver as the node reaches it.
 	APIServer string
 	// Token is a bearer token the kubelet authenticates with.
@@ -43,6 +46,12 @@ type Config struct {
 	SandboxImage string
 	// Snapshotter is containerd's snapshotter. Default: overlayfs.
 	Snapshotter string
+	// ClusterDNS and ClusterDomain are the kubelet's clusterDNS and
+	// clusterDomain (k3s: 10.43.0.10, cluster.local); ResolvConf the file
+	// it gives dnsPolicy Default pods (and search lines). Empty: not set.
+	ClusterDNS    netip.Addr
+	ClusterDomain string
+	ResolvConf    string
 }
 
 func (c Config) withDefaults() Config {
@@ -183,7 +192,22 @@ nodeStatusUpdateFrequency: 2s
 nodeStatusReportFrequency: 10s
 syncFrequency: 10s
 fileCheckFrequency: 10s
-`, q(c.CgroupRoot), q("unix://"+ContainerdSocket), q(PodLogsDir))
+`, q(c.CgroupRoot), q("unix://"+ContainerdSocket), q(PodLogsDir)) + kubeletDNSConfig(c)
+}
+
+// kubeletDNSConfig is the DNS part of the KubeletConfiguration.
+func kubeletDNSConfig(c Config) string {
+	var b strings.Builder
+	if c.ClusterDNS.IsValid() {
+		fmt.Fprintf(&b, "clusterDNS: [%s]\n", strconv.Quote(c.ClusterDNS.String()))
+	}
+	if c.ClusterDomain != "" {
+		fmt.Fprintf(&b, "clusterDomain: %s\n", strconv.Quote(c.ClusterDomain))
+	}
+	if c.ResolvConf != "" {
+		fmt.Fprintf(&b, "resolvConf: %s\n", strconv.Quote(c.ResolvConf))
+	}
+	return b.String()
 }
 
 // Kubeconfig renders the kubelet's kubeconfig: the lab API server with a
@@ -218,7 +242,7 @@ func KubeletArgs(c Config, configPath, kubeconfigPath string) []string {
 		"--config=" + configPath,
 		"--kubeconfig=" + kubeconfigPath,
 		"--hostname-override=" + c.Name,
-		"--node-ip=" + c.NodeIP.String(),
+		"--node-ip=" + nodeIPs(c),
 		"--root-dir=" + KubeletDir,
 		"--v=1",
 	}

@@ -2,6 +2,7 @@ package kubenode
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,5 +86,14 @@ func TestKubeletConfigPerNodeCgroupRoot(t *testing.T) {
 		if !strings.Contains(args, want) {
 			t.Errorf("kubelet args %q lack %q", args, want)
 		}
+	}
+}
+
+func TestKubeletArgsDualStackNodeIP(t *testing.T) {
+	c := validConfig()
+	c.NodeIP6 = netip.MustParseAddr("fd31::11")
+	args := KubeletArgs(c, "/c", "/k")
+	if !slices.Contains(args, "--node-ip=172.31.0.11,fd31::11") {
+		t.Errorf("dual-stack kubelet args %q lack --node-ip=172.31.0.11,fd31::11", args)
 	}
 }

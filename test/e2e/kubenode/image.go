@@ -78,67 +78,57 @@ var epoch = time.Unix(0, 0)
 
 // WriteDockerArchive writes the docker-archive form of a one-layer image
 // named ref whose only file is the executable prog at binPath (also the
-// entrypoint).
-func WriteDockerArchive(w io.Writer, ref, binPath string, prog []byte) error {
-	return WriteImageArchive(w, ArchiveImage{
-		Ref:        ref,
-		Entrypoint: []string{binPath},
-		Env:        []string{"PATH=/"},
-		Files:      []LayerFile{{Path: binPath, Mode: 0o755, Data: prog}},
-	})
-}
-
-// ArchiveImage is a one-layer image: its name, its config and its files.
-type ArchiveImage struct {
-	// Ref is the name the image is imported under (manifest RepoTags).
-	Ref             string
-	Entrypoint, Cmd []string
-	Env             []string
-	Files           []LayerFile
-}
-
-// LayerFile is one entry of an image's layer: a regular file (Data), a
-// symbolic link (Link) or, with neither, a directory.
-type LayerFile struct {
-	// Path is absolute, inside the image.
-	Path string
-	Mode int64
-	Data []byte
-	Link string
-}
-
-// WriteImageArchive writes img as a docker-archive tar (what `ctr images
-// import` reads): manifest.json with RepoTags, the image config naming the
+// entrypoint): manifest.json with RepoTags, the image config naming the
 // layer's diff_id, and the layer tar.
-func WriteImageArchive(w io.Writer, img ArchiveImage) error {
-	layer, err := layerTar(img.Files)
+func WriteDockerArchive(w io.Writer, ref, binPath string, prog []byte) error {
+	if !path.IsAbs(binPath) {
+		return fmt.Errorf("binary path %q is not absolute", binPath)
+	}
+	layer, err := layerTar(binPath, prog)
 	if err != nil {
 		return err
 	}
-	diffID := sha256.Sum256(layer)
+	return WriteImageArchive(w, []string{ref}, ContainerConfig{Entrypoint: []string{binPath}, Env: []string{"PATH=/"}}, layer)
+}
+
+// WriteImageArchive writes the docker-archive form of an image named by
+// every one of refs, whose layers (uncompressed tars, lowest first) are
+// layers: manifest.json with RepoTags, the image config naming each
+// layer's diff_id, and the layer tars.
+func WriteImageArchive(w io.Writer, refs []string, cfg ContainerConfig, layers ...[]byte) error {
+	var diffIDs, layerNames []string
+	for _, l := range layers {
+		sum := sha256.Sum256(l)
+		diffIDs = append(diffIDs, "sha256:"+hex.EncodeToString(sum[:]))
+		layerNames = append(layerNames, hex.EncodeToString(sum[:])+"/layer.tar")
+	}
 	config, err := json.Marshal(imageConfig{
 		Architecture: runtime.GOARCH,
 		OS:           "linux",
 		Created:      epoch.UTC(),
-		Config:       containerConfig{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env},
-		RootFS:       rootFS{Type: "layers", DiffIDs: []string{"sha256:" + hex.EncodeToString(diffID[:])}},
+		Config:       cfg,
+		RootFS:       rootFS{Type: "layers", DiffIDs: diffIDs},
 	})
 	if err != nil {
 		return err
 	}
 	configSum := sha256.Sum256(config)
 	configName := hex.EncodeToString(configSum[:]) + ".json"
-	layerName := hex.EncodeToString(diffID[:]) + "/layer.tar"
-	manifest, err := json.Marshal([]archiveManifest{{Config: configName, RepoTags: []string{img.Ref}, Layers: []string{layerName}}})
+	manifest, err := json.Marshal([]archiveManifest{{Config: configName, RepoTags: refs, Layers: layerNames}})
 	if err != nil {
 		return err
 	}
-
-	tw := tar.NewWriter(w)
-	for _, f := range []struct {
+	type file struct {
 		name string
 		data []byte
-	}{{configName, config}, {layerName, layer}, {"manifest.json", manifest}} {
+	}
+	files := []file{{configName, config}}
+	for i, l := range layers {
+		files = append(files, file{layerNames[i], l})
+	}
+	files = append(files, file{"manifest.json", manifest})
+	tw := tar.NewWriter(w)
+	for _, f := range files {
 		if dir := path.Dir(f.name); dir != "." {
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: epoch}); err != nil {
 				return err
@@ -151,43 +141,23 @@ func WriteImageArchive(w io.Writer, img ArchiveImage) error {
 	return tw.Close()
 }
 
-// layerTar is the image's single layer: every file, each after its parent
-// directories (made 0755 where files does not list them), as a real layer
-// has them.
-func layerTar(files []LayerFile) ([]byte, error) {
+// layerTar is the image's single layer: the program, mode 0755.
+func layerTar(binPath string, prog []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	dirs := map[string]bool{}
-	for _, f := range files {
-		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
-			return nil, fmt.Errorf("layer path %q is not a clean absolute file path", f.Path)
-		}
-		rel := f.Path[1:]
-		var parents []string
-		for d := path.Dir(rel); d != "." && !dirs[d]; d = path.Dir(d) {
-			parents = append([]string{d}, parents...)
-		}
-		for _, d := range parents {
-			dirs[d] = true
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: epoch}); err != nil {
-				return nil, err
-			}
-		}
-		var err error
-		switch {
-		case f.Link != "":
-			err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: rel, Linkname: f.Link, Mode: 0o777, ModTime: epoch})
-		case f.Data != nil:
-			err = writeFile(tw, rel, f.Mode, f.Data)
-		default:
-			if !dirs[rel] {
-				dirs[rel] = true
-				err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: f.Mode, ModTime: epoch})
-			}
-		}
-		if err != nil {
+	rel := binPath[1:]
+	// Parent directories first, as a real layer has them.
+	var dirs []string
+	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+		dirs = append([]string{d}, dirs...)
+	}
+	for _, d := range dirs {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: epoch}); err != nil {
 			return nil, err
 		}
+	}
+	if err := writeFile(tw, rel, 0o755, prog); err != nil {
+		return nil, err
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
@@ -215,14 +185,17 @@ type imageConfig struct {
 	Architecture string          `json:"architecture"`
 	OS           string          `json:"os"`
 	Created      time.Time       `json:"created"`
-	Config       containerConfig `json:"config"`
+	Config       ContainerConfig `json:"config"`
 	RootFS       rootFS          `json:"rootfs"`
 }
 
-type containerConfig struct {
+// ContainerConfig is the part of an image config that says how its
+// containers run (the Dockerfile's ENTRYPOINT, CMD, ENV, WORKDIR).
+type ContainerConfig struct {
 	Entrypoint []string `json:"Entrypoint,omitempty"`
 	Cmd        []string `json:"Cmd,omitempty"`
-	Env        []string `json:"Env"`
+	Env        []string `json:"Env,omitempty"`
+	WorkingDir string   `json:"WorkingDir,omitempty"`
 }
 
 type rootFS struct {

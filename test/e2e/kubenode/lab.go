@@ -10,7 +10,7 @@ import (
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
 
-// BuildImages builds the lab's images (pause and workload) into
+// BuildImages builds the lab's images (pause, workload and CoreDNS) into
 // <lab dir>/images and returns the archives to import on every node.
 func BuildImages(ctx context.Context, l *lab.Lab) ([]string, error) {
 	dir := filepath.Join(l.Dir, "images")
@@ -25,7 +25,11 @@ func BuildImages(ctx context.Context, l *lab.Lab) ([]string, error) {
 		}
 		tars = append(tars, tar)
 	}
-	return tars, nil
+	coredns, err := BuildCoreDNSImage(l, dir)
+	if err != nil {
+		return nil, err
+	}
+	return append(tars, coredns), nil
 }
 
 // AddNode makes a lab node that runs containerd and kubelet: the node's

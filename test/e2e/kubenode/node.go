@@ -61,6 +61,7 @@ type Node struct {
 	containerd *lab.Process
 	kubelet    *lab.Process
 	proxy      *lab.Process
+	netpol     *lab.Process
 }
 
 // Setup prepares n to run containerd and kubelet: the machine's cgroup
@@ -75,9 +76,15 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 		Config: Config{
 			Name:       n.Name,
 			NodeIP:     n.Addr,
+			NodeIP6:    n.Addr6,
 			APIServer:  lab.APIServerURL(),
 			Token:      l.AdminToken,
 			CgroupRoot: cgroupParent + "/" + l.ID + "-" + n.Name,
+			// As k3s: pods resolve through CoreDNS (DeployCoreDNS), which
+			// forwards to the lab's internet host (StartInternet).
+			ClusterDNS:    ClusterDNSIP,
+			ClusterDomain: ClusterDomain,
+			ResolvConf:    filepath.Join(n.Dir, "kubenode", "resolv.conf"),
 		},
 		confDir: filepath.Join(n.Dir, "kubenode"),
 	}
@@ -117,6 +124,7 @@ func Setup(ctx context.Context, l *lab.Lab, n *lab.Node) (*Node, error) {
 		"containerd.toml":    ContainerdConfig(k.Config),
 		"kubelet.yaml":       KubeletConfig(k.Config),
 		"kubelet.kubeconfig": Kubeconfig(k.Config),
+		"resolv.conf":        "nameserver " + lab.InternetIP.String() + "\n",
 	} {
 		if err := os.WriteFile(filepath.Join(k.confDir, name), []byte(content), 0o600); err != nil {
 			return nil, err

@@ -31,11 +31,14 @@ func (k *Node) StartKubeProxy(ctx context.Context, mode string) error {
 	if out, err := k.Run(ctx, "ip", "route", "replace", "default", "via", lab.ControlPlaneIP.String()); err != nil {
 		return fmt.Errorf("kubenode: node %s: default route: %w: %s", k.Name, err, out)
 	}
+	if err := k.defaultRoute6(ctx); err != nil {
+		return err
+	}
 	args := []string{filepath.Join(k.bin, "kube-proxy"),
 		"--kubeconfig=" + filepath.Join(k.confDir, "kubelet.kubeconfig"),
 		"--hostname-override=" + k.Name,
 		"--proxy-mode=" + mode,
-		"--cluster-cidr=" + lab.ClusterCIDR,
+		"--cluster-cidr=" + k.lab.ClusterCIDRs(),
 		"--conntrack-max-per-core=0",
 		"--conntrack-tcp-timeout-established=0",
 		"--conntrack-tcp-timeout-close-wait=0",

@@ -16,7 +16,8 @@ import (
 )
 
 // Up fills a started lab with kubelet nodes (make lab KUBELET=1): nodes
-// node1..nodeN each running containerd, kubelet and the wgmesh agent,
+// node1..nodeN each running containerd, kubelet, kube-proxy and wgmesh
+// from deploy/overlays/kubelet (the DaemonSet, applied with kubectl),
 // podsPer workload pods per node created through the API, and prints the
 // pods, the reachability between them and how to poke at the lab.
 func Up(ctx context.Context, l *lab.Lab, nodes, podsPer int, w io.Writer) error {
@@ -24,18 +25,43 @@ func Up(ctx context.Context, l *lab.Lab, nodes, podsPer int, w io.Writer) error 
 	if err != nil {
 		return err
 	}
+	wgImage, err := BuildWgmeshImage(ctx, l, filepath.Join(l.Dir, "images"))
+	if err != nil {
+		return err
+	}
+	images = append(images, wgImage)
 	var ks []*Node
+	var nodeNames []string
 	for i := 1; i <= nodes; i++ {
 		k, err := AddNode(ctx, l, fmt.Sprintf("node%d", i), images)
+		if err == nil {
+			err = k.PrepareForDaemonSet(ctx)
+		}
 		if err != nil {
 			return err
 		}
 		ks = append(ks, k)
+		nodeNames = append(nodeNames, k.Name)
+	}
+	// wgmesh as users install it: deploy/overlays/kubelet, the DaemonSet's
+	// pods bound while this command runs (the lab has no kube-scheduler).
+	bindCtx, stopBinder := context.WithCancel(ctx)
+	defer stopBinder()
+	go RunBinder(bindCtx, l, DaemonSetNamespace, nodeNames)
+	if err := ApplyDaemonSet(ctx, l); err != nil {
+		return err
 	}
 	for _, k := range ks {
-		if err := StartAgentAndWait(ctx, l, k, 90*time.Second); err != nil {
+		if err := k.WaitReady(ctx, 180*time.Second); err != nil {
 			return err
 		}
+	}
+	if _, err := WaitDaemonSet(ctx, l, DaemonSetName, 120*time.Second); err != nil {
+		return err
+	}
+	dnsPod, err := StartK3sStack(ctx, l, ks, ks[0].Name)
+	if err != nil {
+		return err
 	}
 	// Pod admission needs the namespace's default ServiceAccount, which
 	// kube-controller-manager creates shortly after start.
@@ -106,10 +132,17 @@ func Up(ctx context.Context, l *lab.Lab, nodes, podsPer int, w io.Writer) error 
 enter node1:          %[1]s bash
 its containerd:       %[1]s %[2]s --address %[3]s -n k8s.io containers ls
 its kubelet log:      %[4]s
-kubectl:              ip netns exec %[5]s %[6]s --kubeconfig %[7]s get pods -o wide
+wgmesh's pods:        ip netns exec %[5]s %[6]s --kubeconfig %[7]s -n kube-system get pods -o wide
+kubectl:              ip netns exec %[5]s %[6]s --kubeconfig %[7]s get pods -o wide -A
+also running:         kube-proxy (iptables) and %[8]s on every node (logs beside the kubelet's);
+                      CoreDNS %[9]s on %[10]s behind kube-dns %[11]s; the internet host %[12]s
+                      (upstream DNS for www.%[13]s, HTTP :%[14]d; netns %[15]s, logs in %[16]s)
+DNS from a pod:       curl -s http://POD_IP:%[14]d/resolve?name=kubernetes.default   (from its node: %[1]s curl ...)
 tear down:            make lab-down
 `, k1.EnterCommand(), filepath.Join(k1.bin, "ctr"), ContainerdSocket, k1.kubeletLog(),
-		l.ControlPlaneNetNS(), filepath.Join(l.K8sBin, "kubectl"), l.AdminKubeconfig())
+		l.ControlPlaneNetNS(), filepath.Join(l.K8sBin, "kubectl"), l.AdminKubeconfig(),
+		NetpolProgram, dnsPod.Name, dnsPod.Spec.NodeName, ClusterDNSIP, lab.InternetIP,
+		InternetDomain, WorkloadHTTPPort, l.InternetNetNS(), l.InternetDir())
 	if bad > 0 {
 		return fmt.Errorf("%d pod pairs unreachable (lab left running for inspection; make lab-down)", bad)
 	}

@@ -108,7 +108,7 @@ func (l *Lab) startAPI(ctx context.Context) error {
 		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--token-auth-file", tokens, "--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", ServiceCIDR,
+		"--service-cluster-ip-range", l.ServiceCIDRs(),
 		// kubectl exec/logs/port-forward go through the kubelet: dial it at
 		// the Node's InternalIP, as node names resolve nowhere in the lab.
 		"--kubelet-preferred-address-types", "InternalIP")...); err != nil {
@@ -133,7 +133,7 @@ func (l *Lab) startControllerManager(ctx context.Context) error {
 		"--kubeconfig", l.AdminKubeconfig(), "--leader-elect=false",
 		"--bind-address", "127.0.0.1",
 		"--service-account-private-key-file", saKey, "--root-ca-file", l.CAFile(),
-		"--service-cluster-ip-range", ServiceCIDR,
+		"--service-cluster-ip-range", l.ServiceCIDRs(),
 	}
 	if !l.Kubelets {
 		// No kubelets heartbeat for agent-only nodes: without this their
@@ -141,8 +141,8 @@ func (l *Lab) startControllerManager(ctx context.Context) error {
 		args = append(args, "--controllers", "*,-node-lifecycle-controller")
 	}
 	if !l.NoCIDRAllocation {
-		args = append(args, "--allocate-node-cidrs", "--cluster-cidr", ClusterCIDR,
-			"--node-cidr-mask-size", strconv.Itoa(NodeCIDRMaskSize))
+		args = append(args, "--allocate-node-cidrs", "--cluster-cidr", l.ClusterCIDRs())
+		args = append(args, l.nodeCIDRFlags()...)
 	}
 	if _, err := l.startProcess("kube-controller-manager", l.cpDir("kube-controller-manager.log"), nil, in(args...)...); err != nil {
 		return err

@@ -275,7 +275,7 @@ func (l *Lab) agentFlags(n *Node) []string {
 		"--listen-port", strconv.Itoa(ListenPort),
 		"--private-key", AgentKeyFile,
 		"--subnet-file", AgentSubnetFile,
-		"--cluster-cidr", ClusterCIDR,
+		"--cluster-cidr", l.ClusterCIDRs(),
 		"--node-cidr-mask-size", strconv.Itoa(NodeCIDRMaskSize),
 		"--namespace", AgentNamespace,
 		"--metrics-addr", AgentMetrics,

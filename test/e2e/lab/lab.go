@@ -93,6 +93,10 @@ type Config struct {
 	// controller (which removes the not-ready taint once a kubelet reports
 	// Ready, and needs kubelet heartbeats to do no harm).
 	Kubelets bool
+	// DualStack gives the lab IPv6 beside IPv4: underlay addresses
+	// (UnderlayPrefix6), pod network and Service range of both families
+	// (ClusterCIDRs, ServiceCIDRs) for the control plane and the agents.
+	DualStack bool
 	// Persistent marks a lab that outlives its creator (make lab): the
 	// sweep never removes it.
 	Persistent bool

@@ -37,6 +37,8 @@ type Node struct {
 	Dir string
 	// Addr is the node's underlay address (its InternalIP), on eth0.
 	Addr netip.Addr
+	// Addr6 is its IPv6 underlay address, on eth0 (dual-stack labs only).
+	Addr6 netip.Addr
 
 	lab   *Lab
 	port  string
@@ -108,6 +110,12 @@ func (l *Lab) NewNode(ctx context.Context, name string) (*Node, error) {
 	}
 	if err := l.plug(ctx, n.NetNS, n.port, n.Addr); err != nil {
 		return nil, err
+	}
+	if l.DualStack {
+		n.Addr6 = underlayAddr6(n.Addr)
+		if err := l.plug6(ctx, n.NetNS, n.Addr6); err != nil {
+			return nil, err
+		}
 	}
 	holder, err := l.startProcess(name+"/holder", filepath.Join(n.Dir, "holder.log"), nil,
 		"ip", "netns", "exec", n.NetNS, "unshare", "--mount", "--propagation", "private", "sleep", "infinity")

@@ -46,7 +46,10 @@ func (l *Lab) makeUnderlay(ctx context.Context) error {
 	if _, err := runCmd(ctx, "ip", "-n", cp, "link", "set", "lo", "up"); err != nil {
 		return err
 	}
-	return l.plug(ctx, cp, "cp", ControlPlaneIP)
+	if err := l.plug(ctx, cp, "cp", ControlPlaneIP); err != nil {
+		return err
+	}
+	return l.plug6(ctx, cp, ControlPlaneIP6)
 }
 
 // plug connects namespace netns to the underlay bridge with a veth whose

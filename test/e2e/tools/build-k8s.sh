@@ -4,7 +4,7 @@
 #   $WGMESH_CACHE/bin/<name>-<version>   (plus a stable symlink $WGMESH_CACHE/bin/<name>)
 # Usage: build-k8s.sh [program...]   (default: etcd kube-apiserver kube-controller-manager)
 # Programs: etcd kube-apiserver kube-controller-manager kubelet kubectl kube-proxy kube-scheduler
-#           containerd containerd-shim-runc-v2 ctr cnitool
+#           containerd containerd-shim-runc-v2 ctr cnitool coredns kube-router-netpol
 #           e2e.test agnhost (Kubernetes' e2e suite and its test image's program: make conformance)
 set -euo pipefail
 
@@ -12,6 +12,10 @@ K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 CNI_VERSION=${CNI_VERSION:-v1.3.1}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+# kube-router's network policy controller, as k3s embeds it; its main is
+# test/e2e/tools/netpol (a module of its own, which pins the version).
+NETPOL_DIR=$(cd "$(dirname "$0")/netpol" && pwd)
 CACHE=${WGMESH_CACHE:-$HOME/.cache/wgmesh}
 BIN=$CACHE/bin
 mkdir -p "$BIN" "$CACHE/src"
@@ -103,6 +107,13 @@ for p in "${progs[@]}"; do
 	containerd|containerd-shim-runc-v2|ctr)
 		d=$(simple_module containerd-$CONTAINERD_VERSION github.com/containerd/containerd/v2@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/containerd)
 		build "$p" "$CONTAINERD_VERSION" "$d" "github.com/containerd/containerd/v2/cmd/$p" ;;
+	coredns)
+		d=$(simple_module coredns-$COREDNS_VERSION github.com/coredns/coredns@$COREDNS_VERSION github.com/coredns/coredns)
+		build coredns "$COREDNS_VERSION" "$d" github.com/coredns/coredns ;;
+	kube-router-netpol)
+		# Keyed by kube-router's version and the main's own source.
+		v=$(awk '$1 == "github.com/cloudnativelabs/kube-router/v2" {print $2}' "$NETPOL_DIR/go.mod")-$(cat "$NETPOL_DIR"/go.mod "$NETPOL_DIR"/go.sum "$NETPOL_DIR"/*.go | sha256sum | cut -c1-8)
+		build kube-router-netpol "$v" "$NETPOL_DIR" . ;;
 	cnitool)
 		d=$(simple_module cnitool-$CNI_VERSION github.com/containernetworking/cni@$CNI_VERSION github.com/containernetworking/cni/cnitool)
 		build cnitool "$CNI_VERSION" "$d" github.com/containernetworking/cni/cnitool ;;

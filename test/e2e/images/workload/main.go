@@ -3,6 +3,9 @@
 //
 //	HTTP GET /        -> "pod=<name> ip=<address>\n"  (who answered, from where)
 //	HTTP GET /healthz -> "ok\n"
+//	HTTP GET /client  -> "client=<address>\n"  (the source address the request arrived from)
+//	HTTP GET /resolve?name=NAME -> "addrs=<a>,<b>\n" (NAME through the pod's own resolver:
+//	                     the resolv.conf the kubelet wrote, its search list and ndots)
 //	UDP  <any bytes>  -> the same bytes back (echo)
 //
 // The pod name comes from $POD_NAME (downward API) or the hostname, the
@@ -18,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -49,6 +53,18 @@ func main() {
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /client", func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprintf(w, "client=%s\n", host)
+	})
+	mux.HandleFunc("GET /resolve", func(w http.ResponseWriter, r *http.Request) {
+		addrs, err := net.DefaultResolver.LookupHost(r.Context(), r.URL.Query().Get("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintf(w, "addrs=%s\n", strings.Join(addrs, ","))
 	})
 	ln, err := net.Listen("tcp", *httpAddr)
 	if err != nil {

@@ -1,8 +1,7 @@
-package agent
+package main
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,61 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.zx2c4.com/wireguard/wgctrl"
-
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/mesh"
-	"github.com/wgmesh/wgmesh/internal/route"
-	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
-// ReadStatus reads the WireGuard device and wgmesh's routes without
-// changing anything (dataplane.New would create or reconfigure the device;
-// `status` must not). It works for a kernel device and for the running
-// agent's userspace device (through its UAPI socket).
-func ReadStatus(ctx context.Context, device string) (dataplane.Status, error) {
-	if err := ctx.Err(); err != nil {
-		return dataplane.Status{}, err
-	}
-	link, err := netlink.LinkByName(device)
-	if err != nil {
-		return dataplane.Status{}, fmt.Errorf("device %s: %w (is the agent running on this node?)", device, err)
-	}
-	st := dataplane.Status{Device: device, MTU: link.Attrs().MTU}
-	switch link.Type() {
-	case "wireguard":
-		st.Mode = wireguard.ModeKernel
-	case "tuntap":
-		st.Mode = wireguard.ModeUserspace
-	}
-	wc, err := wgctrl.New()
-	if err != nil {
-		return st, fmt.Errorf("open wgctrl: %w", err)
-	}
-	defer wc.Close()
-	dev, err := wc.Device(device)
-	if err != nil {
-		return st, fmt.Errorf("read WireGuard device %s: %w", device, err)
-	}
-	st.PublicKey, st.ListenPort = dev.PublicKey.String(), dev.ListenPort
-	for _, p := range dev.Peers {
-		st.Peers = append(st.Peers, dataplane.PeerStatusOf(p))
-	}
-	rm, err := route.New(route.Config{Device: device})
-	if err != nil {
-		return st, err
-	}
-	st.RouteTable, st.RulePriority = rm.Table(), rm.RulePriority()
-	if st.Routes, err = rm.List(); err != nil {
-		return st, fmt.Errorf("list wgmesh routes: %w", err)
-	}
-	return st, nil
-}
-
-// StatusView is what `wgmesh-agent status` prints: the device as read, and
+// statusView is what `wgmesh-agent status` prints: the device as read, and
 // (when the API answered) the nodes, so peers get names.
-type StatusView struct {
+type statusView struct {
 	Status dataplane.Status
 	// Nodes from the API; nil when it was not reachable.
 	Nodes []mesh.Node
@@ -75,9 +26,9 @@ type StatusView struct {
 	Now      time.Time
 }
 
-// WriteStatus prints v like `wg show`, with node names, pod subnets,
+// writeStatus prints v like `wg show`, with node names, pod subnets,
 // handshake age and the state of each peer's routes.
-func WriteStatus(w io.Writer, v StatusView) {
+func writeStatus(w io.Writer, v statusView) {
 	st := v.Status
 	byKey := map[string]mesh.Node{}
 	for _, n := range v.Nodes {

@@ -1,4 +1,4 @@
-package agent
+package main
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
@@ -14,7 +16,7 @@ import (
 
 func TestWriteStatusNamesPeersAndShowsRouteState(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	kb, kc, stale := newKey(t).PublicKey().String(), newKey(t).PublicKey().String(), newKey(t).PublicKey().String()
+	kb, kc, stale := newPublicKey(t), newPublicKey(t), newPublicKey(t)
 	st := dataplane.Status{
 		Device: "wgmesh0", Mode: wireguard.ModeKernel, PublicKey: "SELFPUB", ListenPort: 51820, MTU: 1420, RouteTable: 87, RulePriority: 5187,
 		Peers: []dataplane.PeerStatus{
@@ -31,7 +33,7 @@ func TestWriteStatusNamesPeersAndShowsRouteState(t *testing.T) {
 		{Name: "c", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.2.0/24")}, PublicKey: kc},
 	}
 	var buf bytes.Buffer
-	WriteStatus(&buf, StatusView{Status: st, Nodes: nodes, Now: now,
+	writeStatus(&buf, statusView{Status: st, Nodes: nodes, Now: now,
 		Problems: []mesh.Problem{{Node: "d", Reason: mesh.ReasonMissingPublicKey, Message: "node d has no wgmesh.io/public-key annotation"}}})
 	out := buf.String()
 	t.Logf("\n%s", out)
@@ -52,4 +54,12 @@ func TestWriteStatusNamesPeersAndShowsRouteState(t *testing.T) {
 	if strings.Index(out, "peer: b") > strings.Index(out, "peer: c") || strings.Index(out, "peer: c") > strings.Index(out, "peer: (no node") {
 		t.Error("peers not sorted by node name, unknown keys last")
 	}
+}
+
+func newPublicKey(t *testing.T) string {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey().String()
 }
