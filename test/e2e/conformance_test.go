@@ -74,7 +74,7 @@ func TestConformanceImageNames(t *testing.T) {
 		t.Fatalf("e2e.test --list-images: %v", err)
 	}
 	listed := strings.Fields(string(out))
-	for _, ref := range []string{conformance.AgnhostRef, conformance.BusyboxRef, conformance.NginxRef, conformance.PauseRef} {
+	for _, ref := range []string{conformance.AgnhostRef, conformance.BusyboxRef, conformance.NginxRef, conformance.GlibcDNSRef, conformance.PauseRef} {
 		if !slices.Contains(listed, ref) {
 			t.Errorf("the suite does not ask for %s; it lists:\n%s", ref, out)
 		}

@@ -18,10 +18,11 @@ import (
 // locally and imported into every node's containerd under this exact name;
 // docs/conformance.md lists what stands in for what.
 const (
-	AgnhostRef = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
-	BusyboxRef = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
-	NginxRef   = "registry.k8s.io/e2e-test-images/nginx:1.27.0-2"
-	PauseRef   = "registry.k8s.io/pause:3.10.2"
+	AgnhostRef  = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	BusyboxRef  = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	NginxRef    = "registry.k8s.io/e2e-test-images/nginx:1.27.0-2"
+	GlibcDNSRef = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
+	PauseRef    = "registry.k8s.io/pause:3.10.2"
 )
 
 // imagePath is the PATH of the assembled images (busybox's applets live in
@@ -102,6 +103,10 @@ func BuildImages(ctx context.Context, k8sBin, repo, dir string) ([]string, error
 		// HTTP on port 80; the same layer as agnhost, so the nodes store it
 		// once.
 		{NginxRef, kubenode.ContainerConfig{Entrypoint: []string{"/agnhost", "netexec", "--http-port=80"}, Env: []string{imagePath}}, agnhostLayer},
+		// Stand-in: upstream is Debian with dnsutils, the DNS tests' "glibc"
+		// prober (`sh -c` with dig and getent); agnhost's files are exactly
+		// such programs.
+		{GlibcDNSRef, kubenode.ContainerConfig{Env: []string{imagePath}}, agnhostLayer},
 		{BusyboxRef, kubenode.ContainerConfig{Cmd: []string{"sh"}, Env: []string{imagePath}}, busyboxLayer},
 	}
 	var tars []string

@@ -145,8 +145,8 @@ func Run(ctx context.Context, cfg Config) (Summary, RunInfo, error) {
 }
 
 // startNodes makes the kubelet nodes with the lab's and the suite's images,
-// starts their agents and kube-proxy, and gives the control plane its routes
-// to the pod subnets.
+// starts their agents, kube-proxy and the rest of the k3s node stack, and
+// gives the control plane its routes to the pod subnets.
 func startNodes(ctx context.Context, l *lab.Lab, cfg Config) ([]*kubenode.Node, error) {
 	images, err := kubenode.BuildImages(ctx, l)
 	if err != nil {
@@ -174,6 +174,11 @@ func startNodes(ctx context.Context, l *lab.Lab, cfg Config) ([]*kubenode.Node, 
 		if err := k.StartKubeProxy(ctx, cfg.ProxyMode); err != nil {
 			return nodes, err
 		}
+	}
+	// What else a k3s node runs: the network policy controller, CoreDNS
+	// (with the kubelets' clusterDNS) and the internet host it forwards to.
+	if _, err := kubenode.StartK3sStack(ctx, l, nodes, nodes[0].Name); err != nil {
+		return nodes, err
 	}
 	if err := routeControlPlaneToPods(ctx, l, nodes); err != nil {
 		return nodes, err
