@@ -8,6 +8,7 @@
 #   make bench      benchmarks, printed as one table
 #   make image      container image (needs a Docker engine; IMAGE=name:tag)
 #   make e2e-kind   kind cluster + deploy/ + connectivity (skips without Docker/kind)
+#   make conformance  Kubernetes' own e2e suite against the kubelet lab (FOCUS=, SKIP=)
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
@@ -28,7 +29,7 @@ REF_PLUGINS := \
 	github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	github.com/containernetworking/plugins/plugins/meta/portmap
 
-.PHONY: all build ref-plugins k8s-bin test unit fuzz lint e2e lab lab-down bench bench-cni clean image e2e-kind
+.PHONY: all build ref-plugins k8s-bin conformance-bin test unit fuzz lint e2e lab lab-down bench bench-cni clean image e2e-kind conformance
 
 all: build
 
@@ -88,7 +89,7 @@ bench: ref-plugins
 K8S_PROGS := etcd kube-apiserver kube-controller-manager kubectl
 # Kubelet nodes (the kubelet scenarios of make e2e, make lab KUBELET=1) run
 # containerd, kubelet and kube-proxy, built and cached the same way.
-K8S_PROGS += kubelet kube-proxy containerd containerd-shim-runc-v2 ctr
+K8S_PROGS += kubelet kube-proxy kube-scheduler containerd containerd-shim-runc-v2 ctr
 # What else a k3s node runs: CoreDNS (a lab image) and k3s's embedded
 # network policy controller (kube-router's netpol, test/e2e/tools/netpol).
 K8S_PROGS += coredns kube-router-netpol
@@ -96,7 +97,7 @@ LAB_DIR   ?= $(CURDIR)/test/e2e/.lab
 k8s-bin:
 	test/e2e/tools/build-k8s.sh $(K8S_PROGS)
 
-e2e: build ref-plugins k8s-bin
+e2e: build ref-plugins k8s-bin conformance-bin
 	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) test -tags e2e -v -count=1 -p 1 -timeout 30m ./test/e2e/...
 
 lab: build ref-plugins k8s-bin
@@ -104,6 +105,20 @@ lab: build ref-plugins k8s-bin
 
 lab-down:
 	$(GO) run ./test/e2e/cmd/wgmesh-lab down -dir $(LAB_DIR)
+
+# Kubernetes' own e2e suite (e2e.test) and its test image's program,
+# cached like the programs above (e2e.test: ~13 CPU-minutes cold). make e2e
+# runs a subset of the suite (docs/conformance.md).
+CONFORMANCE_PROGS := e2e.test agnhost
+conformance-bin:
+	test/e2e/tools/build-k8s.sh $(CONFORMANCE_PROGS)
+
+# The suite against a kubelet lab: results/conformance/{summary.md,junit_01.xml,e2e.log}.
+FOCUS ?= \[sig-network\].*\[Conformance\]
+SKIP  ?=
+conformance: build ref-plugins k8s-bin conformance-bin
+	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) run ./test/e2e/cmd/wgmesh-conformance \
+		-out $(CURDIR)/results/conformance -focus '$(FOCUS)' -skip '$(SKIP)'
 
 clean:
 	rm -rf $(BIN)

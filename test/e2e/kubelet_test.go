@@ -65,6 +65,9 @@ func startKubeletClusterWith(t *testing.T, n int, cfg lab.Config, forDaemonSet b
 		t.Fatal(err)
 	}
 	cfg.Dir = dir
+	// Kubelet nodes: the control plane runs kube-scheduler and the
+	// node-lifecycle controller too.
+	cfg.Kubelets = true
 	l, err := lab.Start(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(dir)

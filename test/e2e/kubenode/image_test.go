@@ -6,7 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -109,5 +112,58 @@ func TestDockerArchiveIsReproducible(t *testing.T) {
 func TestDockerArchiveRejectsRelativeBinary(t *testing.T) {
 	if err := WriteDockerArchive(io.Discard, "wgmesh.test/x:lab", "x", nil); err == nil {
 		t.Error("relative binary path accepted")
+	}
+}
+
+// A layer of many files: each parent directory once and before its
+// entries, symlinks as symlinks, directories with their own mode.
+func TestFilesLayer(t *testing.T) {
+	layer, err := FilesLayer([]LayerFile{
+		{Path: "/bin/busybox", Mode: 0o755, Data: []byte("bb")},
+		{Path: "/bin/sh", Link: "/bin/busybox"},
+		{Path: "/usr/lib/x/libc.so.6", Mode: 0o755, Data: []byte("libc")},
+		{Path: "/usr/lib/x/libm.so.6", Mode: 0o755, Data: []byte("libm")},
+		{Path: "/tmp", Mode: 0o1777},
+		{Path: "/etc/empty", Mode: 0o644, Data: []byte{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range tarHeaders(t, layer) {
+		got = append(got, fmt.Sprintf("%c %s %o %s", h.Typeflag, h.Name, h.Mode, h.Linkname))
+	}
+	want := []string{
+		"5 bin/ 755 ", "0 bin/busybox 755 ", "2 bin/sh 777 /bin/busybox",
+		"5 usr/ 755 ", "5 usr/lib/ 755 ", "5 usr/lib/x/ 755 ", "0 usr/lib/x/libc.so.6 755 ", "0 usr/lib/x/libm.so.6 755 ",
+		"5 tmp/ 1777 ", "5 etc/ 755 ", "0 etc/empty 644 ",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("layer entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestFilesLayerRejectsUncleanPaths(t *testing.T) {
+	for _, p := range []string{"x", "/a/../b", "/", "/a/"} {
+		if _, err := FilesLayer([]LayerFile{{Path: p, Mode: 0o644, Data: []byte("x")}}); err == nil {
+			t.Errorf("path %q accepted", p)
+		}
+	}
+}
+
+// tarHeaders lists the entries of a tar, in order.
+func tarHeaders(t *testing.T, b []byte) []*tar.Header {
+	t.Helper()
+	var hs []*tar.Header
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
 	}
 }

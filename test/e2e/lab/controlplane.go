@@ -56,7 +56,13 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	if err := l.startAPI(ctx); err != nil {
 		return err
 	}
-	return l.startControllerManager(ctx)
+	if err := l.startControllerManager(ctx); err != nil {
+		return err
+	}
+	if l.Kubelets {
+		return l.startScheduler()
+	}
+	return nil
 }
 
 // startAPI starts etcd and kube-apiserver and waits for /readyz.
@@ -102,7 +108,10 @@ func (l *Lab) startAPI(ctx context.Context) error {
 		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--token-auth-file", tokens, "--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", l.ServiceCIDRs())...); err != nil {
+		"--service-cluster-ip-range", l.ServiceCIDRs(),
+		// kubectl exec/logs/port-forward go through the kubelet: dial it at
+		// the Node's InternalIP, as node names resolve nowhere in the lab.
+		"--kubelet-preferred-address-types", "InternalIP")...); err != nil {
 		return err
 	}
 	if err := l.writeKubeconfig(l.AdminKubeconfig(), "admin", l.AdminToken); err != nil {
@@ -125,9 +134,11 @@ func (l *Lab) startControllerManager(ctx context.Context) error {
 		"--bind-address", "127.0.0.1",
 		"--service-account-private-key-file", saKey, "--root-ca-file", l.CAFile(),
 		"--service-cluster-ip-range", l.ServiceCIDRs(),
+	}
+	if !l.Kubelets {
 		// No kubelets heartbeat for agent-only nodes: without this their
 		// Nodes would turn NotReady and tainted after 40 s.
-		"--controllers", "*,-node-lifecycle-controller",
+		args = append(args, "--controllers", "*,-node-lifecycle-controller")
 	}
 	if !l.NoCIDRAllocation {
 		args = append(args, "--allocate-node-cidrs", "--cluster-cidr", l.ClusterCIDRs())

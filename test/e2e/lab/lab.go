@@ -87,6 +87,12 @@ type Config struct {
 	// NoCIDRAllocation runs kube-controller-manager without
 	// --allocate-node-cidrs, so Node.spec.podCIDR stays empty.
 	NoCIDRAllocation bool
+	// Kubelets says the nodes will run real kubelets (test/e2e/kubenode):
+	// the control plane then runs what a cluster of kubelets has besides,
+	// kube-scheduler and kube-controller-manager's node-lifecycle
+	// controller (which removes the not-ready taint once a kubelet reports
+	// Ready, and needs kubelet heartbeats to do no harm).
+	Kubelets bool
 	// DualStack gives the lab IPv6 beside IPv4: underlay addresses
 	// (UnderlayPrefix6), pod network and Service range of both families
 	// (ClusterCIDRs, ServiceCIDRs) for the control plane and the agents.

@@ -3,8 +3,9 @@
 # cache outside the clone keyed by version, so a second run reuses them:
 #   $WGMESH_CACHE/bin/<name>-<version>   (plus a stable symlink $WGMESH_CACHE/bin/<name>)
 # Usage: build-k8s.sh [program...]   (default: etcd kube-apiserver kube-controller-manager)
-# Programs: etcd kube-apiserver kube-controller-manager kubelet kubectl kube-proxy containerd
-#           containerd-shim-runc-v2 ctr cnitool coredns kube-router-netpol
+# Programs: etcd kube-apiserver kube-controller-manager kubelet kubectl kube-proxy kube-scheduler
+#           containerd containerd-shim-runc-v2 ctr cnitool coredns kube-router-netpol
+#           e2e.test agnhost (Kubernetes' e2e suite and its test image's program: make conformance)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
@@ -77,11 +78,12 @@ simple_module() { # name module@version
 	echo "$dir"
 }
 
-build() { # name version dir pkg
+build() { # name version dir pkg [go command: "build" (default) or "test -c" for a test binary]
 	local out=$BIN/$1-$2
 	if [ ! -x "$out" ]; then
 		echo "build-k8s: building $1 $2 (cached in $BIN)" >&2
-		(cd "$3" && go build -trimpath -ldflags='-s -w' -o "$out.tmp" "$4") && mv "$out.tmp" "$out"
+		# shellcheck disable=SC2086 # "test -c" is two words
+		(cd "$3" && go ${5:-build} -trimpath -ldflags='-s -w' -o "$out.tmp" "$4") && mv "$out.tmp" "$out"
 	fi
 	ln -sfn "$1-$2" "$BIN/$1"
 }
@@ -91,9 +93,17 @@ for p in "${progs[@]}"; do
 	etcd)
 		d=$(simple_module etcd-$ETCD_VERSION go.etcd.io/etcd/server/v3@$ETCD_VERSION go.etcd.io/etcd/server/v3)
 		build etcd "$ETCD_VERSION" "$d" go.etcd.io/etcd/server/v3 ;;
-	kube-apiserver|kube-controller-manager|kubelet|kubectl|kube-proxy)
+	kube-apiserver|kube-controller-manager|kubelet|kubectl|kube-proxy|kube-scheduler)
 		d=$(k8s_module)
 		build "$p" "$K8S_VERSION" "$d" "k8s.io/kubernetes/cmd/$p" ;;
+	agnhost)
+		d=$(k8s_module)
+		build agnhost "$K8S_VERSION" "$d" k8s.io/kubernetes/test/images/agnhost ;;
+	e2e.test)
+		# The suite is a test binary (~13 CPU-minutes cold). -mod=mod lets go
+		# add its own requirements (ginkgo, gomega) to the build module.
+		d=$(k8s_module)
+		build e2e.test "$K8S_VERSION" "$d" k8s.io/kubernetes/test/e2e "test -c" ;;
 	containerd|containerd-shim-runc-v2|ctr)
 		d=$(simple_module containerd-$CONTAINERD_VERSION github.com/containerd/containerd/v2@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/containerd)
 		build "$p" "$CONTAINERD_VERSION" "$d" "github.com/containerd/containerd/v2/cmd/$p" ;;

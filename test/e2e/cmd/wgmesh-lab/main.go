@@ -70,7 +70,7 @@ func up(dir string, nodes, podsPer int, kubelet bool, log *slog.Logger) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	start := time.Now()
-	l, err := lab.Start(ctx, lab.Config{Dir: dir, Persistent: true, Log: log})
+	l, err := lab.Start(ctx, lab.Config{Dir: dir, Persistent: true, Kubelets: kubelet, Log: log})
 	if err != nil {
 		return err
 	}
