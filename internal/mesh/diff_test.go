@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
-	"slices"
 	"testing"
 	"time"
 
@@ -233,23 +232,3 @@ func benchmarkDesiredAndDiff(b *testing.B, n int) {
 func BenchmarkDesiredAndDiff100(b *testing.B)  { benchmarkDesiredAndDiff(b, 100) }
 func BenchmarkDesiredAndDiff1000(b *testing.B) { benchmarkDesiredAndDiff(b, 1000) }
 func BenchmarkDesiredAndDiff5000(b *testing.B) { benchmarkDesiredAndDiff(b, 5000) }
-
-func TestOpenings(t *testing.T) {
-	var lo, mid, hi wgtypes.Key
-	lo[0], mid[0], hi[0] = 1, 2, 3
-	ka := 25 * time.Second
-	cfg := wgtypes.Config{Peers: []wgtypes.PeerConfig{
-		{PublicKey: lo},
-		{PublicKey: hi},
-		{PublicKey: hi, UpdateOnly: true},
-		{PublicKey: lo, Remove: true},
-		{PublicKey: hi, PersistentKeepaliveInterval: &ka},
-	}}
-	first, second := Openings(cfg, mid)
-	if !slices.Equal(first, []wgtypes.Key{hi}) || !slices.Equal(second, []wgtypes.Key{lo}) {
-		t.Errorf("Openings from the middle key: first %v, second %v; want first [hi] (the added peer above), second [lo]", first, second)
-	}
-	if first, second := Openings(wgtypes.Config{}, mid); first != nil || second != nil {
-		t.Errorf("no added peer: first %v, second %v", first, second)
-	}
-}

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -119,8 +118,6 @@ type Device struct {
 	pidfd int
 	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
 	EnsureOps int
-	// opening runs the delayed openings of Apply (openAfter).
-	opening sync.WaitGroup
 }
 
 // Ensure creates the device or adopts the existing one, and makes its MTU,
@@ -430,13 +427,6 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	if err := d.client.ConfigureDevice(d.cfg.Name, cfg); err != nil {
 		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
 	}
-	first, second := mesh.Openings(cfg, d.PublicKey())
-	if err := d.openAfter(mesh.OpenFirstDelay, first); err != nil {
-		return mesh.CountPeerOps(cfg), err
-	}
-	if err := d.openAfter(mesh.OpenSecondDelay, second); err != nil {
-		return mesh.CountPeerOps(cfg), err
-	}
 	log := d.cfg.Logger.With("device", d.cfg.Name)
 	for _, p := range cfg.Peers {
 		var allowed []string
@@ -455,73 +445,10 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	return mesh.CountPeerOps(cfg), nil
 }
 
-// openNow starts a handshake with each of peers now, without waiting for a
-// packet to them (openAfter calls it): turning a peer's persistent keepalive on makes WireGuard
-// (kernel and wireguard-go alike) send a keepalive at once, which opens the
-// session, and turning it off again leaves the peer as configured.
-// WireGuard retries that handshake until it succeeds. See mesh.Openings.
-func openNow(client *wgctrl.Client, device string, peers []wgtypes.Key) error {
-	if len(peers) == 0 {
-		return nil
-	}
-	on, off := time.Second, time.Duration(0)
-	for _, ka := range []*time.Duration{&on, &off} {
-		var cfg wgtypes.Config
-		for _, k := range peers {
-			// UpdateOnly: a peer removed meanwhile stays removed.
-			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: k, UpdateOnly: true, PersistentKeepaliveInterval: ka})
-		}
-		if err := client.ConfigureDevice(device, cfg); err != nil {
-			return fmt.Errorf("open sessions with %d new peer(s) on %s: %w", len(peers), device, err)
-		}
-	}
-	return nil
-}
-
-// openAfter opens, after delay, the sessions with those of peers that
-// have none by then and sent nothing. It uses a client of its own, made
-// here so that a kernel device is reached in the caller's network
-// namespace, and Close waits for it.
-func (d *Device) openAfter(delay time.Duration, peers []wgtypes.Key) error {
-	if len(peers) == 0 {
-		return nil
-	}
-	client, err := wgctrl.New()
-	if err != nil {
-		return fmt.Errorf("open sessions later on %s: %w", d.cfg.Name, err)
-	}
-	log := d.cfg.Logger.With("device", d.cfg.Name)
-	d.opening.Go(func() {
-		defer client.Close()
-		time.Sleep(delay)
-		dev, err := client.Device(d.cfg.Name)
-		if err != nil {
-			log.Debug("open sessions later: device gone", "error", err)
-			return
-		}
-		open := make(map[wgtypes.Key]bool, len(peers))
-		for _, k := range peers {
-			open[k] = true
-		}
-		var idle []wgtypes.Key
-		for _, p := range dev.Peers {
-			// Anything received means the other end is opening it.
-			if open[p.PublicKey] && p.LastHandshakeTime.IsZero() && p.ReceiveBytes == 0 && p.PersistentKeepaliveInterval == 0 {
-				idle = append(idle, p.PublicKey)
-			}
-		}
-		if err := openNow(client, d.cfg.Name, idle); err != nil {
-			log.Warn("open sessions later", "error", err)
-		}
-	})
-	return nil
-}
-
 // Close releases the agent's handles and leaves a kernel device, with its
 // peers, in place (an agent stopped by SIGTERM keeps the data plane). A
 // userspace device's process keeps running too: the next agent adopts it.
 func (d *Device) Close() error {
-	d.opening.Wait()
 	if d.pidfd >= 0 {
 		unix.Close(d.pidfd)
 		d.pidfd = -1

@@ -1,0 +1,61 @@
+package wireguard
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
+)
+
+// pairEnd is one of two userspace devices joined by a veth underlay:
+// underlay 192.0.2.x/24, tunnel address 10.99.0.x/24 on the device.
+type pairEnd struct {
+	ns     ns.NetNS
+	cfg    Config
+	dev    *Device
+	pid    int
+	tunnel string      // this end's tunnel address
+	toPeer []mesh.Peer // the other end, as this end programs it
+}
+
+// newPair makes two namespaces joined by a veth, each with a userspace
+// device (not yet knowing the other), and the peer each would program.
+func newPair(t *testing.T) (a, b *pairEnd) {
+	t.Helper()
+	a, b = &pairEnd{ns: testns.New(t), tunnel: "10.99.0.1"}, &pairEnd{ns: testns.New(t), tunnel: "10.99.0.2"}
+	veth := uniqueName(t)
+	testns.Do(t, a.ns, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
+			return err
+		}
+		peer, err := netlink.LinkByName(veth + "p")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(peer, int(b.ns.Fd()))
+	})
+	testns.Do(t, a.ns, func() error { return addrUp(veth, "192.0.2.1/24") })
+	testns.Do(t, b.ns, func() error { return addrUp(veth+"p", "192.0.2.2/24") })
+	for _, e := range []*pairEnd{a, b} {
+		e.cfg = Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820}
+		e.dev, e.pid = ensureUserspace(t, e.ns, e.cfg)
+		testns.Do(t, e.ns, func() error { return addrUp(e.cfg.Name, e.tunnel+"/24") })
+	}
+	for _, e := range [][2]*pairEnd{{a, b}, {b, a}} {
+		self, other := e[0], e[1]
+		underlay := map[*pairEnd]string{a: "192.0.2.1", b: "192.0.2.2"}[other]
+		self.toPeer = []mesh.Peer{{Node: other.tunnel, PublicKey: other.cfg.PrivateKey.PublicKey(),
+			Endpoint:   netip.AddrPortFrom(netip.MustParseAddr(underlay), 51820),
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(other.tunnel), 32)}}}
+	}
+	return a, b
+}
+
+func (e *pairEnd) apply(t *testing.T, peers []mesh.Peer) {
+	t.Helper()
+	testns.Do(t, e.ns, func() error { _, err := e.dev.Apply(peers); return err })
+}
