@@ -89,8 +89,7 @@ func TestDoctorFindsAnInputPolicyThatDropsPodsAndItsFixWorks(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
 	node := netip.MustParseAddr("192.0.2.10")
-	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	run(t, n, "ip", "addr", "add", node.String()+"/24", "dev", "eth0")
+	addNodeLink(t, n, node)
 	run(t, n, "ip", "link", "set", "eth0", "up")
 	run(t, n, "ip", "link", "add", "cni0", "type", "bridge")
 	run(t, n, "ip", "addr", "add", "10.42.3.1/24", "dev", "cni0")
@@ -133,8 +132,7 @@ func TestDoctorNamesUfwsCommand(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
 	node := netip.MustParseAddr("192.0.2.10")
-	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	run(t, n, "ip", "addr", "add", node.String()+"/24", "dev", "eth0")
+	addNodeLink(t, n, node)
 	for _, c := range []string{"ufw-before-input", "ufw-user-input", "ufw-not-local"} {
 		run(t, n, "iptables", "-N", c)
 	}
@@ -168,8 +166,7 @@ func TestDoctorSeesFirewalldsNftablesTable(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
 	node := netip.MustParseAddr("192.0.2.10")
-	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	run(t, n, "ip", "addr", "add", node.String()+"/24", "dev", "eth0")
+	addNodeLink(t, n, node)
 	run(t, n, "nft", "add", "table", "inet", "firewalld")
 	var k Kernel
 	testns.Do(t, n, func() error {
@@ -190,4 +187,12 @@ func TestDoctorSeesFirewalldsNftablesTable(t *testing.T) {
 	if got == nil || !strings.Contains(got.Fix, "firewall-cmd --permanent --zone=trusted --add-source=10.42.0.0/16") {
 		t.Fatalf("finding %v, want InputFirewalld with firewalld's command", got)
 	}
+}
+
+// addNodeLink gives the test's node n the link eth0 (a veth) holding the
+// node's address node/24, as its underlay interface.
+func addNodeLink(t *testing.T, n ns.NetNS, node netip.Addr) {
+	t.Helper()
+	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	run(t, n, "ip", "addr", "add", node.String()+"/24", "dev", "eth0")
 }

@@ -62,8 +62,7 @@ func TestDoctorNamesAWireGuardDeviceHoldingTheNodesAddress(t *testing.T) {
 	})
 	run(t, n, "ip", "addr", "add", "10.99.0.1/24", "dev", name)
 	run(t, n, "ip", "link", "set", name, "up")
-	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	run(t, n, "ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
+	addNodeLink(t, n, netip.MustParseAddr("192.0.2.10"))
 
 	f := endpointFinding(t, n, netip.MustParseAddr("10.99.0.1"))
 	if f == nil {
