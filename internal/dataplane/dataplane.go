@@ -157,7 +157,9 @@ func (d *Dataplane) device() (dev *wireguard.Device, n int, err error) {
 	d.log.Warn("WireGuard device lost; creating it again and re-applying the full state", "device", d.cfg.Device, "reason", lost.Error())
 	d.wg.Close()
 	start := time.Now()
-	dev, err = wireguard.Ensure(wgConfig(d.cfg))
+	cfg := wgConfig(d.cfg)
+	cfg.Replaces = true // its peers hold sessions the new one lacks
+	dev, err = wireguard.Ensure(cfg)
 	if err != nil {
 		return d.wg, 0, fmt.Errorf("%v; create it again: %w", lost, err)
 	}

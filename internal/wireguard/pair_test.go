@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"log/slog"
 	"net/netip"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/testns"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // pairEnd is one of two userspace devices joined by a veth underlay:
@@ -20,11 +22,12 @@ type pairEnd struct {
 	pid    int
 	tunnel string      // this end's tunnel address
 	toPeer []mesh.Peer // the other end, as this end programs it
+	log    *testutil.LockedBuffer
 }
 
 // newPair makes two namespaces joined by a veth, each with a userspace
 // device (not yet knowing the other), and the peer each would program.
-func newPair(t *testing.T) (a, b *pairEnd) {
+func newPair(t testing.TB) (a, b *pairEnd) {
 	t.Helper()
 	a, b = &pairEnd{ns: testns.New(t), tunnel: "10.99.0.1"}, &pairEnd{ns: testns.New(t), tunnel: "10.99.0.2"}
 	veth := uniqueName(t)
@@ -41,7 +44,9 @@ func newPair(t *testing.T) (a, b *pairEnd) {
 	testns.Do(t, a.ns, func() error { return addrUp(veth, "192.0.2.1/24") })
 	testns.Do(t, b.ns, func() error { return addrUp(veth+"p", "192.0.2.2/24") })
 	for _, e := range []*pairEnd{a, b} {
-		e.cfg = Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820}
+		e.log = &testutil.LockedBuffer{}
+		e.cfg = Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820,
+			Logger: slog.New(slog.NewTextHandler(e.log, nil))}
 		e.dev, e.pid = ensureUserspace(t, e.ns, e.cfg)
 		testns.Do(t, e.ns, func() error { return addrUp(e.cfg.Name, e.tunnel+"/24") })
 	}
@@ -55,7 +60,7 @@ func newPair(t *testing.T) (a, b *pairEnd) {
 	return a, b
 }
 
-func (e *pairEnd) apply(t *testing.T, peers []mesh.Peer) {
+func (e *pairEnd) apply(t testing.TB, peers []mesh.Peer) {
 	t.Helper()
 	testns.Do(t, e.ns, func() error { _, err := e.dev.Apply(peers); return err })
 }

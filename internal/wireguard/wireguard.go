@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -70,6 +71,11 @@ type Config struct {
 	PrivateKey wgtypes.Key // required; never logged
 	MTU        int         // default DefaultMTU
 	Logger     *slog.Logger
+	// Replaces says that the device replaces one that had peers (the
+	// data plane lost it): the first Apply opens a session with every
+	// peer it adds (sessions.go). A device process that takes over a
+	// detached TUN is taken to replace one, whatever Replaces says.
+	Replaces bool
 }
 
 func (c *Config) setDefaults() error {
@@ -118,6 +124,17 @@ type Device struct {
 	pidfd int
 	// EnsureOps counts kernel writes made by Ensure (create, MTU, up, key, port).
 	EnsureOps int
+
+	// mu orders Apply's writes and watchSessions' (which removes and adds
+	// peers again: it must not bring back one Apply just removed), and
+	// guards watch.
+	mu    sync.Mutex
+	watch *mesh.SessionWatch
+	// reopen: the next Apply that adds peers opens their sessions.
+	reopen bool
+	// stop ends watchSessions; watching waits for it.
+	stop     chan struct{}
+	watching sync.WaitGroup
 }
 
 // Ensure creates the device or adopts the existing one, and makes its MTU,
@@ -127,7 +144,7 @@ func Ensure(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("wireguard config: %w", err)
 	}
 	log := cfg.Logger.With("device", cfg.Name)
-	d := &Device{cfg: cfg, pidfd: -1}
+	d := &Device{cfg: cfg, pidfd: -1, reopen: cfg.Replaces}
 	ok, spawned := false, false
 	defer func() {
 		if !ok {
@@ -156,7 +173,7 @@ func Ensure(cfg Config) (*Device, error) {
 		if err := d.attach(log); err != nil {
 			return nil, err
 		}
-		spawned = true
+		spawned, d.reopen = true, true
 		d.EnsureOps++
 	case err == nil:
 		if err := d.adopt(link); err != nil {
@@ -213,6 +230,13 @@ func Ensure(cfg Config) (*Device, error) {
 	if d.mode == ModeUserspace {
 		d.watchProcess()
 	}
+	watchClient, err := wgctrl.New() // here: in the device's network namespace
+	if err != nil {
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
+	d.watch, d.stop = mesh.NewSessionWatch(d.PublicKey()), make(chan struct{})
+	d.watching.Add(1)
+	go d.watchSessions(watchClient)
 	ok = true
 	return d, nil
 }
@@ -416,6 +440,8 @@ func (d *Device) Read() (*wgtypes.Device, error) {
 // device, computes mesh.DiffPeers and configures only that difference (in
 // one call). It returns what it changed.
 func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	dev, err := d.Read()
 	if err != nil {
 		return mesh.PeerOps{}, err
@@ -426,6 +452,15 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	}
 	if err := d.client.ConfigureDevice(d.cfg.Name, cfg); err != nil {
 		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
+	}
+	added := addedPeers(cfg)
+	d.watch.Added(added...)
+	if d.reopen && len(added) > 0 {
+		if err := open(d.client, d.cfg.Name, added); err != nil {
+			return mesh.CountPeerOps(cfg), err
+		}
+		d.reopen = false
+		d.cfg.Logger.Info("opened sessions with the peers of the device this one replaces", "device", d.cfg.Name, "peers", len(added))
 	}
 	log := d.cfg.Logger.With("device", d.cfg.Name)
 	for _, p := range cfg.Peers {
@@ -449,6 +484,11 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 // peers, in place (an agent stopped by SIGTERM keeps the data plane). A
 // userspace device's process keeps running too: the next agent adopts it.
 func (d *Device) Close() error {
+	if d.stop != nil {
+		close(d.stop)
+		d.watching.Wait()
+		d.stop = nil
+	}
 	if d.pidfd >= 0 {
 		unix.Close(d.pidfd)
 		d.pidfd = -1

@@ -33,13 +33,13 @@ func TestParseMode(t *testing.T) {
 }
 
 // uniqueName: UAPI sockets live in one directory for all namespaces.
-func uniqueName(t *testing.T) string {
+func uniqueName(t testing.TB) string {
 	name := "wgu" + testns.Suffix(t)
 	t.Cleanup(func() { os.Remove(filepath.Join(socketDir, name+".sock")) })
 	return name
 }
 
-func key(t *testing.T) wgtypes.Key {
+func key(t testing.TB) wgtypes.Key {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestUserspaceDeviceLifecycle(t *testing.T) {
 
 // ensureUserspace runs Ensure in n and makes sure the device process it
 // spawns dies with the test, even on failure. It returns the process id.
-func ensureUserspace(t *testing.T, n ns.NetNS, cfg Config) (*Device, int) {
+func ensureUserspace(t testing.TB, n ns.NetNS, cfg Config) (*Device, int) {
 	t.Helper()
 	var d *Device
 	var pid int
