@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/kube"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // clusterNodes are n Node objects as a k3s cluster has them: what wgmesh
@@ -103,7 +104,7 @@ func devicePeers(desired []mesh.Peer) []wgtypes.Peer {
 			out[i].Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
 		}
 		for _, a := range p.AllowedIPs {
-			out[i].AllowedIPs = append(out[i].AllowedIPs, mesh.IPNet(a))
+			out[i].AllowedIPs = append(out[i].AllowedIPs, *netconv.IPNet(a.Masked()))
 		}
 	}
 	return out

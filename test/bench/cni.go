@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testns"
 )
 
 // CNIOptions say where the plugins are and how many cycles to run.
@@ -65,7 +66,7 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 			return nil, fmt.Errorf("%s is missing (make build ref-plugins): %w", p, err)
 		}
 	}
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	dir, err := os.MkdirTemp("", "wgbench-cni-")
 	if err != nil {
@@ -107,7 +108,7 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 	return rows, nil
 }
 
-func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, error) {
+func newCNITarget(c *testns.Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, error) {
 	node, err := newNetNS(c, "cni-"+impl)
 	if err != nil {
 		return nil, err
@@ -157,7 +158,7 @@ func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, err
 
 // runCNI does cycles ADD+DEL of every target with conc workers, each with
 // its own pod namespace per target.
-func runCNI(ctx context.Context, c *Cleanup, targets []*cniTarget, conc, cycles int) (lat, cpu map[string]durations, err error) {
+func runCNI(ctx context.Context, c *testns.Cleanup, targets []*cniTarget, conc, cycles int) (lat, cpu map[string]durations, err error) {
 	pods := make([][]*netNS, conc)
 	for w := range pods {
 		for k := range targets {
@@ -188,11 +189,11 @@ func runCNI(ctx context.Context, c *Cleanup, targets []*cniTarget, conc, cycles 
 					j := (i + k) % len(targets) // alternate which goes first
 					t := targets[j]
 					id := fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
-					rt := &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/" + pods[w][j].name, IfName: "eth0",
+					rt := &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/" + pods[w][j].Name, IfName: "eth0",
 						Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "bench-" + id[:8]}, {"K8S_POD_INFRA_CONTAINER_ID", id}}}
 					cpu0 := childrenCPU()
 					start := time.Now()
-					err := t.node.do(func() error {
+					err := t.node.In(func() error {
 						if _, err := t.cni.AddNetworkList(ctx, t.list, rt); err != nil {
 							return fmt.Errorf("%s ADD: %w", t.impl, err)
 						}

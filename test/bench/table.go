@@ -1,12 +1,4 @@
-// Package bench measures wgmesh against the reference CNI plugins and
-// against the limits of its own tunnel, in network namespaces it creates
-// (named wgbench-<pid>-<role>) and removes again. It owns those namespaces,
-// the WireGuard devices and sockets named wgb<pid>..., and the files it
-// writes under the results directory; it never touches the host's network
-// namespace, links, routes or firewall.
-//
-// Every measurement returns Rows; cmd/wgmesh-bench prints them as one table.
-package bench
+package main
 
 import (
 	"encoding/json"

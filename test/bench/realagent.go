@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -28,6 +28,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/kube"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -185,13 +186,13 @@ func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
 	var rows []Row
 	sec := "agent at scale"
 	for _, n := range sizes {
-		c := &Cleanup{}
+		c := &testns.Cleanup{}
 		ns, err := newNetNS(c, fmt.Sprintf("agent%d", n))
 		if err != nil {
 			c.Run()
 			return rows, err
 		}
-		cmd := ns.cmd(self, "agent", "-n", strconv.Itoa(n))
+		cmd := ns.Cmd(self, "agent", "-n", strconv.Itoa(n))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		c.Run()

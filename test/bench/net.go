@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -46,7 +47,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	if opt.MTU == 0 {
 		opt.MTU = wireguard.DefaultMTU
 	}
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	l, err := newLab(c, opt.MTU)
 	if err != nil {
@@ -76,14 +77,14 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	}
 	if opt.UnderlayGRO {
 		for _, nd := range nodes {
-			if _, err := nd.netns.run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
+			if _, err := nd.netns.Run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
 				return nil, "", fmt.Errorf("underlay GRO: %w", err)
 			}
 		}
 	}
 	if opt.NoTUNOffload {
 		for _, nd := range nodes {
-			if _, err := nd.netns.run("ethtool", "-K", nd.dev, "tso", "off", "gso", "off"); err != nil {
+			if _, err := nd.netns.Run("ethtool", "-K", nd.dev, "tso", "off", "gso", "off"); err != nil {
 				return nil, "", fmt.Errorf("TUN offload off: %w", err)
 			}
 		}
@@ -92,7 +93,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	for _, nd := range nodes {
 		var pid int
 		var ok bool
-		if err := nd.netns.do(func() error { pid, ok = wireguard.DevicePID(nd.dev); return nil }); err != nil || !ok {
+		if err := nd.netns.In(func() error { pid, ok = wireguard.DevicePID(nd.dev); return nil }); err != nil || !ok {
 			return nil, "", fmt.Errorf("%s: no process serves %s: %v", nd.name, nd.dev, err)
 		}
 		devices = append(devices, pid)
@@ -220,7 +221,7 @@ func flannelNodes(l *lab, underlayGRO bool) (a, b *labNode, err error) {
 			return nil, nil, err
 		}
 		if underlayGRO {
-			if _, err := nd.netns.run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
+			if _, err := nd.netns.Run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
 				return nil, nil, fmt.Errorf("underlay GRO: %w", err)
 			}
 		}
@@ -265,7 +266,7 @@ func (c counters) minus(o counters) counters {
 // counts a segmentation-offloaded packet once, so bytes/packets above the
 // MTU shows that offload is at work.
 func linkStats(n *netNS, dev, dir string) counters {
-	out, err := n.run("cat", "/sys/class/net/"+dev+"/statistics/"+dir+"_packets", "/sys/class/net/"+dev+"/statistics/"+dir+"_bytes")
+	out, err := n.Run("cat", "/sys/class/net/"+dev+"/statistics/"+dir+"_packets", "/sys/class/net/"+dev+"/statistics/"+dir+"_bytes")
 	if err != nil {
 		return counters{}
 	}
