@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/cnibench"
 	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
@@ -184,7 +185,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 			)
 		}
 	}
-	lat := map[string]durations{}
+	lat := map[string]cnibench.Durations{}
 	for _, p := range order {
 		port++
 		d, err := rr(ctx, p, port, opt.RoundTrips/4)
@@ -196,11 +197,11 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	for _, q := range []int{50, 99} {
 		name := fmt.Sprintf("TCP 64 B request/response p%d", q)
 		rows = append(rows,
-			compared(section, name+": pod-to-pod / tunnel", lat[pod.name].pct(q), lat[tun.name].pct(q), "ms"),
-			compared(section, name+": tunnel / raw underlay", lat[tun.name].pct(q), lat[raw.name].pct(q), "ms"),
+			compared(section, name+": pod-to-pod / tunnel", lat[pod.name].Pct(q), lat[tun.name].Pct(q), "ms"),
+			compared(section, name+": tunnel / raw underlay", lat[tun.name].Pct(q), lat[raw.name].Pct(q), "ms"),
 		)
 		if withVXLAN {
-			rows = append(rows, compared(section, name+": pod-to-pod, wgmesh / flannel VXLAN", lat[pod.name].pct(q), lat[fpod.name].pct(q), "ms"))
+			rows = append(rows, compared(section, name+": pod-to-pod, wgmesh / flannel VXLAN", lat[pod.name].Pct(q), lat[fpod.name].Pct(q), "ms"))
 		}
 	}
 	return rows, info, nil

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/wgmesh/wgmesh/internal/cnibench"
 )
 
 // path is one way across the lab from node 0 to node 1.
@@ -60,7 +62,7 @@ func vxlanPaths(a, b *labNode) []path {
 // one that does not cross them (their idle cost is near zero), so all paths
 // are measured alike.
 func iperf3(ctx context.Context, p path, port, streams, secs int, devices []int) (gbps, cpu float64, err error) {
-	spent := func() time.Duration { return selfCPU() + childrenCPU() + procsCPU(devices) }
+	spent := func() time.Duration { return selfCPU() + cnibench.ChildrenCPU() + procsCPU(devices) }
 	cpu0 := spent()
 	var bytes float64
 	defer func() {
@@ -200,7 +202,7 @@ func RRClient(addr string, n int) error {
 }
 
 // rr measures request/response latency over p with n round trips.
-func rr(ctx context.Context, p path, port, n int) (durations, error) {
+func rr(ctx context.Context, p path, port, n int) (cnibench.Durations, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -228,7 +230,7 @@ func rr(ctx context.Context, p path, port, n int) (durations, error) {
 	if err := json.Unmarshal(out, &ns); err != nil {
 		return nil, fmt.Errorf("rr-client output: %w", err)
 	}
-	d := make(durations, len(ns))
+	d := make(cnibench.Durations, len(ns))
 	for i, v := range ns {
 		d[i] = time.Duration(v)
 	}

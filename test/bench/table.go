@@ -162,16 +162,3 @@ func (rep *Report) Save(dir string) ([]string, error) {
 	slices.Sort(paths)
 	return paths, nil
 }
-
-// durations are samples; pct is the p-th percentile in milliseconds.
-type durations []time.Duration
-
-func (d durations) pct(p int) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return float64(s[max(0, min(i, len(s))-1)]) / float64(time.Millisecond)
-}
