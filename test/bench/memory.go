@@ -121,21 +121,31 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 		return res, err
 	}
 	res.Peers = n
-	runtime.GC()
-	debug.FreeOSMemory()
-	time.Sleep(200 * time.Millisecond)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapKiB = ms.HeapAlloc >> 10
-	res.Goroutines = runtime.NumGoroutine()
-	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
+	m := memoryAfterGC(200 * time.Millisecond)
+	res.HeapKiB, res.Goroutines, res.RSSKiB, res.HWMKiB = m.heapKiB, m.goroutines, m.rssKiB, m.hwmKiB
 	_ = node.In(func() error { res.DeviceKiB = deviceRSSKiB(dev); return nil })
 	return res, nil
 }
 
 func slices_clone(n []mesh.Node) []mesh.Node { return append([]mesh.Node(nil), n...) }
 
-func procStatus(field string) int { return procStatusOf("self", field) }
+// selfMemory is this process's memory.
+type selfMemory struct {
+	heapKiB                    uint64 // Go heap in use
+	goroutines, rssKiB, hwmKiB int    // VmRSS, and VmHWM (the peak)
+}
+
+// memoryAfterGC collects garbage, returns what it freed to the operating
+// system, waits settle, and reads this process's memory.
+func memoryAfterGC(settle time.Duration) selfMemory {
+	runtime.GC()
+	debug.FreeOSMemory()
+	time.Sleep(settle)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return selfMemory{heapKiB: ms.HeapAlloc >> 10, goroutines: runtime.NumGoroutine(),
+		rssKiB: procStatusOf("self", "VmRSS"), hwmKiB: procStatusOf("self", "VmHWM")}
+}
 
 // deviceRSSKiB is the VmRSS of the process serving the userspace WireGuard
 // device dev (it outlives the agent, so it is a process of its own). Call
@@ -281,14 +291,8 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 		return res, err
 	}
 	res.Peers = len(s.Peers)
-	runtime.GC()
-	debug.FreeOSMemory()
-	time.Sleep(200 * time.Millisecond)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapKiB = ms.HeapAlloc >> 10
-	res.Goroutines = runtime.NumGoroutine()
-	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
+	m := memoryAfterGC(200 * time.Millisecond)
+	res.HeapKiB, res.Goroutines, res.RSSKiB, res.HWMKiB = m.heapKiB, m.goroutines, m.rssKiB, m.hwmKiB
 	runtime.KeepAlive(w)
 	runtime.KeepAlive(s)
 	return res, nil

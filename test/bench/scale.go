@@ -117,16 +117,25 @@ type watched struct {
 	objs   []*corev1.Node
 }
 
-func startWatcher(ctx context.Context, n int) (*watched, error) {
+// fakeCluster is a fake clientset holding the n Nodes of clusterNodes,
+// and those Nodes.
+func fakeCluster(n int) (*fake.Clientset, []*corev1.Node, error) {
 	objs, err := clusterNodes(n)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt := make([]runtime.Object, len(objs))
 	for i, o := range objs {
 		rt[i] = o
 	}
-	client := fake.NewClientset(rt...)
+	return fake.NewClientset(rt...), objs, nil
+}
+
+func startWatcher(ctx context.Context, n int) (*watched, error) {
+	client, objs, err := fakeCluster(n)
+	if err != nil {
+		return nil, err
+	}
 	w := kube.NewWatcher(client, "kube-system", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	if err := w.OnChange("node-00000", func(kube.Change) {}); err != nil {
 		return nil, err
@@ -246,15 +255,10 @@ func APILoad(ctx context.Context, n int, window time.Duration) ([]Row, error) {
 	defer cancel()
 	// Count through a reactor on a fresh clientset so that the
 	// heartbeats written below (by the "kubelets") are told apart.
-	objs, err := clusterNodes(n)
+	client, objs, err := fakeCluster(n)
 	if err != nil {
 		return nil, err
 	}
-	rt := make([]runtime.Object, len(objs))
-	for i, o := range objs {
-		rt[i] = o
-	}
-	client := fake.NewClientset(rt...)
 	var mu sync.Mutex
 	counts := map[string]int{}
 	kubelet := false
