@@ -152,14 +152,10 @@ func sameAllowedIPs(cur []net.IPNet, want []netip.Prefix) bool {
 	return slices.Equal(got, want)
 }
 
-// IPNet is the masked p as the net.IPNet wgctrl wants. It stays for
-// bench/, which another change moves to netconv; new code uses netconv.
-func IPNet(p netip.Prefix) net.IPNet { return *netconv.IPNet(p.Masked()) }
-
 func ipNets(ps []netip.Prefix) []net.IPNet {
 	out := make([]net.IPNet, len(ps))
 	for i, p := range ps {
-		out[i] = IPNet(p)
+		out[i] = *netconv.IPNet(p.Masked())
 	}
 	return out
 }

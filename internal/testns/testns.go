@@ -1,5 +1,9 @@
-// Package testns gives tests network namespaces that are removed when the
-// test ends, and the underlay that joins them as test nodes. It is apart
+// Package testns is the one network-namespace harness of the unit tests
+// and of make bench: namespaces removed when the test (or the benchmark
+// section) ends, the underlay bridge that joins them as nodes, bridges and
+// pods on them. Tests use the testing.TB forms (New, NewUnderlay, AddPod);
+// wgmesh-bench, which has no testing.T, uses NewNamed with a Cleanup and
+// the error-returning forms (Bridge, Plug, WirePod). It is apart
 // from internal/testutil because it pulls in the CNI namespace packages
 // (and with them cgo), which tests that copy their own static binary into a
 // chroot must not link.
@@ -9,7 +13,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -19,6 +22,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // New creates a network namespace for the test and removes it when the test
@@ -73,26 +78,60 @@ func Suffix(t testing.TB) string {
 // between test nodes.
 type Underlay struct{ ns.NetNS }
 
+// UnderlayBridge is the underlay namespace's bridge.
+const UnderlayBridge = "br0"
+
 // NewUnderlay creates the underlay namespace and its bridge; both go when
 // the test ends.
 func NewUnderlay(t testing.TB) Underlay {
 	t.Helper()
 	u := Underlay{New(t)}
-	Do(t, u, func() error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("add underlay bridge: %w", err)
-		}
-		return netlink.LinkSetUp(br)
-	})
+	if err := Bridge(u, UnderlayBridge, 0); err != nil {
+		t.Fatalf("underlay: %v", err)
+	}
 	return u
 }
 
-// Attach plugs node into the underlay: node gets eth0 (MTU 1500) with addr
-// and lo up; the other end of the veth, named port, joins br0.
+// Attach plugs node into the underlay (Plug); the test fails on error.
 func (u Underlay) Attach(t testing.TB, node ns.NetNS, port string, addr netip.Prefix) {
 	t.Helper()
-	Do(t, node, func() error {
+	if err := Plug(u, node, port, addr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// AddPod makes a pod for node: a new namespace, wired by WirePod with a
+// host end named vp<random>.
+func AddPod(t testing.TB, node ns.NetNS, bridge string, mtu int, addrs ...netip.Prefix) ns.NetNS {
+	t.Helper()
+	pod := New(t)
+	if err := WirePod(node, pod, "vp"+Suffix(t), bridge, mtu, addrs...); err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// Bridge adds the bridge name in n (mtu 0: the kernel's default) with
+// addrs, and sets it up.
+func Bridge(n ns.NetNS, name string, mtu int, addrs ...netip.Prefix) error {
+	return n.Do(func(ns.NetNS) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("add bridge %s: %w", name, err)
+		}
+		for _, a := range addrs {
+			if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: netconv.IPNet(a)}); err != nil {
+				return fmt.Errorf("address %s on %s: %w", a, name, err)
+			}
+		}
+		return netlink.LinkSetUp(br)
+	})
+}
+
+// Plug plugs node into the underlay under: node gets eth0 (MTU 1500) with
+// addr and lo up; the other end of the veth, named port, joins br0.
+func Plug(under, node ns.NetNS, port string, addr netip.Prefix) error {
+	err := node.Do(func(ns.NetNS) error {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: port}); err != nil {
 			return fmt.Errorf("add underlay veth: %w", err)
 		}
@@ -100,15 +139,14 @@ func (u Underlay) Attach(t testing.TB, node ns.NetNS, port string, addr netip.Pr
 		if err != nil {
 			return err
 		}
-		if err := netlink.LinkSetNsFd(peer, int(u.Fd())); err != nil {
+		if err := netlink.LinkSetNsFd(peer, int(under.Fd())); err != nil {
 			return err
 		}
 		eth0, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err
 		}
-		ipn := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}
-		if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: ipn}); err != nil {
+		if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: netconv.IPNet(addr)}); err != nil {
 			return fmt.Errorf("address %s on eth0: %w", addr, err)
 		}
 		if err := netlink.LinkSetUp(eth0); err != nil {
@@ -120,12 +158,15 @@ func (u Underlay) Attach(t testing.TB, node ns.NetNS, port string, addr netip.Pr
 		}
 		return netlink.LinkSetUp(lo)
 	})
-	Do(t, u, func() error {
+	if err != nil {
+		return err
+	}
+	return under.Do(func(ns.NetNS) error {
 		peer, err := netlink.LinkByName(port)
 		if err != nil {
 			return err
 		}
-		br, err := netlink.LinkByName("br0")
+		br, err := netlink.LinkByName(UnderlayBridge)
 		if err != nil {
 			return err
 		}
@@ -136,15 +177,13 @@ func (u Underlay) Attach(t testing.TB, node ns.NetNS, port string, addr netip.Pr
 	})
 }
 
-// AddPod makes a pod for node: a namespace whose eth0 (MTU mtu) has addrs,
-// lo up, and a default route per family through that subnet's gateway (its
-// first address, where wgmesh puts it); the host end of the veth joins
-// bridge in node. IPv6 addresses skip DAD, so they are usable at once.
-func AddPod(t testing.TB, node ns.NetNS, bridge string, mtu int, addrs ...netip.Prefix) ns.NetNS {
-	t.Helper()
-	pod := New(t)
-	host := "vp" + Suffix(t)
-	Do(t, node, func() error {
+// WirePod networks the namespace pod as a pod of node: its eth0 (MTU mtu)
+// has addrs, lo up, and a default route per family through that subnet's
+// gateway (its first address, where wgmesh puts it); the host end of the
+// veth, named host, joins bridge in node. IPv6 addresses skip DAD, so they
+// are usable at once.
+func WirePod(node, pod ns.NetNS, host, bridge string, mtu int, addrs ...netip.Prefix) error {
+	err := node.Do(func(ns.NetNS) error {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: mtu}, PeerName: "podeth"}); err != nil {
 			return fmt.Errorf("add pod veth: %w", err)
 		}
@@ -168,7 +207,10 @@ func AddPod(t testing.TB, node ns.NetNS, bridge string, mtu int, addrs ...netip.
 		}
 		return netlink.LinkSetNsFd(podEnd, int(pod.Fd()))
 	})
-	Do(t, pod, func() error {
+	if err != nil {
+		return err
+	}
+	return pod.Do(func(ns.NetNS) error {
 		eth, err := netlink.LinkByName("podeth")
 		if err != nil {
 			return err
@@ -177,7 +219,7 @@ func AddPod(t testing.TB, node ns.NetNS, bridge string, mtu int, addrs ...netip.
 			return err
 		}
 		for _, a := range addrs {
-			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+			addr := &netlink.Addr{IPNet: netconv.IPNet(a)}
 			if a.Addr().Is6() {
 				addr.Flags = unix.IFA_F_NODAD
 			}
@@ -199,5 +241,4 @@ func AddPod(t testing.TB, node ns.NetNS, bridge string, mtu int, addrs ...netip.
 		}
 		return nil
 	})
-	return pod
 }

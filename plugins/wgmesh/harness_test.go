@@ -34,8 +34,10 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/wgmesh/wgmesh/internal/cnibench"
 	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -82,16 +84,6 @@ type lab struct {
 
 const testSubnet = "10.42.1.0/24"
 
-func newNetNS(t testing.TB) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() { closeNetNS(n) })
-	return n
-}
-
 func closeNetNS(n ns.NetNS) {
 	_ = n.Close()
 	_ = testutils.UnmountNS(n)
@@ -103,7 +95,7 @@ func closeNetNS(n ns.NetNS) {
 func newLab(t testing.TB, writeEnv bool) *lab {
 	t.Helper()
 	testutil.RequireRoot(t)
-	l := &lab{t: t, node: newNetNS(t), dir: t.TempDir(), subnet: netip.MustParsePrefix(testSubnet), nodeAddr: netip.MustParseAddr("192.168.77.1")}
+	l := &lab{t: t, node: testns.New(t), dir: t.TempDir(), subnet: netip.MustParsePrefix(testSubnet), nodeAddr: netip.MustParseAddr("192.168.77.1")}
 	l.subnetFile = filepath.Join(l.dir, "run", "subnet.env")
 	l.dataDir = filepath.Join(l.dir, "ipam")
 	err := l.node.Do(func(ns.NetNS) error {
@@ -182,19 +174,13 @@ type pod struct {
 
 func (l *lab) newPod() *pod {
 	l.t.Helper()
-	n := newNetNS(l.t)
+	n := testns.New(l.t)
 	return newPodIn(n)
 }
 
 func newPodIn(n ns.NetNS) *pod {
-	id := fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
-	name := "pod-" + id[:8]
-	return &pod{netns: n, name: name, rt: &libcni.RuntimeConf{
-		ContainerID: id,
-		NetNS:       n.Path(),
-		IfName:      "eth0",
-		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", id}},
-	}}
+	rt := cnibench.RuntimeConf(n.Path())
+	return &pod{netns: n, name: cnibench.PodName(rt), rt: rt}
 }
 
 // inNode runs f in the node namespace, where the runtime (and so every

@@ -23,6 +23,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/link"
 	"github.com/wgmesh/wgmesh/internal/netconv"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testns"
 )
 
 func TestTwoPodsPingEachOtherAndTheGateway(t *testing.T) {
@@ -317,7 +318,7 @@ func TestMalformedConfIsRejected(t *testing.T) {
 
 func TestAddIntoVanishedNetnsAllocatesNothing(t *testing.T) {
 	l := newLab(t, true)
-	n := newNetNS(t)
+	n := testns.New(t)
 	p := newPodIn(n)
 	closeNetNS(n)
 	_, err := l.add(context.Background(), p)

@@ -3,16 +3,19 @@ package kubenode
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/wgmesh/wgmesh/test/e2e/kubenode/mountinfo"
+	"github.com/moby/sys/mountinfo"
+
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
 
@@ -169,16 +172,40 @@ func Sweep(log *slog.Logger) {
 	}
 }
 
-// cgroupMounts lists the cgroup mounts of a mountinfo file (see package
-// mountinfo).
-func cgroupMounts(path string) ([]mountinfo.Mount, error) {
-	b, err := os.ReadFile(path)
+// cgroupMounts lists, from a mountinfo file, the tmpfs at /sys/fs/cgroup
+// and every cgroup and cgroup2 mount under it, parents first, to be
+// mounted again inside a node. Parsed by moby/sys/mountinfo (what runc and
+// the kubelet use); VFSOptions are the superblock options, which for a
+// cgroup v1 hierarchy name its controllers.
+func cgroupMounts(path string) ([]*mountinfo.Info, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	out := mountinfo.CgroupMounts(b, cgroupMount)
+	defer f.Close()
+	out, err := cgroupMountsFrom(f, cgroupMount)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no cgroup mounts under %s in %s", cgroupMount, path)
 	}
+	return out, nil
+}
+
+// cgroupMountsFrom is cgroupMounts of the mountinfo text r, for the cgroup
+// root root.
+func cgroupMountsFrom(r io.Reader, root string) ([]*mountinfo.Info, error) {
+	under, cgroupTypes := mountinfo.PrefixFilter(root), mountinfo.FSTypeFilter("tmpfs", "cgroup", "cgroup2")
+	out, err := mountinfo.GetMountsFromReader(r, func(m *mountinfo.Info) (skip, stop bool) {
+		if skip, _ := under(m); skip {
+			return true, false
+		}
+		return cgroupTypes(m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b *mountinfo.Info) int { return len(a.Mountpoint) - len(b.Mountpoint) })
 	return out, nil
 }

@@ -150,7 +150,7 @@ func (k *Node) mountCgroups(ctx context.Context) error {
 	}
 	script := []string{"set -e"}
 	for _, m := range mounts {
-		script = append(script, fmt.Sprintf("mkdir -p %s && mount -t %s -o %s %s %s", m.Point, m.FSType, m.Options, m.FSType, m.Point))
+		script = append(script, fmt.Sprintf("mkdir -p %s && mount -t %s -o %s %s %s", m.Mountpoint, m.FSType, m.VFSOptions, m.FSType, m.Mountpoint))
 	}
 	if out, err := k.Run(ctx, "sh", "-c", strings.Join(script, "\n")); err != nil {
 		return fmt.Errorf("kubenode: node %s: mount cgroups: %w: %s", k.Name, err, out)

@@ -14,11 +14,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
+	"github.com/wgmesh/wgmesh/test/e2e/cmd/internal/labcmd"
 	"github.com/wgmesh/wgmesh/test/e2e/conformance"
 	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
@@ -33,19 +32,15 @@ func main() {
 	timeout := flag.Duration("timeout", 3*time.Hour, "the whole suite's time limit")
 	keep := flag.Bool("keep", false, "leave the lab running afterwards (make lab-down LAB_DIR=<dir it prints>)")
 	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := run(*out, *focus, *skip, *nodes, *mode, *timeout, *keep, log); err != nil {
-		fmt.Fprintln(os.Stderr, "wgmesh-conformance:", err)
-		os.Exit(1)
-	}
+	labcmd.Main("wgmesh-conformance", func(ctx context.Context, log *slog.Logger) error {
+		return run(ctx, *out, *focus, *skip, *nodes, *mode, *timeout, *keep, log)
+	})
 }
 
-func run(out, focus, skip string, nodes int, mode string, timeout time.Duration, keep bool, log *slog.Logger) error {
+func run(ctx context.Context, out, focus, skip string, nodes int, mode string, timeout time.Duration, keep bool, log *slog.Logger) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces, containerd, kubelet)")
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
 	lab.Sweep(log)
 	kubenode.Sweep(log)
 	labDir, err := os.MkdirTemp("", "wgmesh-lab-conformance-")

@@ -13,11 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
+	"github.com/wgmesh/wgmesh/test/e2e/cmd/internal/labcmd"
 	"github.com/wgmesh/wgmesh/test/e2e/kubenode"
 	"github.com/wgmesh/wgmesh/test/e2e/lab"
 )
@@ -33,20 +32,16 @@ func main() {
 	pods := fs.Int("pods", 2, "pods per node")
 	kubelet := fs.Bool("kubelet", false, "nodes run containerd + kubelet and pods are created through the API (make lab KUBELET=1)")
 	_ = fs.Parse(os.Args[2:])
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	var err error
-	switch os.Args[1] {
-	case "up":
-		err = up(*dir, *nodes, *pods, *kubelet, log)
-	case "down":
-		err = down(*dir, log)
-	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "wgmesh-lab:", err)
-		os.Exit(1)
-	}
+	labcmd.Main("wgmesh-lab", func(ctx context.Context, log *slog.Logger) error {
+		switch os.Args[1] {
+		case "up":
+			return up(ctx, *dir, *nodes, *pods, *kubelet, log)
+		case "down":
+			return down(*dir, log)
+		default:
+			return fmt.Errorf("unknown command %q", os.Args[1])
+		}
+	})
 }
 
 func down(dir string, log *slog.Logger) error {
@@ -63,12 +58,10 @@ func down(dir string, log *slog.Logger) error {
 	return nil
 }
 
-func up(dir string, nodes, podsPer int, kubelet bool, log *slog.Logger) error {
+func up(ctx context.Context, dir string, nodes, podsPer int, kubelet bool, log *slog.Logger) error {
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
 		return fmt.Errorf("a lab is already running in %s (make lab-down first)", dir)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
 	start := time.Now()
 	l, err := lab.Start(ctx, lab.Config{Dir: dir, Persistent: true, Kubelets: kubelet, Log: log})
 	if err != nil {

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/route"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -45,7 +46,7 @@ type AgentResult struct {
 // dataplane.New, applies a mesh of n peers with their routes and firewall
 // rules, then one-node changes, and reports its own memory after GC.
 func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	node, err := newNetNS(c, fmt.Sprintf("rss%d", n))
 	if err != nil {
@@ -78,14 +79,14 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 			return dataplane.Changes{}, fmt.Errorf("mesh problems: %+v", problems[0])
 		}
 		var ch dataplane.Changes
-		err := node.do(func() error {
+		err := node.In(func() error {
 			var err error
 			ch, err = dp.Apply(ctx, s)
 			return err
 		})
 		return ch, err
 	}
-	err = node.do(func() error {
+	err = node.In(func() error {
 		var err error
 		dp, err = dataplane.New(dataplane.Config{
 			Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key,
@@ -97,7 +98,7 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 	if err != nil {
 		return res, fmt.Errorf("dataplane.New: %w", err)
 	}
-	c.Add(func() { _ = node.do(func() error { return dp.Cleanup(context.Background()) }) })
+	c.Add(func() { _ = node.In(func() error { return dp.Cleanup(context.Background()) }) })
 
 	members := nodes[:n+1]
 	start := time.Now()
@@ -120,21 +121,31 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 		return res, err
 	}
 	res.Peers = n
-	runtime.GC()
-	debug.FreeOSMemory()
-	time.Sleep(200 * time.Millisecond)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapKiB = ms.HeapAlloc >> 10
-	res.Goroutines = runtime.NumGoroutine()
-	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
-	_ = node.do(func() error { res.DeviceKiB = deviceRSSKiB(dev); return nil })
+	m := memoryAfterGC(200 * time.Millisecond)
+	res.HeapKiB, res.Goroutines, res.RSSKiB, res.HWMKiB = m.heapKiB, m.goroutines, m.rssKiB, m.hwmKiB
+	_ = node.In(func() error { res.DeviceKiB = deviceRSSKiB(dev); return nil })
 	return res, nil
 }
 
 func slices_clone(n []mesh.Node) []mesh.Node { return append([]mesh.Node(nil), n...) }
 
-func procStatus(field string) int { return procStatusOf("self", field) }
+// selfMemory is this process's memory.
+type selfMemory struct {
+	heapKiB                    uint64 // Go heap in use
+	goroutines, rssKiB, hwmKiB int    // VmRSS, and VmHWM (the peak)
+}
+
+// memoryAfterGC collects garbage, returns what it freed to the operating
+// system, waits settle, and reads this process's memory.
+func memoryAfterGC(settle time.Duration) selfMemory {
+	runtime.GC()
+	debug.FreeOSMemory()
+	time.Sleep(settle)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return selfMemory{heapKiB: ms.HeapAlloc >> 10, goroutines: runtime.NumGoroutine(),
+		rssKiB: procStatusOf("self", "VmRSS"), hwmKiB: procStatusOf("self", "VmHWM")}
+}
 
 // deviceRSSKiB is the VmRSS of the process serving the userspace WireGuard
 // device dev (it outlives the agent, so it is a process of its own). Call
@@ -234,29 +245,24 @@ func fmtChanges(c dataplane.Changes) string {
 // through the route and firewall appliers. Only RSSKiB, HWMKiB, HeapKiB
 // and Goroutines are filled.
 func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err error) {
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	node, err := newNetNS(c, fmt.Sprintf("rssk%d", n))
 	if err != nil {
 		return res, err
 	}
 	dev := devName(800000 + n%1000)
-	if _, err := node.run("ip", "link", "add", dev, "type", "veth", "peer", "name", "stand-in"); err != nil {
-		return res, err
+	// A veth pair stands in for the device: routes need a link that is up.
+	for _, args := range [][]string{
+		{"link", "add", dev, "type", "veth", "peer", "name", "stand-in"},
+		{"link", "set", dev, "up"},
+		{"link", "set", "stand-in", "up"},
+	} {
+		if _, err := node.Run("ip", args...); err != nil {
+			return res, err
+		}
 	}
-	if _, err := node.run("ip", "link", "set", dev, "up"); err != nil {
-		return res, err
-	}
-	if _, err := node.run("ip", "link", "set", "stand-in", "up"); err != nil {
-		return res, err
-	}
-	if _, err := node.run("ip", "link", "add", cniconf.DefaultBridge, "type", "bridge"); err != nil {
-		return res, err
-	}
-	if _, err := node.run("ip", "addr", "add", "10.0.0.1/24", "dev", cniconf.DefaultBridge); err != nil {
-		return res, err
-	}
-	if _, err := node.run("ip", "link", "set", cniconf.DefaultBridge, "up"); err != nil {
+	if err := testns.Bridge(node, cniconf.DefaultBridge, 0, netip.MustParsePrefix("10.0.0.1/24")); err != nil {
 		return res, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -270,7 +276,7 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 	if len(problems) > 0 {
 		return res, fmt.Errorf("mesh problems: %+v", problems[0])
 	}
-	err = node.do(func() error {
+	err = node.In(func() error {
 		rm, err := route.New(route.Config{Device: dev})
 		if err != nil {
 			return err
@@ -285,14 +291,8 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 		return res, err
 	}
 	res.Peers = len(s.Peers)
-	runtime.GC()
-	debug.FreeOSMemory()
-	time.Sleep(200 * time.Millisecond)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapKiB = ms.HeapAlloc >> 10
-	res.Goroutines = runtime.NumGoroutine()
-	res.RSSKiB, res.HWMKiB = procStatus("VmRSS"), procStatus("VmHWM")
+	m := memoryAfterGC(200 * time.Millisecond)
+	res.HeapKiB, res.Goroutines, res.RSSKiB, res.HWMKiB = m.heapKiB, m.goroutines, m.rssKiB, m.hwmKiB
 	runtime.KeepAlive(w)
 	runtime.KeepAlive(s)
 	return res, nil

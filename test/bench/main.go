@@ -1,6 +1,15 @@
 // Command wgmesh-bench runs wgmesh's benchmarks (make bench) and prints one
-// table; it also writes it as Markdown and JSON under -out. It needs root:
-// every measurement runs in network namespaces it creates and removes.
+// table; it also writes it as Markdown and JSON under -out. It measures
+// wgmesh against the reference CNI plugins and against the limits of its
+// own tunnel, in network namespaces it creates (named wgbench-<pid>-<role>,
+// through internal/testns) and removes again. It owns those namespaces, the
+// WireGuard devices and sockets named wgb<pid>..., and the files it writes
+// under the results directory; it never touches the host's network
+// namespace, links, routes or firewall. It needs root.
+//
+// Every section returns Rows, printed as one table. The same binary, run
+// with a helper name as its first argument (rr-server, rr-client, rss,
+// rss-kernel, agent), is the sub-process some sections start.
 package main
 
 import (
@@ -14,8 +23,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/wgmesh/wgmesh/bench"
 
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
@@ -59,11 +66,11 @@ func runBench() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if removed, err := bench.Sweep(); err != nil || len(removed) > 0 {
+	if removed, err := sweep(); err != nil || len(removed) > 0 {
 		fmt.Fprintf(os.Stderr, "swept leftovers of earlier runs: %v %v\n", removed, err)
 	}
-	rep := &bench.Report{Date: time.Now(), Machine: bench.Describe()}
-	run := func(name string, f func() ([]bench.Row, error)) {
+	rep := &Report{Date: time.Now(), Machine: Describe()}
+	run := func(name string, f func() ([]Row, error)) {
 		if !strings.Contains(","+*only+",", ","+name+",") || ctx.Err() != nil {
 			return
 		}
@@ -77,30 +84,30 @@ func runBench() int {
 		}
 		fmt.Fprintf(os.Stderr, "== %s done in %s\n", name, time.Since(start).Round(time.Second))
 	}
-	run("cni", func() ([]bench.Row, error) {
-		return bench.CNI(ctx, bench.CNIOptions{Repo: *repo, Bin: abs(*bin), RefBin: abs(*refBin), Cycles: *cycles, ConcRounds: *rounds})
+	run("cni", func() ([]Row, error) {
+		return CNI(ctx, CNIOptions{Repo: *repo, Bin: abs(*bin), RefBin: abs(*refBin), Cycles: *cycles, ConcRounds: *rounds})
 	})
-	run("scale", func() ([]bench.Row, error) {
-		rows, err := bench.Reconcile(ctx, []int{100, 1000, 5000})
+	run("scale", func() ([]Row, error) {
+		rows, err := Reconcile(ctx, []int{100, 1000, 5000})
 		if err != nil {
 			return rows, err
 		}
-		more, err := bench.Memory(ctx, []int{1000, 5000})
+		more, err := Memory(ctx, []int{1000, 5000})
 		rows = append(rows, more...)
 		if err != nil {
 			return rows, err
 		}
-		more, err = bench.APILoad(ctx, 1000, 3*time.Second)
+		more, err = APILoad(ctx, 1000, 3*time.Second)
 		rows = append(rows, more...)
 		if err != nil {
 			return rows, err
 		}
-		more, err = bench.RealAgent(ctx, []int{1000, 5000})
+		more, err = RealAgent(ctx, []int{1000, 5000})
 		return append(rows, more...), err
 	})
-	net := func(noOffload bool) func() ([]bench.Row, error) {
-		return func() ([]bench.Row, error) {
-			rows, info, err := bench.Net(ctx, bench.NetOptions{Seconds: *secs, MTU: *mtu, UnderlayGRO: *gro, NoTUNOffload: noOffload})
+	net := func(noOffload bool) func() ([]Row, error) {
+		return func() ([]Row, error) {
+			rows, info, err := Net(ctx, NetOptions{Seconds: *secs, MTU: *mtu, UnderlayGRO: *gro, NoTUNOffload: noOffload})
 			if info != "" {
 				fmt.Fprintln(os.Stderr, info)
 			}
@@ -109,7 +116,7 @@ func runBench() int {
 	}
 	run("net-nooffload", net(true))
 	run("net", net(false))
-	run("converge", func() ([]bench.Row, error) { return bench.Converge(ctx, []int{3, 8}) })
+	run("converge", func() ([]Row, error) { return Converge(ctx, []int{3, 8}) })
 	fmt.Println()
 	rep.WriteText(os.Stdout)
 	paths, err := rep.Save(*out)

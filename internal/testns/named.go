@@ -1,4 +1,4 @@
-package bench
+package testns
 
 import (
 	"errors"
@@ -14,12 +14,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// Prefix names every namespace this package creates: wgbench-<pid>-<role>.
-// The pid lets Sweep tell a leftover of a killed run from a live one.
-const Prefix = "wgbench-"
-
-// devPrefix names WireGuard devices (and so their UAPI sockets): wgb<pid>x<i>.
-const devPrefix = "wgb"
+// What follows is for programs without a testing.T (make bench's
+// wgmesh-bench and its sub-processes): the namespaces carry names, so that
+// a later run can find and remove what a killed one left, and their removal
+// is queued on a Cleanup instead of t.Cleanup.
 
 // Cleanup is a stack of undo functions, run last-in first-out.
 type Cleanup struct {
@@ -49,15 +47,15 @@ func (c *Cleanup) Run() {
 	}
 }
 
-// netNS is a named network namespace of ours.
-type netNS struct {
-	name string
+// Named is a network namespace made by `ip netns add`, so it has a name
+// that `ip netns exec` and a later SweepDead know.
+type Named struct {
+	Name string
 	ns.NetNS
 }
 
-// newNetNS creates wgbench-<pid>-<role> with lo up; c removes it.
-func newNetNS(c *Cleanup, role string) (*netNS, error) {
-	name := fmt.Sprintf("%s%d-%s", Prefix, os.Getpid(), role)
+// NewNamed creates the namespace name with lo up; c removes it.
+func NewNamed(c *Cleanup, name string) (*Named, error) {
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
 	}
@@ -67,35 +65,39 @@ func newNetNS(c *Cleanup, role string) (*netNS, error) {
 		return nil, fmt.Errorf("open netns %s: %w", name, err)
 	}
 	c.Add(func() { _ = h.Close() })
-	n := &netNS{name: name, NetNS: h}
-	if _, err := n.run("ip", "link", "set", "lo", "up"); err != nil {
+	n := &Named{Name: name, NetNS: h}
+	if _, err := n.Run("ip", "link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
 
-// cmd is a command run inside n (ip netns exec also gives it n's /sys).
-func (n *netNS) cmd(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.name, name}, args...)...)
+// Cmd is a command to run inside n (`ip netns exec`, which also gives it
+// n's /sys).
+func (n *Named) Cmd(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
 
-func (n *netNS) run(name string, args ...string) (string, error) {
-	out, err := n.cmd(name, args...).CombinedOutput()
+// Run runs a command inside n; a failure's error carries the namespace,
+// the command and its output.
+func (n *Named) Run(name string, args ...string) (string, error) {
+	out, err := n.Cmd(name, args...).CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("%s: %s %s: %w: %s", n.name, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return string(out), fmt.Errorf("%s: %s %s: %w: %s", n.Name, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
 }
 
-// do runs f on a locked thread inside n.
-func (n *netNS) do(f func() error) error {
+// In runs f on a locked thread inside n.
+func (n *Named) In(f func() error) error {
 	return n.Do(func(ns.NetNS) error { return f() })
 }
 
-// Sweep removes what a killed earlier run left behind: namespaces named
-// wgbench-<pid>-* and UAPI sockets wgb<pid>*.sock whose pid is not alive.
-// It returns what it removed.
-func Sweep() ([]string, error) {
+// SweepDead removes what a killed earlier run left behind: namespaces
+// named <nsPrefix><pid>-... and userspace WireGuard sockets
+// <sockPrefix><pid>x....sock whose pid is not alive. It returns what it
+// removed.
+func SweepDead(nsPrefix, sockPrefix string) ([]string, error) {
 	var removed []string
 	var errs []error
 	out, err := exec.Command("ip", "netns", "list").Output()
@@ -104,7 +106,7 @@ func Sweep() ([]string, error) {
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-		rest, ok := strings.CutPrefix(name, Prefix)
+		rest, ok := strings.CutPrefix(name, nsPrefix)
 		if !ok {
 			continue
 		}
@@ -118,9 +120,9 @@ func Sweep() ([]string, error) {
 		}
 		removed = append(removed, "netns "+name)
 	}
-	socks, _ := filepath.Glob(filepath.Join("/var/run/wireguard", devPrefix+"*.sock"))
+	socks, _ := filepath.Glob(filepath.Join("/var/run/wireguard", sockPrefix+"*.sock"))
 	for _, s := range socks {
-		rest := strings.TrimPrefix(filepath.Base(s), devPrefix)
+		rest := strings.TrimPrefix(filepath.Base(s), sockPrefix)
 		pid, _, _ := strings.Cut(rest, "x")
 		if alive(pid) {
 			continue
@@ -139,9 +141,6 @@ func alive(pid string) bool {
 	if err != nil || p <= 0 {
 		return true // not ours to judge
 	}
-	return syscall.Kill(p, 0) == nil || errors.Is(syscall.Kill(p, 0), syscall.EPERM)
+	err = syscall.Kill(p, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
-
-// devName is a WireGuard device name unique on the machine (UAPI sockets
-// share one directory across namespaces), at most 15 bytes.
-func devName(i int) string { return fmt.Sprintf("%s%dx%d", devPrefix, os.Getpid(), i) }

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"fmt"
@@ -45,7 +45,7 @@ func flannelVXLAN(nodes []*labNode) error {
 		// A random locally administered MAC, as flannel's mac.NewHardwareAddr.
 		mac := link.RandomMAC()
 		macs[i] = mac
-		if err := nd.netns.do(func() error { return addFlannelDevice(nd, mac) }); err != nil {
+		if err := nd.netns.In(func() error { return addFlannelDevice(nd, mac) }); err != nil {
 			return fmt.Errorf("%s: %s: %w", nd.name, flannelDev, err)
 		}
 	}
@@ -54,7 +54,7 @@ func flannelVXLAN(nodes []*labNode) error {
 			if i == j {
 				continue
 			}
-			if err := nd.netns.do(func() error { return addFlannelPeer(remote, macs[j]) }); err != nil {
+			if err := nd.netns.In(func() error { return addFlannelPeer(remote, macs[j]) }); err != nil {
 				return fmt.Errorf("%s: %s: lease of %s: %w", nd.name, flannelDev, remote.name, err)
 			}
 		}
@@ -129,7 +129,7 @@ func flannelRules(nd *labNode) error {
 		{"-A", "FORWARD", "-s", cidr, "-j", "ACCEPT"},
 		{"-A", "FORWARD", "-d", cidr, "-j", "ACCEPT"},
 	} {
-		if _, err := nd.netns.run("iptables", append([]string{"-w"}, r...)...); err != nil {
+		if _, err := nd.netns.Run("iptables", append([]string{"-w"}, r...)...); err != nil {
 			return err
 		}
 	}

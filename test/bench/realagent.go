@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -9,8 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,13 +19,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/wgmesh/wgmesh/internal/agent"
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/kube"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -56,15 +54,10 @@ type RealAgentResult struct {
 // ready, lets ten kubelets update their Node status every 100 ms for
 // window, and reports the API requests by verb, and the process's RSS.
 func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAgentResult, err error) {
-	objs, err := clusterNodes(n + 1)
+	client, objs, err := fakeCluster(n + 1)
 	if err != nil {
 		return res, err
 	}
-	rt := make([]kruntime.Object, len(objs))
-	for i, o := range objs {
-		rt[i] = o
-	}
-	client := fake.NewClientset(rt...)
 	var mu sync.Mutex
 	counts := map[string]int{}
 	count := func(a k8stesting.Action) {
@@ -165,12 +158,8 @@ func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAge
 		return res, err
 	}
 	res.Peers, res.DevicePeers, res.StatusRoutes = n, len(st.Peers), len(st.Routes)
-	runtime.GC()
-	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapKiB = ms.HeapAlloc >> 10
-	res.RSSKiB = procStatus("VmRSS")
+	m := memoryAfterGC(0)
+	res.HeapKiB, res.RSSKiB = m.heapKiB, m.rssKiB
 	res.DeviceKiB = deviceRSSKiB(dev) // this process runs in the device's namespace
 	return res, nil
 }
@@ -185,13 +174,13 @@ func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
 	var rows []Row
 	sec := "agent at scale"
 	for _, n := range sizes {
-		c := &Cleanup{}
+		c := &testns.Cleanup{}
 		ns, err := newNetNS(c, fmt.Sprintf("agent%d", n))
 		if err != nil {
 			c.Run()
 			return rows, err
 		}
-		cmd := ns.cmd(self, "agent", "-n", strconv.Itoa(n))
+		cmd := ns.Cmd(self, "agent", "-n", strconv.Itoa(n))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		c.Run()

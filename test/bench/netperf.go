@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"bufio"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/wgmesh/wgmesh/internal/cnibench"
 )
 
 // path is one way across the lab from node 0 to node 1.
@@ -60,7 +62,7 @@ func vxlanPaths(a, b *labNode) []path {
 // one that does not cross them (their idle cost is near zero), so all paths
 // are measured alike.
 func iperf3(ctx context.Context, p path, port, streams, secs int, devices []int) (gbps, cpu float64, err error) {
-	spent := func() time.Duration { return selfCPU() + childrenCPU() + procsCPU(devices) }
+	spent := func() time.Duration { return selfCPU() + cnibench.ChildrenCPU() + procsCPU(devices) }
 	cpu0 := spent()
 	var bytes float64
 	defer func() {
@@ -68,7 +70,7 @@ func iperf3(ctx context.Context, p path, port, streams, secs int, devices []int)
 			cpu = (spent() - cpu0).Seconds() / (bytes / 1e9)
 		}
 	}()
-	srv := p.to.cmd("iperf3", "-s", "-B", p.dst.String(), "-p", strconv.Itoa(port))
+	srv := p.to.Cmd("iperf3", "-s", "-B", p.dst.String(), "-p", strconv.Itoa(port))
 	srv.Stdout, srv.Stderr = io.Discard, io.Discard
 	if err := srv.Start(); err != nil {
 		return 0, 0, fmt.Errorf("start iperf3 server: %w", err)
@@ -80,7 +82,7 @@ func iperf3(ctx context.Context, p path, port, streams, secs int, devices []int)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+20*time.Second)
 	defer cancel()
-	cli := exec.CommandContext(ctx, "ip", "netns", "exec", p.from.name, "iperf3", "-c", p.dst.String(), "-p", strconv.Itoa(port),
+	cli := exec.CommandContext(ctx, "ip", "netns", "exec", p.from.Name, "iperf3", "-c", p.dst.String(), "-p", strconv.Itoa(port),
 		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
 	out, err := cli.Output()
 	var res struct {
@@ -121,7 +123,7 @@ func waitListening(n *netNS, ap netip.AddrPort, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		var err error
-		nerr := n.do(func() error {
+		nerr := n.In(func() error {
 			var c net.Conn
 			c, err = net.DialTimeout("tcp", ap.String(), 200*time.Millisecond)
 			if err == nil {
@@ -136,7 +138,7 @@ func waitListening(n *netNS, ap netip.AddrPort, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s in %s: %w", ap, n.name, err)
+			return fmt.Errorf("nothing listens on %s in %s: %w", ap, n.Name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -200,13 +202,13 @@ func RRClient(addr string, n int) error {
 }
 
 // rr measures request/response latency over p with n round trips.
-func rr(ctx context.Context, p path, port, n int) (durations, error) {
+func rr(ctx context.Context, p path, port, n int) (cnibench.Durations, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	addr := netip.AddrPortFrom(p.dst, uint16(port)).String()
-	srv := exec.CommandContext(ctx, "ip", "netns", "exec", p.to.name, self, "rr-server", "-listen", addr)
+	srv := exec.CommandContext(ctx, "ip", "netns", "exec", p.to.Name, self, "rr-server", "-listen", addr)
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -218,9 +220,9 @@ func rr(ctx context.Context, p path, port, n int) (durations, error) {
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "listening" {
-		return nil, fmt.Errorf("rr-server in %s: %q %v", p.to.name, line, err)
+		return nil, fmt.Errorf("rr-server in %s: %q %v", p.to.Name, line, err)
 	}
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.from.name, self, "rr-client", "-addr", addr, "-n", strconv.Itoa(n)).Output()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.from.Name, self, "rr-client", "-addr", addr, "-n", strconv.Itoa(n)).Output()
 	if err != nil {
 		return nil, fmt.Errorf("rr-client %s: %w", p.name, err)
 	}
@@ -228,7 +230,7 @@ func rr(ctx context.Context, p path, port, n int) (durations, error) {
 	if err := json.Unmarshal(out, &ns); err != nil {
 		return nil, fmt.Errorf("rr-client output: %w", err)
 	}
-	d := make(durations, len(ns))
+	d := make(cnibench.Durations, len(ns))
 	for i, v := range ns {
 		d[i] = time.Duration(v)
 	}

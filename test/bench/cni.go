@@ -1,11 +1,10 @@
-package bench
+package main
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,8 +18,10 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/wgmesh/wgmesh/internal/cnibench"
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/subnetenv"
+	"github.com/wgmesh/wgmesh/internal/testns"
 )
 
 // CNIOptions say where the plugins are and how many cycles to run.
@@ -35,15 +36,6 @@ type CNIOptions struct {
 }
 
 const cniSubnet = "10.42.1.0/24"
-
-// cniTarget is one chain in its own node namespace (both chains use cni0
-// and the same subnet, as on a real node).
-type cniTarget struct {
-	impl string
-	node *netNS
-	list *libcni.NetworkConfigList
-	cni  *libcni.CNIConfig
-}
 
 // CNI measures ADD+DEL of the shipped conflist (wgmesh + wgmesh-ipam +
 // portmap + bandwidth) against bridge + host-local + portmap + bandwidth
@@ -65,7 +57,7 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 			return nil, fmt.Errorf("%s is missing (make build ref-plugins): %w", p, err)
 		}
 	}
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	dir, err := os.MkdirTemp("", "wgbench-cni-")
 	if err != nil {
@@ -73,13 +65,13 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 	}
 	c.Add(func() { os.RemoveAll(dir) })
 
-	var targets []*cniTarget
+	var chains []cnibench.Chain
 	for _, impl := range []string{"wgmesh", "reference"} {
-		t, err := newCNITarget(c, opt, filepath.Join(dir, impl), impl)
+		ch, err := newCNIChain(c, opt, filepath.Join(dir, impl), impl)
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, t)
+		chains = append(chains, ch)
 	}
 	var rows []Row
 	for _, conc := range opt.Conc {
@@ -87,7 +79,7 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 		if conc > 1 {
 			cycles = conc * opt.ConcRounds
 		}
-		lat, cpu, err := runCNI(ctx, c, targets, conc, cycles)
+		lat, cpu, err := runCNI(ctx, c, chains, conc, cycles)
 		if err != nil {
 			return rows, err
 		}
@@ -96,35 +88,37 @@ func CNI(ctx context.Context, opt CNIOptions) ([]Row, error) {
 		sec := "pod setup (ADD+DEL, libcni)"
 		name := fmt.Sprintf("%d concurrent, %d cycles", conc, cycles)
 		rows = append(rows,
-			compared(sec, name+": p50", w.pct(50), r.pct(50), "ms").goalAtMost(1.0),
-			compared(sec, name+": p99", w.pct(99), r.pct(99), "ms").goalAtMost(1.0),
+			compared(sec, name+": p50", w.Pct(50), r.Pct(50), "ms").goalAtMost(1.0),
+			compared(sec, name+": p99", w.Pct(99), r.Pct(99), "ms").goalAtMost(1.0),
 		)
 		if conc == 1 {
-			rows = append(rows, compared(sec, name+": plugin CPU p50", cpu["wgmesh"].pct(50), cpu["reference"].pct(50), "ms").
+			rows = append(rows, compared(sec, name+": plugin CPU p50", cpu["wgmesh"].Pct(50), cpu["reference"].Pct(50), "ms").
 				note("user+sys of every plugin process of a cycle"))
 		}
 	}
 	return rows, nil
 }
 
-func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, error) {
+// newCNIChain is the chain impl in a node namespace of its own (both
+// chains use cni0 and the same subnet, as on a real node).
+func newCNIChain(c *testns.Cleanup, opt CNIOptions, dir, impl string) (cnibench.Chain, error) {
 	node, err := newNetNS(c, "cni-"+impl)
 	if err != nil {
-		return nil, err
+		return cnibench.Chain{}, err
 	}
 	subnetFile := filepath.Join(dir, "run", "subnet.env")
 	dataDir := filepath.Join(dir, "ipam")
 	env := subnetenv.Env{Network: netip.MustParsePrefix("10.42.0.0/16"), Subnet: netip.MustParsePrefix(cniSubnet), MTU: 1380, IPMasq: true}
 	if err := subnetenv.Write(subnetFile, env); err != nil {
-		return nil, err
+		return cnibench.Chain{}, err
 	}
 	data, err := os.ReadFile(filepath.Join(opt.Repo, "conflist", "10-wgmesh.conflist"))
 	if err != nil {
-		return nil, err
+		return cnibench.Chain{}, err
 	}
 	var conf map[string]any
 	if err := json.Unmarshal(data, &conf); err != nil {
-		return nil, fmt.Errorf("shipped conflist: %w", err)
+		return cnibench.Chain{}, fmt.Errorf("shipped conflist: %w", err)
 	}
 	plugins := conf["plugins"].([]any)
 	first := plugins[0].(map[string]any)
@@ -134,102 +128,33 @@ func newCNITarget(c *Cleanup, opt CNIOptions, dir, impl string) (*cniTarget, err
 	} else {
 		// The reference: the same chain with bridge + host-local in front,
 		// same bridge, MTU, hairpin and subnet.
-		plugins[0] = map[string]any{
-			"type": "bridge", "bridge": cniconf.DefaultBridge, "isGateway": true, "mtu": 1380, "hairpinMode": true,
-			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  [][]map[string]string{{{"subnet": cniSubnet}}},
-				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-				"dataDir": dataDir,
-			},
-		}
+		plugins[0] = cnibench.ReferencePlugin(cniconf.DefaultBridge, cniSubnet, dataDir)
 	}
 	conf["name"] = "bench-" + impl
 	out, _ := json.Marshal(conf)
 	list, err := libcni.NetworkConfFromBytes(out)
 	if err != nil {
-		return nil, fmt.Errorf("%s conflist: %w", impl, err)
+		return cnibench.Chain{}, fmt.Errorf("%s conflist: %w", impl, err)
 	}
-	return &cniTarget{impl: impl, node: node, list: list,
+	return cnibench.Chain{Name: impl, Node: node, List: list,
 		// Plugin logs go nowhere: the table is the output.
-		cni: libcni.NewCNIConfigWithCacheDir([]string{opt.Bin, opt.RefBin}, filepath.Join(dir, "cache"), pluginTimes)}, nil
+		CNI: libcni.NewCNIConfigWithCacheDir([]string{opt.Bin, opt.RefBin}, filepath.Join(dir, "cache"), pluginTimes)}, nil
 }
 
-// runCNI does cycles ADD+DEL of every target with conc workers, each with
-// its own pod namespace per target.
-func runCNI(ctx context.Context, c *Cleanup, targets []*cniTarget, conc, cycles int) (lat, cpu map[string]durations, err error) {
-	pods := make([][]*netNS, conc)
+// runCNI does cycles ADD+DEL of every chain with conc workers, each with
+// its own pod namespace per chain.
+func runCNI(ctx context.Context, c *testns.Cleanup, chains []cnibench.Chain, conc, cycles int) (lat, cpu map[string]cnibench.Durations, err error) {
+	pods := make([][]string, conc)
 	for w := range pods {
-		for k := range targets {
+		for k := range chains {
 			p, err := newNetNS(c, fmt.Sprintf("pod%d-%d-%d", conc, w, k))
 			if err != nil {
 				return nil, nil, err
 			}
-			pods[w] = append(pods[w], p)
+			pods[w] = append(pods[w], p.Path())
 		}
 	}
-	work := make(chan int, cycles)
-	for i := range cycles {
-		work <- i
-	}
-	close(work)
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		errs []error
-	)
-	lat, cpu = map[string]durations{}, map[string]durations{}
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				for k := range targets {
-					j := (i + k) % len(targets) // alternate which goes first
-					t := targets[j]
-					id := fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
-					rt := &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/" + pods[w][j].name, IfName: "eth0",
-						Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "bench-" + id[:8]}, {"K8S_POD_INFRA_CONTAINER_ID", id}}}
-					cpu0 := childrenCPU()
-					start := time.Now()
-					err := t.node.do(func() error {
-						if _, err := t.cni.AddNetworkList(ctx, t.list, rt); err != nil {
-							return fmt.Errorf("%s ADD: %w", t.impl, err)
-						}
-						if err := t.cni.DelNetworkList(ctx, t.list, rt); err != nil {
-							return fmt.Errorf("%s DEL: %w", t.impl, err)
-						}
-						return nil
-					})
-					d := time.Since(start)
-					used := childrenCPU() - cpu0
-					mu.Lock()
-					if err != nil {
-						errs = append(errs, err)
-						mu.Unlock()
-						return
-					}
-					lat[t.impl] = append(lat[t.impl], d)
-					if conc == 1 { // children's CPU is attributable only one at a time
-						cpu[t.impl] = append(cpu[t.impl], used)
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return lat, cpu, fmt.Errorf("%d failed cycles, first: %w", len(errs), errs[0])
-	}
-	return lat, cpu, nil
-}
-
-// childrenCPU is the user+system time of all reaped child processes.
-func childrenCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cnibench.AddDel(ctx, chains, pods, cycles)
 }
 
 // selfCPU is the user+system time of this process.
@@ -244,12 +169,12 @@ func selfCPU() time.Duration {
 type timedExec struct {
 	invoke.Exec
 	mu sync.Mutex
-	d  map[string]durations
+	d  map[string]cnibench.Durations
 }
 
 var pluginTimes = &timedExec{
 	Exec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: io.Discard}, PluginDecoder: version.PluginDecoder{}},
-	d:    map[string]durations{},
+	d:    map[string]cnibench.Durations{},
 }
 
 func (t *timedExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
@@ -278,7 +203,7 @@ func (t *timedExec) report(w io.Writer, title string) {
 	slices.Sort(keys)
 	fmt.Fprintf(w, "per plugin, %s (wall p50, IPAM included):", title)
 	for _, k := range keys {
-		fmt.Fprintf(w, " %s %.0f ms;", k, t.d[k].pct(50))
+		fmt.Fprintf(w, " %s %.0f ms;", k, t.d[k].Pct(50))
 	}
 	fmt.Fprintln(w)
 	clear(t.d)

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/firewall"
 	"github.com/wgmesh/wgmesh/internal/mesh"
 	"github.com/wgmesh/wgmesh/internal/route"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -35,7 +36,7 @@ func Converge(ctx context.Context, sizes []int) ([]Row, error) {
 }
 
 func join(ctx context.Context, n int, restarts bool) ([]Row, error) {
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	l, err := newLab(c, wireguard.DefaultMTU)
 	if err != nil {
@@ -159,7 +160,7 @@ func restartApplyLayer(ctx context.Context, nd *labNode, members []*labNode) (in
 		return 0, err
 	}
 	writes := 0
-	err = nd.netns.do(func() error {
+	err = nd.netns.In(func() error {
 		client, err := wgctrl.New()
 		if err != nil {
 			return err
@@ -196,7 +197,7 @@ var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 // lossDuring pings b's pod from a's pod every 10 ms for 3 s and runs
 // disrupt 1 s in; it returns the lost and sent echoes.
 func lossDuring(ctx context.Context, a, b *labNode, disrupt func() (int, error)) (lost, sent, writes int, err error) {
-	cmd := a.pod.cmd("ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", b.podIP.String())
+	cmd := a.pod.Cmd("ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", b.podIP.String())
 	out := make(chan []byte, 1)
 	go func() {
 		o, _ := cmd.CombinedOutput() // exit status 1 when any echo is lost

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/cnibench"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -46,7 +48,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	if opt.MTU == 0 {
 		opt.MTU = wireguard.DefaultMTU
 	}
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	defer c.Run()
 	l, err := newLab(c, opt.MTU)
 	if err != nil {
@@ -76,14 +78,14 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	}
 	if opt.UnderlayGRO {
 		for _, nd := range nodes {
-			if _, err := nd.netns.run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
+			if _, err := nd.netns.Run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
 				return nil, "", fmt.Errorf("underlay GRO: %w", err)
 			}
 		}
 	}
 	if opt.NoTUNOffload {
 		for _, nd := range nodes {
-			if _, err := nd.netns.run("ethtool", "-K", nd.dev, "tso", "off", "gso", "off"); err != nil {
+			if _, err := nd.netns.Run("ethtool", "-K", nd.dev, "tso", "off", "gso", "off"); err != nil {
 				return nil, "", fmt.Errorf("TUN offload off: %w", err)
 			}
 		}
@@ -92,7 +94,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	for _, nd := range nodes {
 		var pid int
 		var ok bool
-		if err := nd.netns.do(func() error { pid, ok = wireguard.DevicePID(nd.dev); return nil }); err != nil || !ok {
+		if err := nd.netns.In(func() error { pid, ok = wireguard.DevicePID(nd.dev); return nil }); err != nil || !ok {
 			return nil, "", fmt.Errorf("%s: no process serves %s: %v", nd.name, nd.dev, err)
 		}
 		devices = append(devices, pid)
@@ -183,7 +185,7 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 			)
 		}
 	}
-	lat := map[string]durations{}
+	lat := map[string]cnibench.Durations{}
 	for _, p := range order {
 		port++
 		d, err := rr(ctx, p, port, opt.RoundTrips/4)
@@ -195,11 +197,11 @@ func Net(ctx context.Context, opt NetOptions) (rows []Row, info string, err erro
 	for _, q := range []int{50, 99} {
 		name := fmt.Sprintf("TCP 64 B request/response p%d", q)
 		rows = append(rows,
-			compared(section, name+": pod-to-pod / tunnel", lat[pod.name].pct(q), lat[tun.name].pct(q), "ms"),
-			compared(section, name+": tunnel / raw underlay", lat[tun.name].pct(q), lat[raw.name].pct(q), "ms"),
+			compared(section, name+": pod-to-pod / tunnel", lat[pod.name].Pct(q), lat[tun.name].Pct(q), "ms"),
+			compared(section, name+": tunnel / raw underlay", lat[tun.name].Pct(q), lat[raw.name].Pct(q), "ms"),
 		)
 		if withVXLAN {
-			rows = append(rows, compared(section, name+": pod-to-pod, wgmesh / flannel VXLAN", lat[pod.name].pct(q), lat[fpod.name].pct(q), "ms"))
+			rows = append(rows, compared(section, name+": pod-to-pod, wgmesh / flannel VXLAN", lat[pod.name].Pct(q), lat[fpod.name].Pct(q), "ms"))
 		}
 	}
 	return rows, info, nil
@@ -220,7 +222,7 @@ func flannelNodes(l *lab, underlayGRO bool) (a, b *labNode, err error) {
 			return nil, nil, err
 		}
 		if underlayGRO {
-			if _, err := nd.netns.run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
+			if _, err := nd.netns.Run("ethtool", "-K", "eth0", "gro", "on"); err != nil {
 				return nil, nil, fmt.Errorf("underlay GRO: %w", err)
 			}
 		}
@@ -265,7 +267,7 @@ func (c counters) minus(o counters) counters {
 // counts a segmentation-offloaded packet once, so bytes/packets above the
 // MTU shows that offload is at work.
 func linkStats(n *netNS, dev, dir string) counters {
-	out, err := n.run("cat", "/sys/class/net/"+dev+"/statistics/"+dir+"_packets", "/sys/class/net/"+dev+"/statistics/"+dir+"_bytes")
+	out, err := n.Run("cat", "/sys/class/net/"+dev+"/statistics/"+dir+"_packets", "/sys/class/net/"+dev+"/statistics/"+dir+"_bytes")
 	if err != nil {
 		return counters{}
 	}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"github.com/wgmesh/wgmesh/bench"
 )
 
 // helper runs the sub-processes the benchmarks start: the two ends of the
@@ -23,22 +21,22 @@ func helper(name string, args []string) int {
 	var err error
 	switch name {
 	case "rr-server":
-		err = bench.RRServe(*listen)
+		err = RRServe(*listen)
 	case "rr-client":
-		err = bench.RRClient(*addr, *n)
+		err = RRClient(*addr, *n)
 	case "rss":
-		var res bench.AgentResult
-		if res, err = bench.RunAgentLike(context.Background(), *n); err == nil {
+		var res AgentResult
+		if res, err = RunAgentLike(context.Background(), *n); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	case "rss-kernel":
-		var res bench.AgentResult
-		if res, err = bench.RunAgentLikeNoDevice(context.Background(), *n); err == nil {
+		var res AgentResult
+		if res, err = RunAgentLikeNoDevice(context.Background(), *n); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	case "agent":
-		var res bench.RealAgentResult
-		if res, err = bench.RunRealAgent(context.Background(), *n, 3*time.Second); err == nil {
+		var res RealAgentResult
+		if res, err = RunRealAgent(context.Background(), *n, 3*time.Second); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	default:

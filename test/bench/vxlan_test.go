@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"net/netip"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
@@ -19,7 +20,7 @@ import (
 // other through it, and nothing left once the lab's cleanup ran.
 func TestFlannelVXLANAsFlannelProgramsIt(t *testing.T) {
 	testutil.RequireRoot(t)
-	c := &Cleanup{}
+	c := &testns.Cleanup{}
 	cleaned := false
 	t.Cleanup(func() {
 		if !cleaned {
@@ -43,7 +44,7 @@ func TestFlannelVXLANAsFlannelProgramsIt(t *testing.T) {
 
 	macs := map[*labNode]string{}
 	for _, nd := range []*labNode{a, b} {
-		if err := nd.netns.do(func() error {
+		if err := nd.netns.In(func() error {
 			l, err := netlink.LinkByName(flannelDev)
 			if err != nil {
 				return err
@@ -56,7 +57,7 @@ func TestFlannelVXLANAsFlannelProgramsIt(t *testing.T) {
 	}
 	for _, tc := range []struct{ nd, remote *labNode }{{a, b}, {b, a}} {
 		nd, remote := tc.nd, tc.remote
-		if err := nd.netns.do(func() error {
+		if err := nd.netns.In(func() error {
 			eth0, err := netlink.LinkByName("eth0")
 			if err != nil {
 				return err
@@ -128,8 +129,8 @@ func TestFlannelVXLANAsFlannelProgramsIt(t *testing.T) {
 	}
 	for _, nd := range []*labNode{a, b} {
 		for _, n := range []*netNS{nd.netns, nd.pod} {
-			if strings.Contains(string(out), n.name) {
-				t.Errorf("namespace %s left after cleanup", n.name)
+			if strings.Contains(string(out), n.Name) {
+				t.Errorf("namespace %s left after cleanup", n.Name)
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"bytes"
@@ -9,24 +9,6 @@ import (
 	"testing"
 	"time"
 )
-
-func TestPercentileOfSamples(t *testing.T) {
-	var d durations
-	for i := 1; i <= 100; i++ {
-		d = append(d, time.Duration(101-i)*time.Millisecond)
-	}
-	for _, tc := range []struct {
-		p    int
-		want float64
-	}{{50, 50}, {99, 99}, {100, 100}, {1, 1}} {
-		if got := d.pct(tc.p); got != tc.want {
-			t.Errorf("p%d = %v, want %v", tc.p, got, tc.want)
-		}
-	}
-	if got := (durations{}).pct(50); got != 0 {
-		t.Errorf("p50 of nothing = %v", got)
-	}
-}
 
 func TestRowGoalsAndRatio(t *testing.T) {
 	r := compared("s", "n", 9, 10, "Gbit/s").goalAtLeast(0.9)

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/kube"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/netconv"
 )
 
 // clusterNodes are n Node objects as a k3s cluster has them: what wgmesh
@@ -103,7 +104,7 @@ func devicePeers(desired []mesh.Peer) []wgtypes.Peer {
 			out[i].Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
 		}
 		for _, a := range p.AllowedIPs {
-			out[i].AllowedIPs = append(out[i].AllowedIPs, mesh.IPNet(a))
+			out[i].AllowedIPs = append(out[i].AllowedIPs, *netconv.IPNet(a.Masked()))
 		}
 	}
 	return out
@@ -116,16 +117,25 @@ type watched struct {
 	objs   []*corev1.Node
 }
 
-func startWatcher(ctx context.Context, n int) (*watched, error) {
+// fakeCluster is a fake clientset holding the n Nodes of clusterNodes,
+// and those Nodes.
+func fakeCluster(n int) (*fake.Clientset, []*corev1.Node, error) {
 	objs, err := clusterNodes(n)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt := make([]runtime.Object, len(objs))
 	for i, o := range objs {
 		rt[i] = o
 	}
-	client := fake.NewClientset(rt...)
+	return fake.NewClientset(rt...), objs, nil
+}
+
+func startWatcher(ctx context.Context, n int) (*watched, error) {
+	client, objs, err := fakeCluster(n)
+	if err != nil {
+		return nil, err
+	}
 	w := kube.NewWatcher(client, "kube-system", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	if err := w.OnChange("node-00000", func(kube.Change) {}); err != nil {
 		return nil, err
@@ -165,47 +175,63 @@ func startServedWatcher(ctx context.Context, n int) (*kube.Watcher, error) {
 	return w, nil
 }
 
+// reconcileLoop starts the Watcher on a cluster of n Nodes and returns one
+// full reconcile of node-00000 (Watcher.Nodes, mesh.Desired, the peer and
+// route diffs against a device and table that already match), which fails
+// when the steady state has anything to write.
+func reconcileLoop(ctx context.Context, n int) (func() error, error) {
+	wd, err := startWatcher(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	nodes := wd.w.Nodes()
+	if len(nodes) != n {
+		return nil, fmt.Errorf("informer cache holds %d of %d nodes", len(nodes), n)
+	}
+	prev, problems := mesh.Desired(nodes[0], nodes, mesh.Options{})
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("problems: %+v", problems[0])
+	}
+	dev, routes := devicePeers(prev.Peers), prev.Routes
+	return func() error {
+		nodes := wd.w.Nodes()
+		s, _ := mesh.Desired(nodes[0], nodes, mesh.Options{})
+		if cfg := mesh.DiffPeers(dev, s.Peers); len(cfg.Peers) != 0 {
+			return fmt.Errorf("steady state has %d peer ops", len(cfg.Peers))
+		}
+		if d := mesh.DiffRoutes(routes, s.Routes); !d.Empty() {
+			return fmt.Errorf("steady state has route ops")
+		}
+		return nil
+	}, nil
+}
+
 // Reconcile measures one full reconcile of node-00000 in a cluster of n
 // Nodes held by the agent's informer cache (kube.Watcher on a fake
 // clientset): Watcher.Nodes, mesh.Desired, and the diffs against a device
-// and a route table that already match (the steady state: no writes).
+// and a route table that already match (the steady state: no writes). It
+// runs BenchmarkReconcile's body through testing.Benchmark, for the table.
 func Reconcile(ctx context.Context, sizes []int) ([]Row, error) {
 	var rows []Row
 	for _, n := range sizes {
 		ctx, cancel := context.WithCancel(ctx)
-		wd, err := startWatcher(ctx, n)
+		loop, err := reconcileLoop(ctx, n)
 		if err != nil {
 			cancel()
 			return rows, err
 		}
-		nodes := wd.w.Nodes()
-		if len(nodes) != n {
-			cancel()
-			return rows, fmt.Errorf("informer cache holds %d of %d nodes", len(nodes), n)
-		}
-		prev, problems := mesh.Desired(nodes[0], nodes, mesh.Options{})
-		if len(problems) > 0 {
-			cancel()
-			return rows, fmt.Errorf("problems: %+v", problems[0])
-		}
-		dev, routes := devicePeers(prev.Peers), prev.Routes
-		var failed string
+		var failed error
 		res := testing.Benchmark(func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				nodes := wd.w.Nodes()
-				s, _ := mesh.Desired(nodes[0], nodes, mesh.Options{})
-				if cfg := mesh.DiffPeers(dev, s.Peers); len(cfg.Peers) != 0 {
-					failed = fmt.Sprintf("steady state has %d peer ops", len(cfg.Peers))
-				}
-				if d := mesh.DiffRoutes(routes, s.Routes); !d.Empty() {
-					failed = "steady state has route ops"
+				if err := loop(); err != nil {
+					failed = err
 				}
 			}
 		})
 		cancel()
-		if failed != "" {
-			return rows, fmt.Errorf("%d nodes: %s", n, failed)
+		if failed != nil {
+			return rows, fmt.Errorf("%d nodes: %w", n, failed)
 		}
 		ms := float64(res.NsPerOp()) / 1e6
 		sec := "agent at scale"
@@ -229,15 +255,10 @@ func APILoad(ctx context.Context, n int, window time.Duration) ([]Row, error) {
 	defer cancel()
 	// Count through a reactor on a fresh clientset so that the
 	// heartbeats written below (by the "kubelets") are told apart.
-	objs, err := clusterNodes(n)
+	client, objs, err := fakeCluster(n)
 	if err != nil {
 		return nil, err
 	}
-	rt := make([]runtime.Object, len(objs))
-	for i, o := range objs {
-		rt[i] = o
-	}
-	client := fake.NewClientset(rt...)
 	var mu sync.Mutex
 	counts := map[string]int{}
 	kubelet := false

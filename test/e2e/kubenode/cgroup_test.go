@@ -1,7 +1,7 @@
-package mountinfo
+package kubenode
 
 import (
-	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -16,33 +16,30 @@ const hybridMountinfo = `22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
 `
 
 func TestCgroupMountsParentsFirstWithSuperOptions(t *testing.T) {
-	got := CgroupMounts([]byte(hybridMountinfo), "/sys/fs/cgroup")
-	want := []Mount{
+	got, err := cgroupMountsFrom(strings.NewReader(hybridMountinfo), "/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][3]string{
 		{"/sys/fs/cgroup", "tmpfs", "rw,mode=755"},
 		{"/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"},
 		{"/sys/fs/cgroup/systemd", "cgroup", "rw,name=systemd"},
 		{"/sys/fs/cgroup/unified", "cgroup2", "rw"},
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got  %v\nwant %v", got, want)
+	if len(got) != len(want) {
+		t.Fatalf("got %d mounts, want %d: %+v", len(got), len(want), got)
 	}
-}
-
-func TestCgroupMountsIgnoresGarbage(t *testing.T) {
-	for _, in := range []string{"", "garbage", " - ", "1 2 3 4 /sys/fs/cgroup - tmpfs", "- - - - -"} {
-		if got := CgroupMounts([]byte(in), "/sys/fs/cgroup"); len(got) != 0 {
-			t.Errorf("%q gave %v", in, got)
+	for i, m := range got {
+		if w := want[i]; m.Mountpoint != w[0] || m.FSType != w[1] || m.VFSOptions != w[2] {
+			t.Errorf("mount %d = %s %s %s, want %v", i, m.Mountpoint, m.FSType, m.VFSOptions, w)
 		}
 	}
 }
 
-func FuzzCgroupMounts(f *testing.F) {
-	f.Add([]byte(hybridMountinfo))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, m := range CgroupMounts(b, "/sys/fs/cgroup") {
-			if m.Point == "" || m.FSType == "" || m.Options == "" {
-				t.Fatalf("incomplete mount %v", m)
-			}
+func TestCgroupMountsRejectsGarbage(t *testing.T) {
+	for _, in := range []string{"garbage", "1 2 3 4 /sys/fs/cgroup - tmpfs"} {
+		if got, err := cgroupMountsFrom(strings.NewReader(in), "/sys/fs/cgroup"); err == nil {
+			t.Errorf("%q gave %v and no error", in, got)
 		}
-	})
+	}
 }

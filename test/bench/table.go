@@ -1,12 +1,4 @@
-// Package bench measures wgmesh against the reference CNI plugins and
-// against the limits of its own tunnel, in network namespaces it creates
-// (named wgbench-<pid>-<role>) and removes again. It owns those namespaces,
-// the WireGuard devices and sockets named wgb<pid>..., and the files it
-// writes under the results directory; it never touches the host's network
-// namespace, links, routes or firewall.
-//
-// Every measurement returns Rows; cmd/wgmesh-bench prints them as one table.
-package bench
+package main
 
 import (
 	"encoding/json"
@@ -169,17 +161,4 @@ func (rep *Report) Save(dir string) ([]string, error) {
 	}
 	slices.Sort(paths)
 	return paths, nil
-}
-
-// durations are samples; pct is the p-th percentile in milliseconds.
-type durations []time.Duration
-
-func (d durations) pct(p int) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return float64(s[max(0, min(i, len(s))-1)]) / float64(time.Millisecond)
 }

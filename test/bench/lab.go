@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/wgmesh/wgmesh/internal/cniconf"
 	"github.com/wgmesh/wgmesh/internal/dataplane"
 	"github.com/wgmesh/wgmesh/internal/mesh"
+	"github.com/wgmesh/wgmesh/internal/testns"
 	"github.com/wgmesh/wgmesh/internal/wireguard"
 )
 
@@ -25,7 +26,7 @@ import (
 // dataplane.Apply, the cni0 bridge with the node's gateway, and one pod
 // namespace on cni0 through a veth. This process plays every node's agent.
 type lab struct {
-	c      *Cleanup
+	c      *testns.Cleanup
 	tag    string // namespace role prefix, unique per lab
 	under  *netNS
 	mtu    int // WireGuard device and pod MTU
@@ -52,7 +53,7 @@ var labSeq struct {
 	n int
 }
 
-func newLab(c *Cleanup, mtu int) (*lab, error) {
+func newLab(c *testns.Cleanup, mtu int) (*lab, error) {
 	labSeq.Lock()
 	labSeq.n++
 	tag := fmt.Sprintf("l%d", labSeq.n)
@@ -62,10 +63,7 @@ func newLab(c *Cleanup, mtu int) (*lab, error) {
 	if l.under, err = newNetNS(c, tag+"-ul"); err != nil {
 		return nil, err
 	}
-	if _, err := l.under.run("ip", "link", "add", "br0", "type", "bridge"); err != nil {
-		return nil, err
-	}
-	if _, err := l.under.run("ip", "link", "set", "br0", "up"); err != nil {
+	if err := testns.Bridge(l.under, testns.UnderlayBridge, 0); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -96,29 +94,17 @@ func (l *lab) addNodeMTU(i, mtu int) (*labNode, error) {
 	if nd.pod, err = newNetNS(l.c, fmt.Sprintf("%s-p%d", l.tag, i)); err != nil {
 		return nil, err
 	}
-	ul := fmt.Sprintf("ul%d", i)
-	steps := []struct {
-		n    *netNS
-		args []string
-	}{
-		{nd.netns, []string{"ip", "link", "add", "eth0", "mtu", "1500", "type", "veth", "peer", "name", ul, "netns", l.under.name}},
-		{nd.netns, []string{"ip", "addr", "add", nd.under.String() + "/24", "dev", "eth0"}},
-		{nd.netns, []string{"ip", "link", "set", "eth0", "up"}},
-		{nd.netns, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1"}},
-		{l.under, []string{"ip", "link", "set", ul, "master", "br0", "up"}},
-		{nd.netns, []string{"ip", "link", "add", cniconf.DefaultBridge, "mtu", fmt.Sprint(mtu), "type", "bridge"}},
-		{nd.netns, []string{"ip", "addr", "add", nd.gw.String() + "/24", "dev", cniconf.DefaultBridge}},
-		{nd.netns, []string{"ip", "link", "set", cniconf.DefaultBridge, "up"}},
-		{nd.netns, []string{"ip", "link", "add", "vpod", "mtu", fmt.Sprint(mtu), "type", "veth", "peer", "name", "eth0", "netns", nd.pod.name}},
-		{nd.netns, []string{"ip", "link", "set", "vpod", "master", cniconf.DefaultBridge, "up"}},
-		{nd.pod, []string{"ip", "addr", "add", nd.podIP.String() + "/24", "dev", "eth0"}},
-		{nd.pod, []string{"ip", "link", "set", "eth0", "up"}},
-		{nd.pod, []string{"ip", "route", "add", "default", "via", nd.gw.String()}},
+	if err := testns.Plug(l.under, nd.netns, fmt.Sprintf("ul%d", i), netip.PrefixFrom(nd.under, 24)); err != nil {
+		return nil, fmt.Errorf("%s: underlay: %w", nd.name, err)
 	}
-	for _, s := range steps {
-		if _, err := s.n.run(s.args[0], s.args[1:]...); err != nil {
-			return nil, err
-		}
+	if _, err := nd.netns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+		return nil, err
+	}
+	if err := testns.Bridge(nd.netns, cniconf.DefaultBridge, mtu, netip.PrefixFrom(nd.gw, 24)); err != nil {
+		return nil, fmt.Errorf("%s: %w", nd.name, err)
+	}
+	if err := testns.WirePod(nd.netns, nd.pod, "vpod", cniconf.DefaultBridge, mtu, netip.PrefixFrom(nd.podIP, 24)); err != nil {
+		return nil, fmt.Errorf("%s: pod: %w", nd.name, err)
 	}
 	l.nodes = append(l.nodes, nd)
 	return nd, nil
@@ -135,7 +121,7 @@ func labSeqN(tag string) int {
 // the device process: it outlives the agent by design.
 func (l *lab) startAgent(nd *labNode) error {
 	l.c.Add(func() { _ = l.removeDevice(nd) })
-	return nd.netns.do(func() error {
+	return nd.netns.In(func() error {
 		dp, err := dataplane.New(dataplane.Config{
 			Device: nd.dev, Mode: wireguard.ModeUserspace, PrivateKey: nd.key, MTU: l.mtu,
 			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, Masquerade: true,
@@ -158,7 +144,7 @@ func (l *lab) stopAgent(nd *labNode) error {
 	if nd.dp == nil {
 		return nil
 	}
-	err := nd.netns.do(func() error { return nd.dp.Close() })
+	err := nd.netns.In(func() error { return nd.dp.Close() })
 	nd.dp = nil
 	return err
 }
@@ -167,7 +153,7 @@ func (l *lab) stopAgent(nd *labNode) error {
 // the TUN and the socket are gone.
 func (l *lab) removeDevice(nd *labNode) error {
 	err := l.stopAgent(nd)
-	return errors.Join(err, nd.netns.do(func() error { return wireguard.Remove(nd.dev) }))
+	return errors.Join(err, nd.netns.In(func() error { return wireguard.Remove(nd.dev) }))
 }
 
 // meshNodes is the Node list the kube layer would hand the agent.
@@ -205,7 +191,7 @@ func (l *lab) apply(ctx context.Context, nd *labNode, members []*labNode) (datap
 		return dataplane.Changes{}, err
 	}
 	var ch dataplane.Changes
-	err = nd.netns.do(func() error {
+	err = nd.netns.In(func() error {
 		var err error
 		ch, err = nd.dp.Apply(ctx, s)
 		return err
@@ -237,7 +223,7 @@ func handshake(nd, peer *labNode) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%s has no agent", nd.name)
 	}
 	var t time.Time
-	err := nd.netns.do(func() error {
+	err := nd.netns.In(func() error {
 		dev, err := nd.dp.Device().Read()
 		if err != nil {
 			return err
@@ -254,14 +240,14 @@ func handshake(nd, peer *labNode) (time.Time, error) {
 
 // ping sends one echo from n to addr with a timeout.
 func ping(n *netNS, to netip.Addr, timeout time.Duration) error {
-	_, err := n.run("ping", "-n", "-q", "-c", "1", "-W", fmt.Sprint(max(1, int(timeout.Seconds()))), to.String())
+	_, err := n.Run("ping", "-n", "-q", "-c", "1", "-W", fmt.Sprint(max(1, int(timeout.Seconds()))), to.String())
 	return err
 }
 
 // linkFeatures is `ethtool -k` of dev in n, the offload lines that matter
 // for a TUN (empty when ethtool is not installed).
 func linkFeatures(n *netNS, dev string) string {
-	out, err := n.run("ethtool", "-k", dev)
+	out, err := n.Run("ethtool", "-k", dev)
 	if err != nil {
 		return ""
 	}
