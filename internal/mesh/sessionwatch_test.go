@@ -174,3 +174,54 @@ func TestSessionWatch(t *testing.T) {
 		})
 	}
 }
+
+type busyLook struct {
+	now   time.Time
+	peers []wgtypes.Peer
+	busy  bool
+}
+
+func TestSessionWatchBusy(t *testing.T) {
+	var mid, hi wgtypes.Key
+	mid[0], hi[0] = 2, 3
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	peer := func(handshake time.Time, rx, tx int64) []wgtypes.Peer {
+		return []wgtypes.Peer{{PublicKey: hi, LastHandshakeTime: handshake, ReceiveBytes: rx, TransmitBytes: tx}}
+	}
+	for _, tc := range []struct {
+		name  string
+		added bool
+		looks []busyLook
+	}{
+		{name: "added: busy until its session is heard from", added: true, looks: []busyLook{
+			{at(0), peer(time.Time{}, 0, 0), true},
+			{at(time.Second), peer(at(900*time.Millisecond), 92, 148+32), true},
+			{at(2 * time.Second), peer(at(900*time.Millisecond), 92+128, 148+32+128), false},
+		}},
+		{name: "added and idle: busy for Watchful", added: true, looks: []busyLook{
+			{at(0), peer(time.Time{}, 0, 0), true},
+			{at(Watchful), peer(time.Time{}, 0, 0), false},
+		}},
+		{name: "a running session is not watched closely", looks: []busyLook{
+			{at(0), peer(at(-time.Minute), 5000, 5000), false},
+			{at(time.Second), peer(at(-time.Minute), 5100, 5100), false},
+			// It ended; then a crossing is timed.
+			{at(SessionLifetime), peer(at(-time.Minute), 5100, 5100), false},
+			{at(SessionLifetime + time.Second), peer(at(-time.Minute), 5100+148, 5100+240), true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := NewSessionWatch(mid)
+			if tc.added {
+				w.Added(hi)
+			}
+			for i, l := range tc.looks {
+				w.StartOver(l.now, l.peers)
+				if w.Busy() != l.busy {
+					t.Errorf("look %d at +%s: busy %v, want %v", i, l.now.Sub(t0), w.Busy(), l.busy)
+				}
+			}
+		})
+	}
+}

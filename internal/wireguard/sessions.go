@@ -13,12 +13,12 @@ import (
 
 // Two things WireGuard leaves to whoever programs its peers, both issue 19.
 //
-// Crossed handshakes: a pair whose two ends sent their first packets at
-// the same instant holds no session until WireGuard retries 5 to 20 s
-// later (mesh.CrossWatch says why). watchSessions reads the device every
-// sessionLook and starts such a pair over from this end when it has the
-// lower key: it removes the peer, adds it again as it was (which clears
-// WireGuard's hold-off) and opens a session at once.
+// Stuck sessions: a pair whose two ends initiated at the same instant can
+// be left without a working session until WireGuard retries 5 to 20 s
+// later (mesh.SessionWatch says how and when). watchSessions reads the
+// device and starts such a pair over from this end: it removes the peer,
+// adds it again as it was (which clears WireGuard's hold-off) and opens a
+// session at once.
 //
 // Restarts: a new device process (or a new link) replacing one that had
 // peers starts without sessions while its peers keep theirs. They go on
@@ -28,22 +28,31 @@ import (
 // such a start opens a session with every peer it adds, at once. That
 // cannot cross: the peers hold a session and have nothing to initiate.
 
-// sessionLook is how often watchSessions reads the device: a crossed pair
-// is started over within mesh.CrossedAfter plus this.
-const sessionLook = 250 * time.Millisecond
+// How often watchSessions reads the device: every lookBusy while the watch
+// is busy (a crossed pair is started over within mesh.CrossedAfter plus
+// this), else every lookIdle. A read costs about 14 ms of CPU at 1000
+// peers with the userspace device; an idle mesh of that size spends 0.7 %
+// of a core on it, and a pair that crosses while the watch is idle (an
+// idle pair talking again) waits at most lookIdle more.
+const (
+	lookBusy = 250 * time.Millisecond
+	lookIdle = 2 * time.Second
+)
 
 // watchSessions runs until d.stop is closed, with a client of its own
-// (opened by Ensure in the device's network namespace).
+// (opened by Ensure in the device's network namespace). Apply pokes it when
+// it adds peers, so that it looks closely at once.
 func (d *Device) watchSessions(client *wgctrl.Client) {
 	defer d.watching.Done()
 	defer client.Close()
 	log := d.cfg.Logger.With("device", d.cfg.Name)
-	t := time.NewTicker(sessionLook)
+	t := time.NewTimer(lookIdle)
 	defer t.Stop()
 	for {
 		select {
 		case <-d.stop:
 			return
+		case <-d.poke:
 		case <-t.C:
 		}
 		d.mu.Lock()
@@ -51,7 +60,12 @@ func (d *Device) watchSessions(client *wgctrl.Client) {
 		if err == nil {
 			err = startOver(client, dev, d.watch.StartOver(time.Now(), dev.Peers), log)
 		}
+		next := lookIdle
+		if d.watch.Busy() {
+			next = lookBusy
+		}
 		d.mu.Unlock()
+		t.Reset(next)
 		if err != nil {
 			log.Debug("session watch", "error", err) // Check and Apply report a lost device
 		}

@@ -132,8 +132,9 @@ type Device struct {
 	watch *mesh.SessionWatch
 	// reopen: the next Apply that adds peers opens their sessions.
 	reopen bool
-	// stop ends watchSessions; watching waits for it.
+	// stop ends watchSessions; watching waits for it; poke wakes it.
 	stop     chan struct{}
+	poke     chan struct{}
 	watching sync.WaitGroup
 }
 
@@ -234,7 +235,7 @@ func Ensure(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open wgctrl: %w", err)
 	}
-	d.watch, d.stop = mesh.NewSessionWatch(d.PublicKey()), make(chan struct{})
+	d.watch, d.stop, d.poke = mesh.NewSessionWatch(d.PublicKey()), make(chan struct{}), make(chan struct{}, 1)
 	d.watching.Add(1)
 	go d.watchSessions(watchClient)
 	ok = true
@@ -454,7 +455,13 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
 	}
 	added := addedPeers(cfg)
-	d.watch.Added(added...)
+	if len(added) > 0 {
+		d.watch.Added(added...)
+		select {
+		case d.poke <- struct{}{}:
+		default: // a poke is pending
+		}
+	}
 	if d.reopen && len(added) > 0 {
 		if err := open(d.client, d.cfg.Name, added); err != nil {
 			return mesh.CountPeerOps(cfg), err
