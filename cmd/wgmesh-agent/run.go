@@ -51,6 +51,7 @@ func runAgent(ctx context.Context, c *config) error {
 			return dataplane.New(dataplane.Config{
 				Device: c.iface, Mode: c.mode, ListenPort: c.listenPort, PrivateKey: key.Key(), MTU: mtu,
 				ClusterCIDRs: c.clusterCIDRs, Masquerade: c.masquerade, Bridge: c.bridge, Logger: log,
+				OnStartOver: m.AddStartOver,
 			})
 		},
 		Metrics: m,

@@ -59,6 +59,9 @@ type Config struct {
 	RouteTable   int
 	RulePriority int
 	Logger       *slog.Logger
+	// OnStartOver is called for each WireGuard session the device starts
+	// over (wireguard.Config.OnStartOver); the agent counts them.
+	OnStartOver func(why string)
 }
 
 // Changes counts the kernel writes one Apply made. A second Apply of the
@@ -119,7 +122,7 @@ func New(cfg Config) (*Dataplane, error) {
 func wgConfig(cfg Config) wireguard.Config {
 	return wireguard.Config{
 		Name: cfg.Device, Mode: cfg.Mode, ListenPort: cfg.ListenPort,
-		PrivateKey: cfg.PrivateKey, MTU: cfg.MTU, Logger: cfg.Logger,
+		PrivateKey: cfg.PrivateKey, MTU: cfg.MTU, Logger: cfg.Logger, OnStartOver: cfg.OnStartOver,
 	}
 }
 

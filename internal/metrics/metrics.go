@@ -48,6 +48,7 @@ type Metrics struct {
 	reconcileErrors   prometheus.Counter
 	kernelChanges     *prometheus.CounterVec
 	conflicts         *prometheus.GaugeVec
+	startOvers        *prometheus.CounterVec
 
 	mu       sync.Mutex
 	peers    func(context.Context) ([]PeerStat, error)
@@ -87,13 +88,17 @@ func New(peers func(context.Context) ([]PeerStat, error)) *Metrics {
 			Name: "wgmesh_conflicts",
 			Help: "Current mesh problems by reason (OverlappingPodCIDR, MissingPublicKey, ...): nodes not programmed or only partly; KeyAndEndpointChanged: programmed, but their key and endpoint changed together in the last 24 h.",
 		}, []string{"reason"}),
+		startOvers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgmesh_session_start_overs_total",
+			Help: "WireGuard sessions the device started over, by why: handshakes crossed, new session one way (see docs/dataplane.md, stuck sessions). A few when nodes start; steady growth means a pair keeps failing.",
+		}, []string{"why"}),
 		peers: peers,
 		now:   time.Now,
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.reconcileDuration, m.reconcileErrors, m.kernelChanges, m.conflicts,
+		m.reconcileDuration, m.reconcileErrors, m.kernelChanges, m.conflicts, m.startOvers,
 		peerCollector{m},
 	)
 	return m
@@ -121,6 +126,9 @@ func (m *Metrics) AddKernelChanges(kind string, n int) {
 		m.kernelChanges.WithLabelValues(kind).Add(float64(n))
 	}
 }
+
+// AddStartOver counts a session the device started over, and why.
+func (m *Metrics) AddStartOver(why string) { m.startOvers.WithLabelValues(why).Inc() }
 
 // SetConflicts replaces the current problem counts by reason.
 func (m *Metrics) SetConflicts(byReason map[string]int) {

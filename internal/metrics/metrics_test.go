@@ -61,6 +61,7 @@ func TestMetricsExposeEveryName(t *testing.T) {
 	m.AddKernelChanges("peer", 2)
 	m.AddKernelChanges("route", 0)
 	m.SetConflicts(map[string]int{"OverlappingPodCIDR": 2})
+	m.AddStartOver("handshakes crossed")
 	srv := httptest.NewServer(Handler(m, func() error { return nil }, func() error { return nil }))
 	defer srv.Close()
 	code, body := get(t, srv, "/metrics")
@@ -78,6 +79,7 @@ func TestMetricsExposeEveryName(t *testing.T) {
 		`wgmesh_reconcile_errors_total 1`,
 		`wgmesh_conflicts{reason="OverlappingPodCIDR"} 2`,
 		`wgmesh_kernel_changes_total{kind="peer"} 2`,
+		`wgmesh_session_start_overs_total{why="handshakes crossed"} 1`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

@@ -3,6 +3,7 @@ package wireguard
 import (
 	"log/slog"
 	"net/netip"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -16,13 +17,35 @@ import (
 // pairEnd is one of two userspace devices joined by a veth underlay:
 // underlay 192.0.2.x/24, tunnel address 10.99.0.x/24 on the device.
 type pairEnd struct {
-	ns     ns.NetNS
-	cfg    Config
-	dev    *Device
-	pid    int
-	tunnel string      // this end's tunnel address
-	toPeer []mesh.Peer // the other end, as this end programs it
-	log    *testutil.LockedBuffer
+	ns         ns.NetNS
+	cfg        Config
+	dev        *Device
+	pid        int
+	tunnel     string      // this end's tunnel address
+	toPeer     []mesh.Peer // the other end, as this end programs it
+	log        *testutil.LockedBuffer
+	startOvers whyCounts // sessions the device started over
+}
+
+// whyCounts counts Config.OnStartOver's calls by why.
+type whyCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *whyCounts) add(why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[why]++
+}
+
+func (c *whyCounts) get(why string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[why]
 }
 
 // newPair makes two namespaces joined by a veth, each with a userspace
@@ -46,7 +69,7 @@ func newPair(t testing.TB) (a, b *pairEnd) {
 	for _, e := range []*pairEnd{a, b} {
 		e.log = &testutil.LockedBuffer{}
 		e.cfg = Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820,
-			Logger: slog.New(slog.NewTextHandler(e.log, nil))}
+			Logger: slog.New(slog.NewTextHandler(e.log, nil)), OnStartOver: e.startOvers.add}
 		e.dev, e.pid = ensureUserspace(t, e.ns, e.cfg)
 		testns.Do(t, e.ns, func() error { return addrUp(e.cfg.Name, e.tunnel+"/24") })
 	}

@@ -58,7 +58,13 @@ func (d *Device) watchSessions(client *wgctrl.Client) {
 		d.mu.Lock()
 		dev, err := client.Device(d.cfg.Name)
 		if err == nil {
-			err = startOver(client, dev, d.watch.StartOver(time.Now(), dev.Peers), log)
+			stuck := d.watch.StartOver(time.Now(), dev.Peers)
+			err = startOver(client, dev, stuck, log)
+			for _, st := range stuck {
+				if d.cfg.OnStartOver != nil {
+					d.cfg.OnStartOver(st.Why)
+				}
+			}
 		}
 		next := lookIdle
 		if d.watch.Busy() {

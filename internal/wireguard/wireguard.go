@@ -76,6 +76,9 @@ type Config struct {
 	// peer it adds (sessions.go). A device process that takes over a
 	// detached TUN is taken to replace one, whatever Replaces says.
 	Replaces bool
+	// OnStartOver, when set, is called for each session the device starts
+	// over (sessions.go), with why (mesh.Crossed, mesh.OneWay).
+	OnStartOver func(why string)
 }
 
 func (c *Config) setDefaults() error {
