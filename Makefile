@@ -8,7 +8,8 @@
 #   make bench      benchmarks, printed as one table
 #   make image      container image (needs a Docker engine; IMAGE=name:tag)
 #   make e2e-kind   kind cluster + deploy/ + connectivity (skips without Docker/kind)
-#   make conformance  Kubernetes' own e2e suite against the kubelet lab (FOCUS=, SKIP=)
+#   make conformance  Kubernetes' own e2e suite against the kubelet lab (FOCUS=, SKIP=, RESULTS=)
+#   make conformance-netpol  its NetworkPolicy suites (results/netpol/)
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
@@ -29,7 +30,7 @@ REF_PLUGINS := \
 	github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	github.com/containernetworking/plugins/plugins/meta/portmap
 
-.PHONY: all build ref-plugins k8s-bin conformance-bin test unit fuzz lint e2e lab lab-down bench bench-cni clean image e2e-kind conformance
+.PHONY: all build ref-plugins k8s-bin conformance-bin test unit fuzz lint e2e lab lab-down bench bench-cni clean image e2e-kind conformance conformance-netpol
 
 all: build
 
@@ -113,12 +114,19 @@ CONFORMANCE_PROGS := e2e.test agnhost
 conformance-bin:
 	test/e2e/tools/build-k8s.sh $(CONFORMANCE_PROGS)
 
-# The suite against a kubelet lab: results/conformance/{summary.md,junit_01.xml,e2e.log}.
-FOCUS ?= \[sig-network\].*\[Conformance\]
-SKIP  ?=
+# The suite against a kubelet lab: results/$(RESULTS)/{summary.md,junit_01.xml,e2e.log}
+# (RESULTS names the run, so that one focus's report does not replace another's).
+FOCUS   ?= \[sig-network\].*\[Conformance\]
+SKIP    ?=
+RESULTS ?= conformance
 conformance: build ref-plugins k8s-bin conformance-bin
 	WGMESH_BIN=$(BIN) WGMESH_REF_BIN=$(REF_BIN) $(GO) run ./test/e2e/cmd/wgmesh-conformance \
-		-out $(CURDIR)/results/conformance -focus '$(FOCUS)' -skip '$(SKIP)'
+		-out $(CURDIR)/results/$(RESULTS) -focus '$(FOCUS)' -skip '$(SKIP)'
+
+# The NetworkPolicy suites (Netpol, NetworkPolicy API) against the lab's
+# kube-router policy controller: results/netpol/ (docs/conformance.md).
+conformance-netpol:
+	$(MAKE) conformance FOCUS='\[sig-network\] (Netpol|NetworkPolicy)' RESULTS=netpol
 
 clean:
 	rm -rf $(BIN)

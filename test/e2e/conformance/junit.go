@@ -143,6 +143,8 @@ type RunInfo struct {
 	Duration             time.Duration
 	SuiteExit            string
 	JUnitPath, SuiteLogs string
+	// NoSCTP is why the kernel cannot open SCTP sockets ("" when it can; KernelSCTP).
+	NoSCTP string
 }
 
 // WriteMarkdown writes the summary: the counts, then every selected test
@@ -155,6 +157,9 @@ func (s Summary) WriteMarkdown(w io.Writer, info RunInfo) error {
 	fmt.Fprintf(&b, "- focus `%s`, skip `%s`\n", info.Focus, info.Skip)
 	fmt.Fprintf(&b, "- %d passed, %d failed, %d skipped (%d tests of the suite not selected); suite ran %s, exit: %s\n",
 		s.Count(Passed), s.Count(Failed), s.Count(Skipped), s.NotSelected, info.Duration.Round(time.Second), info.SuiteExit)
+	if info.NoSCTP != "" {
+		fmt.Fprintf(&b, "- this kernel has no SCTP (%s): the suite's %s tests cannot pass here\n", info.NoSCTP, sctpTag)
+	}
 	fmt.Fprintf(&b, "- JUnit report: `%s`; suite output: `%s`\n\n", info.JUnitPath, info.SuiteLogs)
 	b.WriteString("| outcome | test | reason | time |\n| --- | --- | --- | --- |\n")
 	for _, o := range []Outcome{Failed, Skipped, Passed} {

@@ -66,7 +66,8 @@ func TestSummaryMarkdownListsEveryOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	if err := s.WriteMarkdown(&b, RunInfo{Date: time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC), K8sVersion: "v1.37.2", Focus: DefaultFocus}); err != nil {
+	if err := s.WriteMarkdown(&b, RunInfo{Date: time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC), K8sVersion: "v1.37.2", Focus: DefaultFocus,
+		NoSCTP: "protocol not supported"}); err != nil {
 		t.Fatal(err)
 	}
 	md := b.String()
@@ -76,6 +77,7 @@ func TestSummaryMarkdownListsEveryOutcome(t *testing.T) {
 		"| failed | [sig-network] DNS should provide DNS for services  [Conformance] | [FAILED] timed out |",
 		"| skipped | [sig-network] Services should work with a cloud LB | Only supported for providers [gce] (not skeleton) |",
 		"| passed | [sig-network] Networking Granular Checks: Pods should function for intra-pod communication: udp",
+		"- this kernel has no SCTP (protocol not supported): the suite's [Feature:SCTPConnectivity] tests cannot pass here",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary lacks %q:\n%s", want, md)

@@ -74,7 +74,8 @@ func (c *Config) defaults() {
 // exits non-zero: the error says so, the Summary says which).
 func Run(ctx context.Context, cfg Config) (Summary, RunInfo, error) {
 	cfg.defaults()
-	info := RunInfo{Date: time.Now(), Focus: cfg.Focus, Skip: cfg.Skip, Nodes: cfg.Nodes, ProxyMode: cfg.ProxyMode}
+	info := RunInfo{Date: time.Now(), Focus: cfg.Focus, Skip: cfg.Skip, Nodes: cfg.Nodes, ProxyMode: cfg.ProxyMode,
+		NoSCTP: KernelSCTP()}
 	l, err := lab.Start(ctx, lab.Config{Dir: cfg.LabDir, Repo: cfg.Repo, Bin: cfg.Bin, RefBin: cfg.RefBin,
 		K8sBin: cfg.K8sBin, Kubelets: true, Persistent: cfg.Keep, Log: cfg.Log})
 	if err != nil {
@@ -130,6 +131,7 @@ func Run(ctx context.Context, cfg Config) (Summary, RunInfo, error) {
 	if err != nil {
 		return Summary{}, info, errors.Join(suiteErr, err)
 	}
+	sum.NoteKernelSCTP(info.NoSCTP)
 	out, err := os.Create(filepath.Join(cfg.OutDir, "summary.md"))
 	if err != nil {
 		return sum, info, err
