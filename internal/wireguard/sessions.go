@@ -61,8 +61,8 @@ func (d *Device) watchSessions(client *wgctrl.Client) {
 			stuck := d.watch.StartOver(time.Now(), dev.Peers)
 			err = startOver(client, dev, stuck, log)
 			for _, st := range stuck {
-				if d.cfg.OnStartOver != nil {
-					d.cfg.OnStartOver(st.Why)
+				if f := d.cfg.OnStartOver; f != nil {
+					f(st.Why)
 				}
 			}
 		}
@@ -89,10 +89,8 @@ func startOver(client *wgctrl.Client, dev *wgtypes.Device, stuck []mesh.Stuck, l
 		byKey[p.PublicKey] = p
 	}
 	var remove, add wgtypes.Config
-	var keys []wgtypes.Key
 	for _, st := range stuck {
 		k, p := st.PublicKey, byKey[st.PublicKey]
-		keys = append(keys, k)
 		remove.Peers = append(remove.Peers, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		psk, ka := p.PresharedKey, p.PersistentKeepaliveInterval
 		pc := wgtypes.PeerConfig{PublicKey: k, Endpoint: p.Endpoint, ReplaceAllowedIPs: true, AllowedIPs: p.AllowedIPs}
@@ -106,59 +104,51 @@ func startOver(client *wgctrl.Client, dev *wgtypes.Device, stuck []mesh.Stuck, l
 		log.Info("session stuck; starting it over", "publicKey", k.String(), "why", st.Why)
 	}
 	if err := client.ConfigureDevice(dev.Name, remove); err != nil {
-		return fmt.Errorf("start %d stuck session(s) over on %s: %w", len(keys), dev.Name, err)
+		return fmt.Errorf("start %d stuck session(s) over on %s: %w", len(stuck), dev.Name, err)
 	}
 	if err := client.ConfigureDevice(dev.Name, add); err != nil {
-		return fmt.Errorf("add %d stuck peer(s) again on %s: %w", len(keys), dev.Name, err)
+		return fmt.Errorf("add %d stuck peer(s) again on %s: %w", len(stuck), dev.Name, err)
 	}
-	return open(client, dev.Name, keys)
+	_, quiet := addedPeers(add)
+	return open(client, dev.Name, quiet)
 }
 
 // open starts a handshake with each of peers now, without waiting for a
 // packet to them: turning a peer's persistent keepalive on makes WireGuard
 // (kernel and wireguard-go alike) send a keepalive at once, which needs a
-// session, and turning it off again leaves the peer as configured. A peer
-// configured with a keepalive already sent one when it was added, and is
-// left alone. WireGuard retries the handshake until it succeeds.
+// session, and turning it off again leaves the peer as configured. Pass
+// only peers without a keepalive (addedPeers' quiet): one with a keepalive
+// sent it when it was added. WireGuard retries the handshake until it
+// succeeds.
 func open(client *wgctrl.Client, device string, peers []wgtypes.Key) error {
-	dev, err := client.Device(device)
-	if err != nil {
-		return fmt.Errorf("open sessions on %s: %w", device, err)
-	}
-	want := make(map[wgtypes.Key]bool, len(peers))
-	for _, k := range peers {
-		want[k] = true
-	}
-	var idle []wgtypes.Key
-	for _, p := range dev.Peers {
-		if want[p.PublicKey] && p.PersistentKeepaliveInterval == 0 {
-			idle = append(idle, p.PublicKey)
-		}
-	}
-	if len(idle) == 0 {
+	if len(peers) == 0 {
 		return nil
 	}
 	on, off := time.Second, time.Duration(0)
 	for _, ka := range []*time.Duration{&on, &off} {
 		var cfg wgtypes.Config
-		for _, k := range idle {
+		for _, k := range peers {
 			// UpdateOnly: a peer removed meanwhile stays removed.
 			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: k, UpdateOnly: true, PersistentKeepaliveInterval: ka})
 		}
 		if err := client.ConfigureDevice(device, cfg); err != nil {
-			return fmt.Errorf("open sessions with %d peer(s) on %s: %w", len(idle), device, err)
+			return fmt.Errorf("open sessions with %d peer(s) on %s: %w", len(peers), device, err)
 		}
 	}
 	return nil
 }
 
-// addedPeers are the peers cfg adds (neither removed nor only updated).
-func addedPeers(cfg wgtypes.Config) []wgtypes.Key {
-	var added []wgtypes.Key
+// addedPeers are the peers cfg adds (neither removed nor only updated),
+// and quiet those of them without a keepalive, for open.
+func addedPeers(cfg wgtypes.Config) (added, quiet []wgtypes.Key) {
 	for _, p := range cfg.Peers {
-		if !p.Remove && !p.UpdateOnly {
-			added = append(added, p.PublicKey)
+		if p.Remove || p.UpdateOnly {
+			continue
+		}
+		added = append(added, p.PublicKey)
+		if p.PersistentKeepaliveInterval == nil || *p.PersistentKeepaliveInterval == 0 {
+			quiet = append(quiet, p.PublicKey)
 		}
 	}
-	return added
+	return added, quiet
 }

@@ -457,7 +457,7 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 	if err := d.client.ConfigureDevice(d.cfg.Name, cfg); err != nil {
 		return mesh.PeerOps{}, fmt.Errorf("configure %d peer(s) on %s: %w", len(cfg.Peers), d.cfg.Name, err)
 	}
-	added := addedPeers(cfg)
+	added, quiet := addedPeers(cfg)
 	if len(added) > 0 {
 		d.watch.Added(added...)
 		select {
@@ -466,7 +466,7 @@ func (d *Device) Apply(desired []mesh.Peer) (mesh.PeerOps, error) {
 		}
 	}
 	if d.reopen && len(added) > 0 {
-		if err := open(d.client, d.cfg.Name, added); err != nil {
+		if err := open(d.client, d.cfg.Name, quiet); err != nil {
 			return mesh.CountPeerOps(cfg), err
 		}
 		d.reopen = false
