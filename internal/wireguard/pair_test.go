@@ -50,7 +50,8 @@ func (c *whyCounts) get(why string) int {
 
 // newPair makes two namespaces joined by a veth, each with a userspace
 // device (not yet knowing the other), and the peer each would program.
-func newPair(t testing.TB) (a, b *pairEnd) {
+// with, if given, changes each device's Config before it is made.
+func newPair(t testing.TB, with ...func(*Config)) (a, b *pairEnd) {
 	t.Helper()
 	a, b = &pairEnd{ns: testns.New(t), tunnel: "10.99.0.1"}, &pairEnd{ns: testns.New(t), tunnel: "10.99.0.2"}
 	veth := uniqueName(t)
@@ -70,6 +71,9 @@ func newPair(t testing.TB) (a, b *pairEnd) {
 		e.log = &testutil.LockedBuffer{}
 		e.cfg = Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820,
 			Logger: slog.New(slog.NewTextHandler(e.log, nil)), OnStartOver: e.startOvers.add}
+		for _, f := range with {
+			f(&e.cfg)
+		}
 		e.dev, e.pid = ensureUserspace(t, e.ns, e.cfg)
 		testns.Do(t, e.ns, func() error { return addrUp(e.cfg.Name, e.tunnel+"/24") })
 	}

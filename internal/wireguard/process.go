@@ -75,6 +75,7 @@ func DeviceMain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(DeviceSubcommand, flag.ContinueOnError)
 	name := fs.String("interface", DefaultName, "device name")
 	mtu := fs.Int("mtu", DefaultMTU, "device MTU")
+	idle := fs.Duration("on-demand-idle", 0, "program a peer only while it carries traffic, and remove it after this long idle; 0 programs every peer")
 	debug := fs.Bool("debug", os.Getenv(DebugEnv) == "1", "log wireguard-go's debug messages (default from $"+DebugEnv+")")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -87,11 +88,11 @@ func DeviceMain(ctx context.Context, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("device", *name)
-	u, err := startUserspace(*name, *mtu, log)
+	u, err := startUserspace(*name, *mtu, *idle, log)
 	if err != nil {
 		return err
 	}
-	log.Info("userspace device serving", "pid", os.Getpid(), "mtu", *mtu, "socket", socketPath(*name))
+	log.Info("userspace device serving", "pid", os.Getpid(), "mtu", *mtu, "socket", socketPath(*name), "onDemandIdle", *idle)
 	asked := true // stopped on purpose: the log is of no more use
 	select {
 	case <-ctx.Done():
@@ -117,7 +118,7 @@ func logPath(name string) string { return filepath.Join(logDir, name+"-device.lo
 // network namespace (a fork inherits it) and waits until its UAPI socket
 // answers. The process is reaped by a goroutine of this process while this
 // process lives; after that it is re-parented and lives on.
-func spawnDevice(name string, mtu int, log *slog.Logger) error {
+func spawnDevice(name string, mtu int, idle time.Duration, log *slog.Logger) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
@@ -130,7 +131,7 @@ func spawnDevice(name string, mtu int, log *slog.Logger) error {
 		return fmt.Errorf("open device log: %w", err)
 	}
 	defer out.Close() // the child has its own descriptor
-	cmd := exec.Command(exe, DeviceSubcommand, "--interface", name, "--mtu", strconv.Itoa(mtu))
+	cmd := exec.Command(exe, DeviceSubcommand, "--interface", name, "--mtu", strconv.Itoa(mtu), "--on-demand-idle", idle.String())
 	cmd.Env = append(os.Environ(), deviceEnv+"=1")
 	cmd.Stdout, cmd.Stderr = out, out // stdin nil: /dev/null
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
@@ -31,10 +33,16 @@ type userspace struct {
 	// uapiDone closes when the UAPI listener stops accepting: closed, or
 	// its socket file was removed (wireguard-go watches it with inotify).
 	uapiDone chan struct{}
+	// od programs peers on demand (ondemand.go); nil when every peer is
+	// programmed. stopTrim ends its idle trim.
+	od       *onDemand
+	stopTrim chan struct{}
+	tidy     *tidier
 }
 
 // startUserspace creates the TUN and the device in the namespace of the
-// calling thread, and serves the UAPI socket.
+// calling thread, and serves the UAPI socket. With idle > 0 it programs
+// peers on demand and removes those idle that long (ondemand.go).
 //
 // wireguard-go does its namespace-sensitive work on its own goroutines:
 // opening the UDP sockets (on "link up" events and on a listen-port change
@@ -43,7 +51,7 @@ type userspace struct {
 // bind and the TUN are wrapped to do that work inside the caller's
 // namespace. Without this, in a test namespace the sockets would listen in
 // the host namespace.
-func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err error) {
+func startUserspace(name string, mtu int, idle time.Duration, log *slog.Logger) (u *userspace, err error) {
 	u = &userspace{}
 	defer func() {
 		if err != nil {
@@ -73,7 +81,20 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 		Verbosef: func(format string, args ...any) { wlog.Debug(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { wlog.Warn(fmt.Sprintf(format, args...)) },
 	}
-	u.dev = device.NewDevice(&nsTUN{Device: t, netns: u.netns}, &nsBind{Bind: conn.NewDefaultBind(), netns: u.netns}, logger)
+	var td tun.Device = &nsTUN{Device: t, netns: u.netns}
+	var bind conn.Bind = &nsBind{Bind: conn.NewDefaultBind(), netns: u.netns}
+	if idle > 0 {
+		u.od = newOnDemand(idle, log.With("device", name))
+		td, bind = &odTUN{Device: td, od: u.od}, &odBind{Bind: bind, od: u.od}
+	}
+	u.dev = device.NewDevice(td, bind, logger)
+	u.stopTrim = make(chan struct{})
+	u.tidy = newTidier()
+	go u.tidy.run(u.stopTrim)
+	if u.od != nil {
+		u.od.dev, u.od.tidy = u.dev, u.tidy
+		go u.od.trim(u.stopTrim)
+	}
 
 	f, err := ipc.UAPIOpen(name)
 	if err != nil {
@@ -94,7 +115,14 @@ func startUserspace(name string, mtu int, log *slog.Logger) (u *userspace, err e
 			if err != nil {
 				return
 			}
-			go u.dev.IpcHandle(c)
+			go func() {
+				if u.od != nil {
+					u.od.serve(c)
+				} else {
+					u.dev.IpcHandle(c)
+				}
+				u.tidy.poke()
+			}()
 		}
 	}()
 	return u, nil
@@ -113,6 +141,9 @@ func (u *userspace) close() error {
 		}
 		u.accepted.Wait()
 	}
+	if u.stopTrim != nil {
+		close(u.stopTrim)
+	}
 	if u.dev != nil {
 		// Down first: it closes the UDP sockets while the TUN still exists.
 		// wireguard-go's Close removes the TUN before it closes the sockets,
@@ -127,6 +158,45 @@ func (u *userspace) close() error {
 		errs = append(errs, u.netns.close())
 	}
 	return errors.Join(errs...)
+}
+
+// tidier returns the memory of configuration work to the operating system
+// soon after it: reading or writing 1000 peers over UAPI leaves about
+// 14 MiB of garbage (lines, answers) that the Go runtime would otherwise
+// keep for minutes, and the device process's memory is what an operator
+// sees of it (kubectl top, the OOM killer).
+type tidier struct{ c chan struct{} }
+
+// tidyAfter is how long the tidier waits after a poke, so that a burst of
+// operations (an Apply: get, set, get) is tidied once. It does not wait
+// for the burst to end: after peers are added the agent's session watch
+// reads the device every 250 ms for 10 s.
+const tidyAfter = time.Second
+
+func newTidier() *tidier { return &tidier{c: make(chan struct{}, 1)} }
+
+func (t *tidier) poke() {
+	select {
+	case t.c <- struct{}{}:
+	default:
+	}
+}
+
+func (t *tidier) run(stop <-chan struct{}) {
+	var due <-chan time.Time // nil while nothing is to tidy
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.c:
+			if due == nil {
+				due = time.After(tidyAfter)
+			}
+		case <-due:
+			due = nil
+			debug.FreeOSMemory()
+		}
+	}
 }
 
 // nsBind opens its UDP sockets inside netns; a socket stays in the

@@ -79,6 +79,11 @@ type Config struct {
 	// OnStartOver, when set, is called for each session the device starts
 	// over (sessions.go), with why (mesh.Crossed, mesh.OneWay).
 	OnStartOver func(why string)
+	// OnDemandIdle > 0 has a userspace device process started here program
+	// a peer into wireguard-go only while it carries traffic, and remove it
+	// after this long idle (ondemand.go); 0 programs every peer. A device
+	// process already running keeps the way it was started with.
+	OnDemandIdle time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -192,6 +197,12 @@ func Ensure(cfg Config) (*Device, error) {
 		d.EnsureOps++
 	default:
 		return nil, fmt.Errorf("look up link %s: %w", cfg.Name, err)
+	}
+	if spawned && cfg.OnDemandIdle > 0 {
+		// A device process with on-demand peers opens a session by itself
+		// with each peer that sends it data of a session it does not have;
+		// opening them all here would program every peer.
+		d.reopen = false
 	}
 
 	if link, err = netlinksafe.LinkByName(cfg.Name); err != nil {
@@ -356,7 +367,7 @@ func (d *Device) attach(log *slog.Logger) error {
 	if err := checkTUN(tunPath); err != nil {
 		return fmt.Errorf("userspace WireGuard device %s needs %s: %w; %s", d.cfg.Name, tunPath, err, tunAdvice)
 	}
-	if err := spawnDevice(d.cfg.Name, d.cfg.MTU, log); err != nil {
+	if err := spawnDevice(d.cfg.Name, d.cfg.MTU, d.cfg.OnDemandIdle, log); err != nil {
 		return fmt.Errorf("take over the TUN of userspace WireGuard device %s: %w", d.cfg.Name, err)
 	}
 	d.mode = ModeUserspace
@@ -387,7 +398,7 @@ func (d *Device) create(log *slog.Logger) error {
 		}
 		return fmt.Errorf("userspace WireGuard device %s (--wireguard=userspace) needs %s: %w; %s, or use --wireguard=auto on a host with the wireguard module", name, tunPath, err, tunAdvice)
 	}
-	if err := spawnDevice(name, d.cfg.MTU, log); err != nil {
+	if err := spawnDevice(name, d.cfg.MTU, d.cfg.OnDemandIdle, log); err != nil {
 		return fmt.Errorf("create userspace WireGuard device %s: %w", name, err)
 	}
 	d.mode = ModeUserspace
