@@ -24,6 +24,7 @@ type config struct {
 	nodeName         string
 	iface            string
 	wireguard        string
+	peerIdle         time.Duration
 	listenPort       int
 	privateKey       string
 	subnetFile       string
@@ -56,6 +57,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.nodeName, "node-name", env("NODE_NAME", hostname), "this node's Node name (env NODE_NAME; default: the hostname)")
 	fs.StringVar(&c.iface, "interface", env("WGMESH_INTERFACE", wireguard.DefaultName), "WireGuard interface `name` (env WGMESH_INTERFACE)")
 	fs.StringVar(&c.wireguard, "wireguard", env("WGMESH_WIREGUARD", string(wireguard.ModeAuto)), "WireGuard implementation: auto, kernel or userspace (env WGMESH_WIREGUARD)")
+	fs.DurationVar(&c.peerIdle, "userspace-peer-idle", c.envDuration("WGMESH_USERSPACE_PEER_IDLE", 0), "userspace device only: program a peer into wireguard-go only while it carries traffic and remove it after this long idle, to save about 50 KiB per idle peer; 0: every peer programmed; takes effect when the device process starts (env WGMESH_USERSPACE_PEER_IDLE)")
 	fs.IntVar(&c.listenPort, "listen-port", c.envInt("WGMESH_LISTEN_PORT", 51820), "WireGuard UDP `port` (env WGMESH_LISTEN_PORT)")
 	fs.StringVar(&c.privateKey, "private-key", env("WGMESH_PRIVATE_KEY", keys.DefaultPath), "private key `file`, created 0600 on first start (env WGMESH_PRIVATE_KEY)")
 	fs.StringVar(&c.subnetFile, "subnet-file", env("WGMESH_SUBNET_FILE", subnetenv.DefaultPath), "subnet.env `file` read by the CNI plugins (env WGMESH_SUBNET_FILE)")
@@ -98,6 +100,9 @@ func (c *config) resolve() error {
 	}
 	if c.reserveDelay < 0 {
 		return fmt.Errorf("--subnet-reservation-delay %s: want 0 or more", c.reserveDelay)
+	}
+	if c.peerIdle != 0 && c.peerIdle < time.Second {
+		return fmt.Errorf("--userspace-peer-idle %s: want 0 (off) or at least 1s", c.peerIdle)
 	}
 	if c.resync < time.Second {
 		return fmt.Errorf("--resync %s: want at least 1s", c.resync)

@@ -51,7 +51,7 @@ func runAgent(ctx context.Context, c *config) error {
 			return dataplane.New(dataplane.Config{
 				Device: c.iface, Mode: c.mode, ListenPort: c.listenPort, PrivateKey: key.Key(), MTU: mtu,
 				ClusterCIDRs: c.clusterCIDRs, Masquerade: c.masquerade, Bridge: c.bridge, Logger: log,
-				OnStartOver: m.AddStartOver,
+				OnStartOver: m.AddStartOver, PeerIdle: c.peerIdle,
 			})
 		},
 		Metrics: m,

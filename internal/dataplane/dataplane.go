@@ -62,6 +62,9 @@ type Config struct {
 	// OnStartOver is called for each WireGuard session the device starts
 	// over (wireguard.Config.OnStartOver); the agent counts them.
 	OnStartOver func(why string)
+	// PeerIdle > 0: a userspace device programs peers on demand and removes
+	// them after this long idle (wireguard.Config.OnDemandIdle).
+	PeerIdle time.Duration
 }
 
 // Changes counts the kernel writes one Apply made. A second Apply of the
@@ -123,6 +126,7 @@ func wgConfig(cfg Config) wireguard.Config {
 	return wireguard.Config{
 		Name: cfg.Device, Mode: cfg.Mode, ListenPort: cfg.ListenPort,
 		PrivateKey: cfg.PrivateKey, MTU: cfg.MTU, Logger: cfg.Logger, OnStartOver: cfg.OnStartOver,
+		OnDemandIdle: cfg.PeerIdle,
 	}
 }
 
