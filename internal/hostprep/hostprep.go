@@ -137,6 +137,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	rep.Checks = append(rep.Checks, r.checkLVM())
 	rep.Checks = append(rep.Checks, r.checkModules(ctx)...)
 	rep.Checks = append(rep.Checks, r.checkNFSClient(ctx), r.checkNFSDefaultVersion(), r.checkLonghornOS())
+	rep.Checks = append(rep.Checks, r.checkLonghornPackages()...)
 	rep.Checks = append(rep.Checks, r.checkMultipath())
 	rep.Checks = append(rep.Checks, r.checkMountPropagation()...)
 	if opts.V2Engine {

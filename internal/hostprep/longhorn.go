@@ -221,21 +221,64 @@ func nfsDefaultVersion(b []byte) (ver string, set bool, err error) {
 	return ver, set, sc.Err()
 }
 
-// longhornOSFamily is how longhorn-manager classifies the Node's OS image
-// (PRETTY_NAME of os-release, lower-cased) to query its package manager:
-// substring tests in its order. "" means unknown to Longhorn.
-func longhornOSFamily(osImage string) string {
+// longhornPackageRule is one case of longhorn-manager's syncPackagesInstalled
+// (environment_check_monitor.go at the commit above). The first rule with a
+// word that is a substring of the Node's OS image (PRETTY_NAME of
+// os-release, lower-cased) decides: Longhorn runs tool on the host (nsenter
+// into its mount namespace, so tool is looked up with Longhorn's container
+// PATH) once per package, and counts the package as installed when
+//
+//	dpkg:   `dpkg -l` succeeds and its output, piped through `grep -w PKG`,
+//	        has a line with PKG as a whole word (dpkg -l lists every package
+//	        of the status database that is not not-installed: state letters,
+//	        name, version, architecture, first line of the description);
+//	rpm:    `rpm -q PKG` exits 0 (an installed package of that name);
+//	pacman: `pacman -Q PKG` exits 0 (an installed package of that name, or
+//	        one that provides it);
+//	qlist:  `qlist -I CAT/PN` exits 0 (portage-utils: an installed package
+//	        whose CAT/PF begins with CAT/PN).
+//
+// Any package not counted makes its RequiredPackages condition False.
+// On Talos it runs the programs instead (cryptsetup, dmsetup and iscsiadm
+// with --version; dpkg -s nfs-common in the kubelet's namespace). No rule:
+// False, reason UnknownOS.
+type longhornPackageRule struct {
+	words    []string
+	tool     string   // dpkg, rpm, pacman, qlist; "talos"
+	packages []string // in longhornPackagePrograms' order
+}
+
+var longhornPackageRules = []longhornPackageRule{
+	{words: []string{"talos"}, tool: "talos"},
+	{words: []string{"ubuntu", "debian"}, tool: "dpkg", packages: []string{"nfs-common", "open-iscsi", "cryptsetup", "dmsetup"}},
+	{words: []string{"centos", "fedora", "red hat", "rocky", "ol"}, tool: "rpm", packages: []string{"nfs-utils", "iscsi-initiator-utils", "cryptsetup", "device-mapper"}},
+	{words: []string{"suse"}, tool: "rpm", packages: []string{"nfs-client", "open-iscsi", "cryptsetup", "device-mapper"}},
+	{words: []string{"arch"}, tool: "pacman", packages: []string{"nfs-utils", "open-iscsi", "cryptsetup", "device-mapper"}},
+	{words: []string{"gentoo"}, tool: "qlist", packages: []string{"net-fs/nfs-utils", "sys-block/open-iscsi", "sys-fs/cryptsetup", "sys-fs/lvm2"}},
+}
+
+// longhornPackagePrograms are the programs the required packages bring, in
+// the order of every rule's packages.
+var longhornPackagePrograms = []string{"mount.nfs", "iscsiadm", "cryptsetup", "dmsetup"}
+
+// longhornPackageRuleFor is the rule Longhorn applies to an OS image.
+func longhornPackageRuleFor(osImage string) (longhornPackageRule, bool) {
 	s := strings.ToLower(osImage)
-	for _, f := range []struct{ word, family string }{
-		{"talos", "talos"}, {"ubuntu", "dpkg"}, {"debian", "dpkg"},
-		{"centos", "rpm"}, {"fedora", "rpm"}, {"red hat", "rpm"}, {"rocky", "rpm"}, {"ol", "rpm"},
-		{"suse", "rpm"}, {"arch", "pacman"}, {"gentoo", "qlist"},
-	} {
-		if strings.Contains(s, f.word) {
-			return f.family
+	for _, rule := range longhornPackageRules {
+		for _, w := range rule.words {
+			if strings.Contains(s, w) {
+				return rule, true
+			}
 		}
 	}
-	return ""
+	return longhornPackageRule{}, false
+}
+
+// longhornOSFamily names how Longhorn verifies an OS image's packages (its
+// rule's tool); "" means the image is unknown to Longhorn.
+func longhornOSFamily(osImage string) string {
+	rule, _ := longhornPackageRuleFor(osImage)
+	return rule.tool
 }
 
 // checkLonghornOS says whether Longhorn knows how to verify this OS's

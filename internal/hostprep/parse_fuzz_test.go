@@ -36,3 +36,48 @@ func FuzzHostFileParsers(f *testing.F) {
 		_ = longhornOSFamily(s)
 	})
 }
+
+// FuzzPackageDatabases feeds arbitrary bytes to the readers of package
+// databases: none may panic, and a match must be in the input.
+func FuzzPackageDatabases(f *testing.F) {
+	f.Add("Package: nfs-common\nStatus: install ok installed\nDescription: NFS\n more\n .\n\nPackage: x\n", "nfs-common")
+	f.Add("package : a\n\tcont\n\n\n: x\n", "a")
+	f.Add("%NAME%\nlvm2\n\n%PROVIDES%\ndevice-mapper=2\nfoo: bar\n", "device-mapper")
+	f.Add("lvm2-2.03.22-r5", "lvm2")
+	f.Fuzz(func(t *testing.T, s, word string) {
+		if stanzas, err := controlStanzas([]byte(s)); err == nil {
+			for _, st := range stanzas {
+				if len(st) == 0 {
+					t.Fatalf("empty stanza from %q", s)
+				}
+				for k := range st {
+					if k == "" || k != strings.ToLower(k) || strings.ContainsAny(k, ": \t\n") {
+						t.Fatalf("field name %q from %q", k, s)
+					}
+				}
+			}
+		}
+		db := map[string]dpkgEntry{}
+		if addDpkgStanzas(db, []byte(s)) == nil {
+			for _, e := range db {
+				if l, listed := e.listLine(); listed && !strings.Contains(l, e.pkg) {
+					t.Fatalf("line %q lacks its package %q", l, e.pkg)
+				}
+			}
+		}
+		if grepWord(s, word) && !strings.Contains(s, word) {
+			t.Fatalf("grepWord(%q, %q) without the word in it", s, word)
+		}
+		for _, p := range pacmanProvides([]byte(s)) {
+			if strings.ContainsAny(p, "=<>\n") || !strings.Contains(s, p) {
+				t.Fatalf("provision %q from %q", p, s)
+			}
+		}
+		if name, ver, ok := alpmSplitName(s); ok && (name == "" || name+"-"+ver != s) {
+			t.Fatalf("alpmSplitName(%q) = %q, %q", s, name, ver)
+		}
+		if portageEntryIs(s, word) && !strings.HasPrefix(s, word+"-") {
+			t.Fatalf("portageEntryIs(%q, %q)", s, word)
+		}
+	})
+}

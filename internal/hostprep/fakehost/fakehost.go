@@ -206,8 +206,8 @@ func NixOS(t testing.TB) *Tree {
 	return tr
 }
 
-// Debian is a merged-/usr Debian host with everything installed and a
-// valid initiator name.
+// Debian is a merged-/usr Debian host with everything installed (and in
+// dpkg's database) and a valid initiator name.
 func Debian(t testing.TB) *Tree {
 	tr := New(t)
 	tr.File("usr/lib/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n", 0o644)
@@ -221,6 +221,9 @@ func Debian(t testing.TB) *Tree {
 		tr.Exe("usr/bin/" + p)
 	}
 	tr.Link("usr/bin/sh", "dash")
+	tr.Exe("usr/bin/dpkg")
+	tr.File("var/lib/dpkg/status", DpkgStatus("libc6", "nfs-common", "open-iscsi", "cryptsetup", "dmsetup"), 0o644)
+	tr.Mkdir("var/lib/dpkg/updates")
 	tr.Mkdir("usr/local/sbin").Mkdir("usr/local/bin")
 	tr.File("etc/iscsi/initiatorname.iscsi", "## DO NOT EDIT OR REMOVE THIS FILE!\nInitiatorName=iqn.1993-08.org.debian:01:5a7d9e2b4c1f\n", 0o600)
 	tr.Proc(SharedMountinfo, map[int]string{1: "systemd", 640: "iscsid", 641: "iscsid"})
@@ -229,6 +232,35 @@ func Debian(t testing.TB) *Tree {
 	tr.File("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "1024\n", 0o644)
 	tr.File("proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu sse4_1 sse4_2 avx\n", 0o444)
 	return tr
+}
+
+// debPackages are Debian packages as their status stanzas show them:
+// version, architecture, and the description's first line.
+var debPackages = map[string][3]string{
+	"libc6":          {"2.36-9+deb12u9", "amd64", "GNU C Library: Shared libraries"},
+	"nfs-common":     {"1:2.6.2-4+deb12u1", "amd64", "NFS support files common to client and server"},
+	"open-iscsi":     {"2.1.8-1", "amd64", "iSCSI initiator tools"},
+	"cryptsetup":     {"2:2.6.1-4~deb12u2", "amd64", "disk encryption support - startup scripts"},
+	"cryptsetup-bin": {"2:2.6.1-4~deb12u2", "amd64", "disk encryption support - command line tools"},
+	"dmsetup":        {"2:1.02.185-2", "amd64", "Linux Kernel Device Mapper userspace library"},
+}
+
+// DpkgStatus is a /var/lib/dpkg/status in which the named packages (of
+// debPackages) are installed.
+func DpkgStatus(pkgs ...string) string {
+	var b strings.Builder
+	for _, p := range pkgs {
+		d, ok := debPackages[p]
+		if !ok {
+			panic("fakehost: no Debian package " + p)
+		}
+		fmt.Fprintf(&b, "Package: %s\nStatus: install ok installed\nPriority: optional\nArchitecture: %s\n", p, d[1])
+		if p == "libc6" {
+			b.WriteString("Multi-Arch: same\n")
+		}
+		fmt.Fprintf(&b, "Version: %s\nDescription: %s\n The long description.\n .\n Its second paragraph.\n\n", d[0], d[2])
+	}
+	return b.String()
 }
 
 // Recorder is the HostRunner of the tests: it never runs anything. For

@@ -1,0 +1,297 @@
+package hostprep
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/wgmesh/wgmesh/internal/hostprep/fakehost"
+)
+
+// withOS turns the fake Debian host into another distribution: its
+// os-release, and no dpkg or dpkg database.
+func withOS(tr *fakehost.Tree, osRelease string) {
+	tr.Remove("etc/os-release").File("etc/os-release", osRelease, 0o644)
+	tr.Remove("usr/bin/dpkg").Remove("var/lib/dpkg")
+}
+
+const (
+	archOS   = "ID=arch\nPRETTY_NAME=\"Arch Linux\"\n"
+	gentooOS = "ID=gentoo\nPRETTY_NAME=\"Gentoo Linux\"\n"
+	rockyOS  = "ID=rocky\nID_LIKE=\"rhel centos fedora\"\nPRETTY_NAME=\"Rocky Linux 9.4 (Blue Onyx)\"\n"
+)
+
+// arch makes an Arch Linux host whose pacman database has the named
+// packages (<name>-<version>-<rel> directories with their desc files).
+func arch(tr *fakehost.Tree, pkgs ...string) {
+	withOS(tr, archOS)
+	tr.Exe("usr/bin/pacman")
+	tr.File("var/lib/pacman/local/ALPM_DB_VERSION", "9\n", 0o644)
+	for _, p := range pkgs {
+		name, provides, _ := strings.Cut(p, ">")
+		desc := "%NAME%\n" + name + "\n\n%VERSION%\n1.0-1\n\n%DESC%\nsome package\n\n"
+		if provides != "" {
+			desc += "%PROVIDES%\nlibfoo.so=1-64\n" + provides + "=1.0\n\n"
+		}
+		tr.File("var/lib/pacman/local/"+name+"-1.0-1/desc", desc, 0o644)
+	}
+}
+
+// gentoo makes a Gentoo host whose Portage database has the named
+// packages (category/name-version directories).
+func gentoo(tr *fakehost.Tree, pkgs ...string) {
+	withOS(tr, gentooOS)
+	tr.Exe("usr/bin/qlist")
+	tr.Mkdir("var/db/pkg")
+	for _, p := range pkgs {
+		tr.File("var/db/pkg/"+p+"/CONTENTS", "obj /usr/bin/x 0 0\n", 0o644)
+	}
+}
+
+var allGentoo = []string{"net-fs/nfs-utils-2.6.4-r12", "sys-block/open-iscsi-2.1.10", "sys-fs/cryptsetup-2.7.5-r1", "sys-fs/lvm2-2.03.22-r5"}
+
+// Longhorn's RequiredPackages condition asks the package manager, not the
+// file system. Each case changes one thing on a healthy host; the label
+// (Ready) must be false wherever Longhorn's condition would be False for a
+// reason the host can fix, and the check says why.
+func TestLonghornPackagesDecideReadiness(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(tr *fakehost.Tree)
+		want   Status // of longhorn.packages; "" means no such check
+		ready  bool
+		text   []string // in the summary, evidence or fix
+	}{
+		{name: "Debian, all in dpkg's database", change: func(*fakehost.Tree) {},
+			want: StatusOK, ready: true, text: []string{"matches ii  nfs-common 1:2.6.2-4+deb12u1 amd64"}},
+		{name: "Debian, mount.nfs on PATH but nfs-common not in the database", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/status", fakehost.DpkgStatus("libc6", "open-iscsi", "cryptsetup", "dmsetup"), 0o644)
+		}, want: StatusMissing, text: []string{
+			"Longhorn's RequiredPackages condition is False: the dpkg database has no nfs-common",
+			"mount.nfs is on Longhorn's PATH (/usr/sbin/mount.nfs), but not from a package the dpkg database has",
+			"apt-get install -y nfs-common",
+		}},
+		{name: "Debian, two packages missing", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/status", fakehost.DpkgStatus("libc6", "nfs-common", "cryptsetup"), 0o644)
+		}, want: StatusMissing, text: []string{"has no open-iscsi, dmsetup", "apt-get install -y open-iscsi dmsetup"}},
+		{name: "Debian, nfs-common removed with its config files kept (dpkg -l lists rc)", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/status", strings.Replace(tr.Read("var/lib/dpkg/status"),
+				"Package: nfs-common\nStatus: install ok installed", "Package: nfs-common\nStatus: deinstall ok config-files", 1), 0o644)
+		}, want: StatusOK, ready: true, text: []string{"matches rc  nfs-common"}},
+		{name: "Debian, nfs-common purged", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/status", strings.Replace(tr.Read("var/lib/dpkg/status"),
+				"Package: nfs-common\nStatus: install ok installed", "Package: nfs-common\nStatus: purge ok not-installed", 1), 0o644)
+		}, want: StatusMissing, text: []string{"has no nfs-common"}},
+		{name: "Debian, nfs-common purged by a journal entry in updates/", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/updates/0007", "Package: nfs-common\nStatus: purge ok not-installed\nArchitecture: amd64\n", 0o644)
+		}, want: StatusMissing, text: []string{"has no nfs-common"}},
+		{name: "Debian, cryptsetup-bin without cryptsetup (grep -w matches it)", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/status", fakehost.DpkgStatus("libc6", "nfs-common", "open-iscsi", "cryptsetup-bin", "dmsetup"), 0o644)
+		}, want: StatusOK, ready: true, text: []string{"matches ii  cryptsetup-bin"}},
+		{name: "Debian, a status file dpkg refuses", change: func(tr *fakehost.Tree) {
+			tr.File("var/lib/dpkg/status", "Package: nfs-common\nStatus: install ok installed\nthis line has no colon\n", 0o644)
+		}, want: StatusMissing, text: []string{"cannot read the dpkg database (", "must be followed by a colon"}},
+		{name: "Debian, no status file", change: func(tr *fakehost.Tree) { tr.Remove("var/lib/dpkg/status") },
+			want: StatusMissing, text: []string{"cannot read the dpkg database (read /var/lib/dpkg/status"}},
+		{name: "Debian, dpkg not on Longhorn's PATH", change: func(tr *fakehost.Tree) { tr.Remove("usr/bin/dpkg") },
+			want: StatusMissing, text: []string{"Longhorn runs dpkg on the host to verify its packages, and dpkg is not on its PATH"}},
+		{name: "Ubuntu image, neither dpkg nor its database", change: func(tr *fakehost.Tree) {
+			withOS(tr, "ID=ubuntu\nPRETTY_NAME=\"Ubuntu 24.04 LTS\"\n")
+		}, want: StatusWarning, ready: true, text: []string{"neither dpkg nor /var/lib/dpkg"}},
+		{name: "Flatcar, taken for an rpm system (\"ol\" in Kinvolk)", change: func(tr *fakehost.Tree) {
+			withOS(tr, "ID=flatcar\nPRETTY_NAME=\"Flatcar Container Linux by Kinvolk 3815.2.0 (Oklo)\"\n")
+		}, want: StatusWarning, ready: true, text: []string{"for a system it verifies with rpm", "nothing on the host changes it"}},
+		{name: "Rocky, sqlite rpm database", change: func(tr *fakehost.Tree) {
+			withOS(tr, rockyOS)
+			tr.Exe("usr/bin/rpm").File("var/lib/rpm/rpmdb.sqlite", "SQLite format 3\x00", 0o644)
+		}, want: StatusWarning, ready: true, text: []string{"does not read rpm's sqlite database (/var/lib/rpm/rpmdb.sqlite)", "rpm -q PKG", "iscsi-initiator-utils"}},
+		{name: "openSUSE, ndb database under /usr/lib/sysimage", change: func(tr *fakehost.Tree) {
+			withOS(tr, "ID=opensuse-leap\nPRETTY_NAME=\"openSUSE Leap 15.6\"\n")
+			tr.Exe("usr/bin/rpm").File("usr/lib/sysimage/rpm/Packages.db", "", 0o644).Link("var/lib/rpm", "../../usr/lib/sysimage/rpm")
+		}, want: StatusWarning, ready: true, text: []string{"ndb database (/var/lib/rpm/Packages.db)", "nfs-client"}},
+		{name: "Rocky, rpm database but no rpm", change: func(tr *fakehost.Tree) {
+			withOS(tr, rockyOS)
+			tr.File("var/lib/rpm/rpmdb.sqlite", "", 0o644)
+		}, want: StatusMissing, text: []string{"rpm is not on its PATH", "dnf install -y rpm"}},
+		{name: "Arch, all installed", change: func(tr *fakehost.Tree) {
+			arch(tr, "nfs-utils", "open-iscsi", "cryptsetup", "device-mapper", "lvm2")
+		}, want: StatusOK, ready: true, text: []string{"installed as /var/lib/pacman/local/device-mapper-1.0-1"}},
+		{name: "Arch, open-iscsi provided by another package", change: func(tr *fakehost.Tree) {
+			arch(tr, "nfs-utils", "open-iscsi-git>open-iscsi", "cryptsetup", "device-mapper")
+		}, want: StatusOK, ready: true, text: []string{"provided by /var/lib/pacman/local/open-iscsi-git-1.0-1"}},
+		{name: "Arch, device-mapper missing", change: func(tr *fakehost.Tree) {
+			arch(tr, "nfs-utils", "open-iscsi", "cryptsetup")
+		}, want: StatusMissing, text: []string{"the pacman database has no device-mapper", "pacman -S --needed --noconfirm device-mapper", "dmsetup is on Longhorn's PATH"}},
+		{name: "Arch, database without ALPM_DB_VERSION", change: func(tr *fakehost.Tree) {
+			arch(tr, "nfs-utils", "open-iscsi", "cryptsetup", "device-mapper")
+			tr.Remove("var/lib/pacman/local/ALPM_DB_VERSION")
+		}, want: StatusMissing, text: []string{"cannot read the pacman database (", "pacman refuses a database without it"}},
+		{name: "Gentoo, all installed", change: func(tr *fakehost.Tree) { gentoo(tr, allGentoo...) },
+			want: StatusOK, ready: true, text: []string{"installed as /var/db/pkg/sys-fs/lvm2-2.03.22-r5"}},
+		{name: "Gentoo, lvm2 missing (lvm2-python is another package)", change: func(tr *fakehost.Tree) {
+			gentoo(tr, append(allGentoo[:3:3], "sys-fs/lvm2-python-1.0")...)
+		}, want: StatusMissing, text: []string{"has no sys-fs/lvm2", "emerge --noreplace sys-fs/lvm2"}},
+		{name: "Gentoo without portage-utils (no qlist)", change: func(tr *fakehost.Tree) {
+			gentoo(tr, allGentoo...)
+			tr.Remove("usr/bin/qlist")
+		}, want: StatusMissing, text: []string{"qlist is not on its PATH", "emerge --noreplace app-portage/portage-utils"}},
+		{name: "Talos: Longhorn runs the programs, which the program checks do", change: func(tr *fakehost.Tree) {
+			withOS(tr, "ID=talos\nPRETTY_NAME=\"Talos (v1.8.0)\"\n")
+		}, ready: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := fakehost.Debian(t)
+			tt.change(tr)
+			rep := runChecks(t, Options{Root: tr.Root(), Log: quiet()})
+			if rep.Ready() != tt.ready {
+				t.Errorf("Ready() = %v, want %v; blocking: %+v", rep.Ready(), tt.ready, rep.Blocking())
+			}
+			checks := byID(t, rep)
+			if tt.want == "" {
+				if c, ok := checks["longhorn.packages"]; ok {
+					t.Errorf("unexpected check %+v", c)
+				}
+				return
+			}
+			c := wantStatus(t, checks, "longhorn.packages", tt.want)
+			all := c.Summary + "\n" + strings.Join(c.Evidence, "\n") + "\n" + c.Fix
+			for _, want := range tt.text {
+				if !strings.Contains(all, want) {
+					t.Errorf("want %q in:\n%s", want, all)
+				}
+			}
+			// The program checks alone would say ready here: they see the
+			// programs, not the package database.
+			for _, id := range []string{"program.mount.nfs", "program.iscsiadm", "program.cryptsetup", "program.dmsetup"} {
+				wantStatus(t, checks, id, StatusOK)
+			}
+		})
+	}
+}
+
+func TestGrepWord(t *testing.T) {
+	for _, tt := range []struct {
+		text, word string
+		want       bool
+	}{
+		{"ii  nfs-common 1:2.6.2-4 amd64 NFS support files", "nfs-common", true},
+		{"ii  cryptsetup-bin 2:2.6.1-4 amd64 disk encryption support", "cryptsetup", true}, // '-' is no word character
+		{"ii  libcryptsetup12:amd64 2:2.6.1-4 amd64 disk encryption support", "cryptsetup", false},
+		{"ii  cryptsetup:amd64 2:2.6.1-4", "cryptsetup", true},
+		{"ii  cryptsetup_x 1", "cryptsetup", false},
+		{"ii  xcryptsetup 1 cryptsetup", "cryptsetup", true}, // the second occurrence
+		{"cryptsetup", "cryptsetup", true},
+		{"ii  écryptsetup 1", "cryptsetup", false}, // a letter in a UTF-8 locale
+		{"ii  foo 1\ncryptsetup", "cryptsetup", true},
+		{"ii  nfs-commo", "nfs-common", false},
+		{"anything", "", false},
+	} {
+		if got := grepWord(tt.text, tt.word); got != tt.want {
+			t.Errorf("grepWord(%q, %q) = %v, want %v", tt.text, tt.word, got, tt.want)
+		}
+	}
+}
+
+// What dpkg -l lists, and what makes dpkg refuse the database.
+func TestDpkgStatusParsing(t *testing.T) {
+	db := map[string]dpkgEntry{}
+	status := "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\nDescription: first line\n second line\n\n\n" +
+		"package: b\nstatus: deinstall reinstreq half-installed\nversion : 2\n\n" +
+		"Package: c\nStatus: purge ok not-installed\n\n" +
+		"Package: d\nArchitecture: all\n"
+	if err := addDpkgStanzas(db, []byte(status)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"a:amd64": "ii  a 1 amd64 first line",
+		"b:":      "rHR b 2  (no description available)",
+		"c:":      "",
+		"d:all":   "",
+	}
+	for key, line := range want {
+		got, listed := db[key].listLine()
+		if got != line || listed != (line != "") {
+			t.Errorf("%s: listLine() = %q, %v; want %q", key, got, listed, line)
+		}
+	}
+	for _, bad := range []string{
+		"Package: a\nno colon here\n",
+		" continuation first\n",
+		"Package: a\nPackage: b\n",
+		"Package: a\nDescription: x\n \t\n",
+		"Package: a\n-Field: x\n",
+		": empty name\n",
+		"Package: a\nStatus: install ok\n",
+		"Package: a\nStatus: install ok frobnicated\n",
+		"Status: install ok installed\n",
+	} {
+		if err := addDpkgStanzas(map[string]dpkgEntry{}, []byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestDpkgUpdateNames(t *testing.T) {
+	tr := fakehost.New(t)
+	for _, n := range []string{"0002", "0001", "tmp.i", "0010"} {
+		tr.File("u/"+n, "", 0o644)
+	}
+	entries, err := tr.Root().ReadDir("/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := dpkgUpdateNames(entries)
+	if err != nil || strings.Join(names, ",") != "0001,0002,0010" {
+		t.Errorf("names %q, %v", names, err)
+	}
+	tr.File("u/12345", "", 0o644)
+	entries, _ = tr.Root().ReadDir("/u")
+	if _, err := dpkgUpdateNames(entries); err == nil {
+		t.Error("names of different lengths accepted")
+	}
+}
+
+func TestAlpmSplitName(t *testing.T) {
+	for entry, want := range map[string]string{
+		"device-mapper-2.03.26-1": "device-mapper 2.03.26-1",
+		"nfs-utils-2.8.1-1":       "nfs-utils 2.8.1-1",
+		"a-1-1":                   "a 1-1",
+		"1-1":                     "",
+		"-1-1":                    "",
+		"nohyphen":                "",
+	} {
+		name, ver, ok := alpmSplitName(entry)
+		got := ""
+		if ok {
+			got = name + " " + ver
+		}
+		if got != want {
+			t.Errorf("alpmSplitName(%q) = %q, want %q", entry, got, want)
+		}
+	}
+}
+
+func TestPacmanProvides(t *testing.T) {
+	desc := "%NAME%\nlvm2\n\n%PROVIDES%\ndevice-mapper=2.03\nlibdevmapper.so=1.02-64\nfoo>=1\nbar: why\nplain\n\n%DEPENDS%\nnotprovided\n"
+	got := strings.Join(pacmanProvides([]byte(desc)), ",")
+	if got != "device-mapper,libdevmapper.so,foo,bar,plain" {
+		t.Errorf("provides %q", got)
+	}
+}
+
+func TestPortageEntryIs(t *testing.T) {
+	for _, tt := range []struct {
+		entry, pn string
+		want      bool
+	}{
+		{"lvm2-2.03.22-r5", "lvm2", true},
+		{"lvm2-python-1.0", "lvm2", false},
+		{"lvm2-", "lvm2", false},
+		{"lvm22-1", "lvm2", false},
+		{"-MERGING-lvm2-2.03", "lvm2", false},
+		{"open-iscsi-2.1.10", "open-iscsi", true},
+	} {
+		if got := portageEntryIs(tt.entry, tt.pn); got != tt.want {
+			t.Errorf("portageEntryIs(%q, %q) = %v", tt.entry, tt.pn, got)
+		}
+	}
+}
