@@ -24,9 +24,9 @@ func helper(name string, args []string) int {
 		err = RRServe(*listen)
 	case "rr-client":
 		err = RRClient(*addr, *n)
-	case "rss":
+	case "rss", "rss-on-demand":
 		var res AgentResult
-		if res, err = RunAgentLike(context.Background(), *n); err == nil {
+		if res, err = RunAgentLike(context.Background(), *n, name == "rss-on-demand"); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	case "rss-kernel":

@@ -9,7 +9,7 @@
 //
 // Every section returns Rows, printed as one table. The same binary, run
 // with a helper name as its first argument (rr-server, rr-client, rss,
-// rss-kernel, agent), is the sub-process some sections start.
+// rss-kernel, rss-on-demand, agent), is the sub-process some sections start.
 package main
 
 import (

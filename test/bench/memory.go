@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -36,16 +39,28 @@ type AgentResult struct {
 	LeaveOne    dataplane.Changes `json:"leave_one"`    // one node leaves
 	RSSKiB      int               `json:"rss_kib"`      // VmRSS after GC
 	DeviceKiB   int               `json:"device_kib"`   // VmRSS of the userspace device's own process
+	PssKiB      int               `json:"pss_kib"`      // Pss: RSS with shared pages split among their processes
+	DevicePss   int               `json:"device_pss_kib"`
 	HWMKiB      int               `json:"hwm_kib"`      // VmHWM (peak)
 	HeapKiB     uint64            `json:"heap_kib"`
 	Goroutines  int               `json:"goroutines"`
 }
 
+// Active peers with on-demand peers (`wgmesh-bench rss-on-demand`): a
+// packet is sent toward this many peers' subnets, as a node whose pods
+// talk to a few dozen of the mesh's nodes.
+const (
+	onDemandActive = 32
+	onDemandIdle   = 5 * time.Minute
+)
+
 // RunAgentLike is the agent-like process (`wgmesh-bench rss -n N`): in a
 // namespace of its own it starts a userspace WireGuard device through
 // dataplane.New, applies a mesh of n peers with their routes and firewall
-// rules, then one-node changes, and reports its own memory after GC.
-func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
+// rules, then one-node changes, and reports its own memory after GC. With
+// onDemand (`rss-on-demand`) the device programs peers on demand, and
+// onDemandActive of them are sent a packet before the memory is read.
+func RunAgentLike(ctx context.Context, n int, onDemand bool) (res AgentResult, err error) {
 	c := &testns.Cleanup{}
 	defer c.Run()
 	node, err := newNetNS(c, fmt.Sprintf("rss%d", n))
@@ -72,6 +87,10 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 		}
 	}
 	dev := devName(900000 + n%1000)
+	var idle time.Duration
+	if onDemand {
+		idle = onDemandIdle
+	}
 	var dp *dataplane.Dataplane
 	apply := func(members []mesh.Node) (dataplane.Changes, error) {
 		s, problems := mesh.Desired(nodes[0], members, mesh.Options{})
@@ -91,7 +110,8 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 		dp, err = dataplane.New(dataplane.Config{
 			Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key,
 			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Masquerade: true, Bridge: cniconf.DefaultBridge,
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			PeerIdle: idle,
 		})
 		return err
 	})
@@ -121,9 +141,29 @@ func RunAgentLike(ctx context.Context, n int) (res AgentResult, err error) {
 		return res, err
 	}
 	res.Peers = n
-	m := memoryAfterGC(200 * time.Millisecond)
+	if onDemand {
+		err := node.In(func() error {
+			for i := 1; i <= min(onDemandActive, n); i++ {
+				c, err := net.Dial("udp", netip.AddrPortFrom(nodes[i].PodCIDRs[0].Addr().Next(), 9).String())
+				if err != nil {
+					return err
+				}
+				c.Write([]byte("wake"))
+				c.Close()
+			}
+			return nil
+		})
+		if err != nil {
+			return res, fmt.Errorf("send to %d peers: %w", onDemandActive, err)
+		}
+	}
+	// The device process returns its garbage a second after the last
+	// configuration (wireguard's tidier); the agent's session watch reads
+	// the device every 2 s.
+	m := memoryAfterGC(1500 * time.Millisecond)
 	res.HeapKiB, res.Goroutines, res.RSSKiB, res.HWMKiB = m.heapKiB, m.goroutines, m.rssKiB, m.hwmKiB
-	_ = node.In(func() error { res.DeviceKiB = deviceRSSKiB(dev); return nil })
+	res.PssKiB = pssKiB("self")
+	_ = node.In(func() error { res.DeviceKiB, res.DevicePss = deviceMemKiB(dev); return nil })
 	return res, nil
 }
 
@@ -147,15 +187,62 @@ func memoryAfterGC(settle time.Duration) selfMemory {
 		rssKiB: procStatusOf("self", "VmRSS"), hwmKiB: procStatusOf("self", "VmHWM")}
 }
 
-// deviceRSSKiB is the VmRSS of the process serving the userspace WireGuard
-// device dev (it outlives the agent, so it is a process of its own). Call
-// it in the device's namespace.
-func deviceRSSKiB(dev string) int {
+// deviceMemKiB is the VmRSS and Pss of the process serving the userspace
+// WireGuard device dev (it outlives the agent, so it is a process of its
+// own). Call it in the device's namespace.
+func deviceMemKiB(dev string) (rss, pss int) {
 	pid, ok := wireguard.DevicePID(dev)
 	if !ok {
+		return 0, 0
+	}
+	return procStatusOf(strconv.Itoa(pid), "VmRSS"), pssKiB(strconv.Itoa(pid))
+}
+
+// binaryCopy copies this binary to a file of its own for the agent-like
+// processes, so that their Pss counts the binary's pages as the agent's
+// do in production: shared between the agent and its device process only,
+// not with this process too.
+func binaryCopy() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	src, err := os.Open(self)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	f, err := os.CreateTemp("", "wgmesh-bench-agent-")
+	if err != nil {
+		return "", err
+	}
+	// Copied as cp copies (copy_file_range), not in one large write: the
+	// page cache would then hold the file in large folios, and every
+	// process mapping it would count about 10 MiB more resident.
+	_, cerr := io.Copy(f, src)
+	if err := errors.Join(cerr, f.Chmod(0o755), f.Close()); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// pssKiB is a process's proportional set size: its resident pages, each
+// shared page divided among the processes that map it. The agent and its
+// device process run the same binary, so RSS counts its pages twice; the
+// sum of their Pss counts them once.
+func pssKiB(pid string) int {
+	b, err := os.ReadFile("/proc/" + pid + "/smaps_rollup")
+	if err != nil {
 		return 0
 	}
-	return procStatusOf(strconv.Itoa(pid), "VmRSS")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return kb
+		}
+	}
+	return 0
 }
 
 func procStatusOf(pid, field string) int {
@@ -176,10 +263,11 @@ func procStatusOf(pid, field string) int {
 // the time of the first full apply, and the kernel writes of one-node
 // changes.
 func Memory(ctx context.Context, sizes []int) ([]Row, error) {
-	self, err := os.Executable()
+	self, err := binaryCopy()
 	if err != nil {
 		return nil, err
 	}
+	defer os.Remove(self)
 	var rows []Row
 	sec := "agent at scale"
 	for _, n := range sizes {
@@ -198,13 +286,36 @@ func Memory(ctx context.Context, sizes []int) ([]Row, error) {
 			krow = krow.goal("< 40 MiB", kmib < 40)
 		}
 		rows = append(rows, krow)
+		od, err := agentLike(ctx, self, "rss-on-demand", n)
+		if err != nil {
+			return rows, err
+		}
 		mib := float64(r.RSSKiB+r.DeviceKiB) / 1024
 		row := Row{Section: sec, Name: fmt.Sprintf("RSS of agent-like process + its userspace device process, %d peers + routes", n), Value: mib, Unit: "MiB",
 			Note: fmt.Sprintf("after GC; device process %.1f MiB of it; agent peak %.1f MiB, Go heap %.1f MiB, %d goroutines", float64(r.DeviceKiB)/1024, float64(r.HWMKiB)/1024, float64(r.HeapKiB)/1024, r.Goroutines)}
 		if n == 1000 {
 			row = row.goal("< 40 MiB", mib < 40)
 		}
-		rows = append(rows, row,
+		odmib := float64(od.RSSKiB+od.DeviceKiB) / 1024
+		odrow := Row{Section: sec, Name: fmt.Sprintf("RSS of agent-like process + its userspace device process, %d peers + routes, on-demand peers (%d active)", n, min(onDemandActive, n)), Value: odmib, Unit: "MiB",
+			Note: fmt.Sprintf("--userspace-peer-idle=%s; a packet sent toward %d peers' subnets; device process %.1f MiB of it; agent %.1f MiB", onDemandIdle, min(onDemandActive, n), float64(od.DeviceKiB)/1024, float64(od.RSSKiB)/1024)}
+		if n == 1000 {
+			odrow = odrow.goal("< 40 MiB", odmib < 40)
+		}
+		rows = append(rows, row, odrow)
+		for _, p := range []struct {
+			what string
+			r    AgentResult
+		}{{"every peer programmed", r}, {fmt.Sprintf("on-demand peers, %d active", min(onDemandActive, n)), od}} {
+			pmib := float64(p.r.PssKiB+p.r.DevicePss) / 1024
+			prow := Row{Section: sec, Name: fmt.Sprintf("Pss of agent-like process + its userspace device process, %d peers, %s", n, p.what), Value: pmib, Unit: "MiB",
+				Note: fmt.Sprintf("the memory the two take together: the binary's pages they share counted once (RSS counts them in each); device %.1f MiB, agent %.1f MiB", float64(p.r.DevicePss)/1024, float64(p.r.PssKiB)/1024)}
+			if n == 1000 {
+				prow = prow.goal("< 40 MiB", pmib < 40)
+			}
+			rows = append(rows, prow)
+		}
+		rows = append(rows,
 			Row{Section: sec, Name: fmt.Sprintf("first apply of %d peers (dataplane.Apply)", n), Value: r.ApplyMS, Unit: "ms",
 				Note: fmt.Sprintf("%d peers, %d routes, %d rules, %d links written", r.First.PeersAdded, r.First.RoutesAdded, r.First.RulesChanged, r.First.LinksChanged)},
 		)

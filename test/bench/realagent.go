@@ -160,7 +160,7 @@ func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAge
 	res.Peers, res.DevicePeers, res.StatusRoutes = n, len(st.Peers), len(st.Routes)
 	m := memoryAfterGC(0)
 	res.HeapKiB, res.RSSKiB = m.heapKiB, m.rssKiB
-	res.DeviceKiB = deviceRSSKiB(dev) // this process runs in the device's namespace
+	res.DeviceKiB, _ = deviceMemKiB(dev) // this process runs in the device's namespace
 	return res, nil
 }
 
