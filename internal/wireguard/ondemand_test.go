@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -38,19 +37,7 @@ func newOnDemandPair(t *testing.T, idleA, idleB time.Duration, extra int) (a, b 
 	t.Helper()
 	a = &odEnd{ns: testns.New(t), name: uniqueName(t), key: key(t), under: "192.0.2.1", tunnel: "10.99.0.1"}
 	b = &odEnd{ns: testns.New(t), name: uniqueName(t), key: key(t), under: "192.0.2.2", tunnel: "10.99.0.2"}
-	veth := uniqueName(t)
-	testns.Do(t, a.ns, func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
-			return err
-		}
-		peer, err := netlink.LinkByName(veth + "p")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetNsFd(peer, int(b.ns.Fd()))
-	})
-	testns.Do(t, a.ns, func() error { return addrUp(veth, a.under+"/24") })
-	testns.Do(t, b.ns, func() error { return addrUp(veth+"p", b.under+"/24") })
+	joinByVeth(t, a.ns, b.ns, a.under+"/24", b.under+"/24")
 	log := slog.New(slog.NewTextHandler(&testutil.LockedBuffer{}, nil))
 	for _, e := range []struct {
 		self, other *odEnd

@@ -54,19 +54,7 @@ func (c *whyCounts) get(why string) int {
 func newPair(t testing.TB, with ...func(*Config)) (a, b *pairEnd) {
 	t.Helper()
 	a, b = &pairEnd{ns: testns.New(t), tunnel: "10.99.0.1"}, &pairEnd{ns: testns.New(t), tunnel: "10.99.0.2"}
-	veth := uniqueName(t)
-	testns.Do(t, a.ns, func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
-			return err
-		}
-		peer, err := netlink.LinkByName(veth + "p")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetNsFd(peer, int(b.ns.Fd()))
-	})
-	testns.Do(t, a.ns, func() error { return addrUp(veth, "192.0.2.1/24") })
-	testns.Do(t, b.ns, func() error { return addrUp(veth+"p", "192.0.2.2/24") })
+	joinByVeth(t, a.ns, b.ns, "192.0.2.1/24", "192.0.2.2/24")
 	for _, e := range []*pairEnd{a, b} {
 		e.log = &testutil.LockedBuffer{}
 		e.cfg = Config{Name: uniqueName(t), Mode: ModeUserspace, PrivateKey: key(t), ListenPort: 51820,
@@ -85,6 +73,25 @@ func newPair(t testing.TB, with ...func(*Config)) (a, b *pairEnd) {
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(other.tunnel), 32)}}}
 	}
 	return a, b
+}
+
+// joinByVeth joins namespaces a and b by a veth with addresses addrA and
+// addrB, up.
+func joinByVeth(t testing.TB, a, b ns.NetNS, addrA, addrB string) {
+	t.Helper()
+	veth := uniqueName(t)
+	testns.Do(t, a, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: veth + "p"}); err != nil {
+			return err
+		}
+		peer, err := netlink.LinkByName(veth + "p")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(peer, int(b.Fd()))
+	})
+	testns.Do(t, a, func() error { return addrUp(veth, addrA) })
+	testns.Do(t, b, func() error { return addrUp(veth+"p", addrB) })
 }
 
 func (e *pairEnd) apply(t testing.TB, peers []mesh.Peer) {
