@@ -146,8 +146,9 @@ type Kernel struct {
 	// Lookups are the kernel's answers for packets to the peer subnets,
 	// as pods and as the node send them; nil when not asked.
 	Lookups []Lookup
-	// Filter is the IPv4 iptables filter table; nil when unknown.
-	Filter *Filter
+	// Filter and Filter6 are the IPv4 and IPv6 iptables filter tables;
+	// nil when unknown.
+	Filter, Filter6 *Filter
 	// NftTables are the nftables tables, "family name" ("inet firewalld").
 	NftTables []string
 	// NodeAddr is the node's own address (its endpoint); invalid when

@@ -9,7 +9,8 @@ import (
 	"strings"
 )
 
-// Filter is the IPv4 iptables filter table as `iptables -S` prints it.
+// Filter is an iptables filter table as `iptables -S` (or `ip6tables -S`)
+// prints it.
 type Filter struct {
 	// Policies of the built-in chains ("INPUT" -> "DROP").
 	Policies map[string]string
@@ -361,7 +362,7 @@ func portRange(s string) (lo, hi int, ok bool) {
 // firewallTool names the host firewall that owns INPUT, from its chains.
 func (f Filter) firewallTool() string {
 	switch {
-	case f.has("ufw-user-input") || f.has("ufw-before-input"):
+	case f.has("ufw-user-input") || f.has("ufw-before-input") || f.has("ufw6-user-input") || f.has("ufw6-before-input"):
 		return "ufw"
 	case f.has("INPUT_ZONES") || f.has("INPUT_direct"):
 		return "firewalld"
@@ -375,22 +376,55 @@ func (f Filter) has(chain string) bool { _, ok := f.Rules[chain]; return ok }
 // server through the kubernetes Service on a server, metrics-server to the
 // kubelet, a pod to a hostNetwork pod) passes INPUT with the pod's source
 // address; a host firewall that drops it there breaks it, while pod
-// traffic to other nodes still works.
+// traffic to other nodes still works. Each family is looked at in its own
+// table (iptables, ip6tables): ufw and firewalld write both.
 func inputFindings(in Input) []Finding {
 	k := in.Kernel
-	if k.Filter == nil || !k.NodeAddr.IsValid() || !k.NodeAddr.Is4() {
-		return nil
+	var out []Finding
+	var cidrs []netip.Prefix
+	for _, fam := range []struct {
+		v6     bool
+		filter *Filter
+		cmd    string
+	}{{false, k.Filter, "iptables"}, {true, k.Filter6, "ip6tables"}} {
+		src, dst, cidr, ok := inputProbeAddrs(in, fam.v6)
+		if !ok || fam.filter == nil {
+			continue
+		}
+		cidrs = append(cidrs, cidr)
+		if f := inputFinding(in, fam.filter, fam.cmd, src, dst, cidr); f != nil {
+			out = append(out, *f)
+		}
 	}
-	var src netip.Addr
+	if len(out) == 0 && len(cidrs) > 0 && slices.Contains(k.NftTables, "inet firewalld") {
+		// firewalld's nftables backend (its default): rules iptables
+		// does not show and doctor does not evaluate.
+		var cmds, names []string
+		for _, c := range cidrs {
+			cmds = append(cmds, inputFix("firewalld", "", c))
+			names = append(names, c.String())
+		}
+		return []Finding{{ID: "InputFirewalld", Severity: SeverityInfo,
+			Message: fmt.Sprintf("firewalld filters this node's INPUT with nftables (table inet firewalld), which doctor cannot evaluate; its zones reject what they do not allow, so pods (%s) reach this node only if a zone accepts them; check with: firewall-cmd --get-zone-of-source=%s", strings.Join(names, ", "), cidrs[0]),
+			Fix:     strings.Join(cmds, "\n")}}
+	}
+	return out
+}
+
+// inputProbeAddrs picks, for one family, a pod's address (never the
+// gateway), the node's address it connects to and the cluster CIDR: the
+// node's endpoint when it is of that family, else its gateway on the
+// bridge, also a local address. ok is false when the node has no pods of
+// that family.
+func inputProbeAddrs(in Input, v6 bool) (src, dst netip.Addr, cidr netip.Prefix, ok bool) {
 	for _, s := range in.Desired.Subnets {
-		if s.Addr().Is4() {
-			src = s.Addr().Next().Next() // a pod, not the gateway
+		if s.Addr().Is6() == v6 {
+			src, dst = s.Addr().Next().Next(), s.Addr().Next()
 			break
 		}
 	}
-	var cidr netip.Prefix
 	for _, c := range in.ClusterCIDRs {
-		if c.Addr().Is4() {
+		if c.Addr().Is6() == v6 {
 			cidr = c
 			if !src.IsValid() {
 				src = c.Addr().Next().Next()
@@ -398,23 +432,36 @@ func inputFindings(in Input) []Finding {
 			break
 		}
 	}
-	if !src.IsValid() {
-		return nil
+	if na := in.Kernel.NodeAddr; na.IsValid() && na.Is6() == v6 {
+		dst = na
+	}
+	if !src.IsValid() || !dst.IsValid() {
+		return src, dst, cidr, false
 	}
 	if !cidr.IsValid() {
-		cidr = netip.PrefixFrom(src, 16).Masked()
+		bits := 16
+		if v6 {
+			bits = 48
+		}
+		cidr = netip.PrefixFrom(src, bits).Masked()
 	}
+	return src, dst, cidr, true
+}
+
+// inputFinding follows a pod's new connections from src to the node at dst
+// through one family's filter table.
+func inputFinding(in Input, filter *Filter, cmd string, src, dst netip.Addr, cidr netip.Prefix) *Finding {
 	probes := []probe{
-		{src: src, dst: k.NodeAddr, iif: in.Bridge, proto: "tcp", dport: 10250, ctstates: []string{"NEW"},
+		{src: src, dst: dst, iif: in.Bridge, proto: "tcp", dport: 10250, ctstates: []string{"NEW"},
 			what: "to the kubelet (TCP 10250)"},
-		{src: src, dst: k.NodeAddr, iif: in.Bridge, proto: "tcp", dport: 6443, ctstates: []string{"NEW", "DNAT"},
+		{src: src, dst: dst, iif: in.Bridge, proto: "tcp", dport: 6443, ctstates: []string{"NEW", "DNAT"},
 			what: "to the API server through the kubernetes Service (TCP 6443, on a server)"},
 	}
 	var dropped []string
 	var by string
 	var unsure []string
 	for _, p := range probes {
-		v := k.Filter.evalInput(p)
+		v := filter.evalInput(p)
 		if v.accepted {
 			continue
 		}
@@ -427,38 +474,39 @@ func inputFindings(in Input) []Finding {
 		}
 	}
 	if len(dropped) == 0 {
-		if slices.Contains(k.NftTables, "inet firewalld") {
-			// firewalld's nftables backend (its default): rules iptables
-			// does not show and doctor does not evaluate.
-			return []Finding{{ID: "InputFirewalld", Severity: SeverityInfo,
-				Message: fmt.Sprintf("firewalld filters this node's INPUT with nftables (table inet firewalld), which doctor cannot evaluate; its zones reject what they do not allow, so pods (%s) reach this node only if a zone accepts them; check with: firewall-cmd --get-zone-of-source=%s", cidr, cidr),
-				Fix:     inputFix("firewalld", cidr)}}
-		}
 		return nil
 	}
-	tool := k.Filter.firewallTool()
+	tool := filter.firewallTool()
 	msg := fmt.Sprintf("the host firewall drops new connections from pods (%s, in on %s) to this node (%s): %s; stopped by %q",
-		src, cmp.Or(in.Bridge, "the bridge"), k.NodeAddr, strings.Join(dropped, ", "), by)
+		src, cmp.Or(in.Bridge, "the bridge"), dst, strings.Join(dropped, ", "), by)
 	if tool != "" {
 		msg += " (" + tool + "'s rules)"
+	} else {
+		msg += " (" + cmd + ")"
 	}
 	sev := SeverityError
 	if len(unsure) > 0 {
 		sev = SeverityWarning
 		msg += fmt.Sprintf("; unless one of these rules, which doctor cannot evaluate, accepts them first: %s", strings.Join(unsure, "; "))
 	}
-	return []Finding{{ID: "InputDropsPods", Severity: sev, Message: msg, Fix: inputFix(tool, cidr)}}
+	return &Finding{ID: "InputDropsPods", Severity: sev, Message: msg, Fix: inputFix(tool, cmd, cidr)}
 }
 
 // inputFix is the exact command that lets pods reach their node, for the
 // tool that owns the host firewall (k3s documents the same for ufw and
 // firewalld, for the cluster and the service CIDR).
-func inputFix(tool string, cidr netip.Prefix) string {
+//
+// cmd is the plain program of the family (iptables, ip6tables).
+func inputFix(tool, cmd string, cidr netip.Prefix) string {
+	service := "10.43.0.0/16"
+	if cidr.Addr().Is6() {
+		service = "<the IPv6 service CIDR>"
+	}
 	switch tool {
 	case "ufw":
-		return fmt.Sprintf("ufw allow from %s to any   (k3s also allows its service CIDR: ufw allow from 10.43.0.0/16 to any)", cidr)
+		return fmt.Sprintf("ufw allow from %s to any   (k3s also allows its service CIDR: ufw allow from %s to any)", cidr, service)
 	case "firewalld":
-		return fmt.Sprintf("firewall-cmd --permanent --zone=trusted --add-source=%s && firewall-cmd --reload   (k3s also adds its service CIDR, 10.43.0.0/16)", cidr)
+		return fmt.Sprintf("firewall-cmd --permanent --zone=trusted --add-source=%s && firewall-cmd --reload   (k3s also adds its service CIDR, %s)", cidr, service)
 	}
-	return fmt.Sprintf("iptables -I INPUT -s %s -j ACCEPT   (then persist it the way this host saves its firewall)", cidr)
+	return fmt.Sprintf("%s -I INPUT -s %s -j ACCEPT   (then persist it the way this host saves its firewall)", cmd, cidr)
 }

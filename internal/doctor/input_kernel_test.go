@@ -16,9 +16,16 @@ import (
 	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
-// inputFinding reads the kernel of n as `wgmesh-agent doctor` does and
+// readInputFinding reads the kernel of n as `wgmesh-agent doctor` does and
 // returns its InputDropsPods finding, if any.
-func inputFinding(t *testing.T, n ns.NetNS, node netip.Addr) *Finding {
+func readInputFinding(t *testing.T, n ns.NetNS, node netip.Addr) *Finding {
+	t.Helper()
+	return readInputFindingOf(t, n, node, netip.MustParsePrefix("10.42.3.0/24"), netip.MustParsePrefix("10.42.0.0/16"))
+}
+
+// readInputFindingOf is readInputFinding for a node with pod subnet
+// subnet in cluster CIDR cluster.
+func readInputFindingOf(t *testing.T, n ns.NetNS, node netip.Addr, subnet, cluster netip.Prefix) *Finding {
 	t.Helper()
 	var k Kernel
 	testns.Do(t, n, func() error {
@@ -30,8 +37,7 @@ func inputFinding(t *testing.T, n ns.NetNS, node netip.Addr) *Finding {
 		return nil
 	})
 	in := Input{Device: "wgmesh0", Kernel: k, Bridge: "cni0",
-		Desired:      mesh.State{Subnets: []netip.Prefix{netip.MustParsePrefix("10.42.3.0/24")}},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}}
+		Desired: mesh.State{Subnets: []netip.Prefix{subnet}}, ClusterCIDRs: []netip.Prefix{cluster}}
 	for _, f := range Check(context.Background(), in) {
 		if f.ID == "InputDropsPods" {
 			return &f
@@ -106,7 +112,7 @@ func TestDoctorFindsAnInputPolicyThatDropsPodsAndItsFixWorks(t *testing.T) {
 		t.Fatal("the pod still reaches the node through INPUT policy DROP: the setup does not show the problem")
 	}
 
-	f := inputFinding(t, n, node)
+	f := readInputFinding(t, n, node)
 	if f == nil || f.Severity != SeverityError {
 		t.Fatalf("finding %v, want an InputDropsPods error", f)
 	}
@@ -116,7 +122,59 @@ func TestDoctorFindsAnInputPolicyThatDropsPodsAndItsFixWorks(t *testing.T) {
 		t.Fatalf("fix %q", f.Fix)
 	}
 	run(t, n, strings.Fields(cmd)...)
-	if f := inputFinding(t, n, node); f != nil {
+	if f := readInputFinding(t, n, node); f != nil {
+		t.Errorf("after the printed fix: %s", f)
+	}
+	if !podConnects(t, n, pod, kubelet) {
+		t.Error("after the printed fix the pod still cannot reach the node")
+	}
+}
+
+// The same over IPv6, in ip6tables' INPUT: an IPv6 pod cannot reach its
+// node's IPv6 address; doctor reads ip6tables, says so and prints the
+// ip6tables command, which fixes it.
+func TestDoctorFindsAnIPv6InputPolicyThatDropsPods(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testns.New(t)
+	node := netip.MustParseAddr("2001:db8::10")
+	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	run(t, n, "ip", "addr", "add", node.String()+"/64", "dev", "eth0", "nodad")
+	run(t, n, "ip", "link", "set", "eth0", "up")
+	run(t, n, "ip", "link", "add", "cni0", "type", "bridge")
+	run(t, n, "ip", "addr", "add", "fd42:0:0:3::1/64", "dev", "cni0", "nodad")
+	run(t, n, "ip", "link", "set", "cni0", "up")
+	pod := testns.AddPod(t, n, "cni0", 1500, netip.MustParsePrefix("fd42:0:0:3::2/64"))
+	subnet, cluster := netip.MustParsePrefix("fd42:0:0:3::/64"), netip.MustParsePrefix("fd42::/48")
+	kubelet := netip.AddrPortFrom(node, 10250)
+	waitUntilConnects := func() bool { // the pod's address may still be tentative
+		for range 20 {
+			if podConnects(t, n, pod, kubelet) {
+				return true
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return false
+	}
+	if !waitUntilConnects() {
+		t.Fatal("the pod cannot reach the node before any firewall rule")
+	}
+	run(t, n, "ip6tables", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+	run(t, n, "ip6tables", "-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
+	run(t, n, "ip6tables", "-P", "INPUT", "DROP")
+	if podConnects(t, n, pod, kubelet) {
+		t.Fatal("the pod still reaches the node through INPUT policy DROP: the setup does not show the problem")
+	}
+	f := readInputFindingOf(t, n, node, subnet, cluster)
+	if f == nil || f.Severity != SeverityError {
+		t.Fatalf("finding %v, want an InputDropsPods error", f)
+	}
+	t.Logf("doctor: %s", f)
+	cmd, _, _ := strings.Cut(f.Fix, "   (")
+	if cmd != "ip6tables -I INPUT -s fd42::/48 -j ACCEPT" {
+		t.Fatalf("fix %q", f.Fix)
+	}
+	run(t, n, strings.Fields(cmd)...)
+	if f := readInputFindingOf(t, n, node, subnet, cluster); f != nil {
 		t.Errorf("after the printed fix: %s", f)
 	}
 	if !podConnects(t, n, pod, kubelet) {
@@ -149,12 +207,12 @@ func TestDoctorNamesUfwsCommand(t *testing.T) {
 	} {
 		run(t, n, append([]string{"iptables"}, r...)...)
 	}
-	f := inputFinding(t, n, node)
+	f := readInputFinding(t, n, node)
 	if f == nil || !strings.HasPrefix(f.Fix, "ufw allow from 10.42.0.0/16 to any") {
 		t.Fatalf("finding %v, want ufw's command", f)
 	}
 	run(t, n, "iptables", "-A", "ufw-user-input", "-s", "10.42.0.0/16", "-j", "ACCEPT")
-	if f := inputFinding(t, n, node); f != nil {
+	if f := readInputFinding(t, n, node); f != nil {
 		t.Errorf("after ufw's rule: %s", f)
 	}
 }

@@ -172,3 +172,57 @@ func TestSplitRuleUnquotes(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestInputFindingsIPv6: the IPv6 filter table is read and judged on its
+// own, with an IPv6 pod's address, and the fix names ip6tables (or the
+// tool's command with the IPv6 cluster CIDR).
+func TestInputFindingsIPv6(t *testing.T) {
+	accept := filterOf("-P INPUT ACCEPT")
+	for _, tt := range []struct {
+		name      string
+		v4, v6    *Filter
+		node      string
+		want      int
+		text      []string
+		notInText []string
+	}{
+		{name: "v4 open, v6 policy DROP", v4: accept, v6: filterOf("-P INPUT DROP\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"), node: "192.168.1.10", want: 1,
+			text: []string{"fd42:0:0:3::2", "ip6tables -I INPUT -s fd42::/48 -j ACCEPT", "(ip6tables)"}, notInText: []string{"10.42."}},
+		{name: "v6 node address is the target", v4: accept, v6: filterOf("-P INPUT ACCEPT\n-A INPUT -d 2001:db8::10/128 -j DROP"), node: "2001:db8::10", want: 1,
+			text: []string{"to this node (2001:db8::10)"}},
+		{name: "ufw's IPv6 chains", v4: accept, v6: filterOf("-N ufw6-before-input\n-N ufw6-user-input\n-P INPUT DROP\n-A INPUT -j ufw6-before-input\n-A ufw6-before-input -j ufw6-user-input"), node: "192.168.1.10", want: 1,
+			text: []string{"ufw allow from fd42::/48 to any", "(ufw's rules)"}},
+		{name: "ufw after allowing the IPv6 cluster CIDR", v4: accept, v6: filterOf("-N ufw6-before-input\n-N ufw6-user-input\n-P INPUT DROP\n-A INPUT -j ufw6-before-input\n-A ufw6-before-input -j ufw6-user-input\n-A ufw6-user-input -s fd42::/48 -j ACCEPT"), node: "192.168.1.10"},
+		{name: "both families dropped: one finding each", v4: filterOf("-P INPUT DROP"), v6: filterOf("-P INPUT DROP"), node: "192.168.1.10", want: 2},
+		{name: "IPv6 table unknown", v4: accept, node: "192.168.1.10"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := Input{
+				Desired:      mesh.State{Subnets: []netip.Prefix{netip.MustParsePrefix("10.42.3.0/24"), netip.MustParsePrefix("fd42:0:0:3::/64")}},
+				ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd42::/48")},
+				Bridge:       "cni0",
+				Kernel:       Kernel{Filter: tt.v4, Filter6: tt.v6, NodeAddr: netip.MustParseAddr(tt.node)},
+			}
+			var got []string
+			for _, f := range Check(context.Background(), in) {
+				if f.ID == "InputDropsPods" {
+					got = append(got, f.String())
+				}
+			}
+			if len(got) != tt.want {
+				t.Fatalf("%d InputDropsPods findings, want %d: %q", len(got), tt.want, got)
+			}
+			all := strings.Join(got, "\n")
+			for _, s := range tt.text {
+				if !strings.Contains(all, s) {
+					t.Errorf("finding lacks %q:\n%s", s, all)
+				}
+			}
+			for _, s := range tt.notInText {
+				if strings.Contains(all, s) {
+					t.Errorf("finding has %q:\n%s", s, all)
+				}
+			}
+		})
+	}
+}

@@ -93,11 +93,16 @@ func Read(cfg ReadConfig) (Kernel, error) {
 	}
 
 	k.NodeAddr = cfg.Endpoint
-	if lines, err := readFilter(); err != nil {
-		errs = append(errs, err)
-	} else {
-		f := ParseFilter(lines)
-		k.Filter = &f
+	for _, t := range []struct {
+		proto iptables.Protocol
+		into  **Filter
+	}{{iptables.ProtocolIPv4, &k.Filter}, {iptables.ProtocolIPv6, &k.Filter6}} {
+		if lines, err := readFilter(t.proto); err != nil {
+			errs = append(errs, err)
+		} else {
+			f := ParseFilter(lines)
+			*t.into = &f
+		}
 	}
 	if tables, err := readNftTables(); err != nil {
 		errs = append(errs, err)
@@ -237,9 +242,9 @@ func readInt(path string, errs *[]error) *int {
 	return &n
 }
 
-// readFilter lists every chain of the IPv4 filter table.
-func readFilter() ([]string, error) {
-	ipt, err := iptables.NewWithProtocol(iptables.ProtocolIPv4)
+// readFilter lists every chain of one family's filter table.
+func readFilter(proto iptables.Protocol) ([]string, error) {
+	ipt, err := iptables.NewWithProtocol(proto)
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
