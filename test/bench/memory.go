@@ -40,7 +40,7 @@ type AgentResult struct {
 	RSSKiB      int               `json:"rss_kib"`      // VmRSS after GC
 	DeviceKiB   int               `json:"device_kib"`   // VmRSS of the userspace device's own process
 	PssKiB      int               `json:"pss_kib"`      // Pss: RSS with shared pages split among their processes
-	DevicePss   int               `json:"device_pss_kib"`
+	DevicePss   int               `json:"device_pss_kib"` // Pss of the device process
 	HWMKiB      int               `json:"hwm_kib"`      // VmHWM (peak)
 	HeapKiB     uint64            `json:"heap_kib"`
 	Goroutines  int               `json:"goroutines"`
