@@ -33,15 +33,15 @@ type AgentResult struct {
 	Peers       int               `json:"peers"`
 	ApplyMS     float64           `json:"apply_ms"`
 	First       dataplane.Changes `json:"first"`
-	Steady      dataplane.Changes `json:"steady"`       // the same state again
-	JoinOne     dataplane.Changes `json:"join_one"`     // one node joins
-	EndpointOne dataplane.Changes `json:"endpoint_one"` // one node's endpoint changes
-	LeaveOne    dataplane.Changes `json:"leave_one"`    // one node leaves
-	RSSKiB      int               `json:"rss_kib"`      // VmRSS after GC
-	DeviceKiB   int               `json:"device_kib"`   // VmRSS of the userspace device's own process
-	PssKiB      int               `json:"pss_kib"`      // Pss: RSS with shared pages split among their processes
+	Steady      dataplane.Changes `json:"steady"`         // the same state again
+	JoinOne     dataplane.Changes `json:"join_one"`       // one node joins
+	EndpointOne dataplane.Changes `json:"endpoint_one"`   // one node's endpoint changes
+	LeaveOne    dataplane.Changes `json:"leave_one"`      // one node leaves
+	RSSKiB      int               `json:"rss_kib"`        // VmRSS after GC
+	DeviceKiB   int               `json:"device_kib"`     // VmRSS of the userspace device's own process
+	PssKiB      int               `json:"pss_kib"`        // Pss: RSS with shared pages split among their processes
 	DevicePss   int               `json:"device_pss_kib"` // Pss of the device process
-	HWMKiB      int               `json:"hwm_kib"`      // VmHWM (peak)
+	HWMKiB      int               `json:"hwm_kib"`        // VmHWM (peak)
 	HeapKiB     uint64            `json:"heap_kib"`
 	Goroutines  int               `json:"goroutines"`
 }
