@@ -45,8 +45,16 @@ type PeerOp struct {
 	PresharedKey      *string // hex
 	Endpoint          *string
 	Keepalive         *int
-	AllowedIPs        []netip.Prefix
-	RemovedIPs        []netip.Prefix // allowed_ip=-PREFIX
+	// AllowedIPs are the allowed_ip lines in their order, those before a
+	// replace_allowed_ips left out: wireguard-go applies them one by one.
+	AllowedIPs []AllowedIPChange
+}
+
+// AllowedIPChange is one allowed_ip line: a prefix given to the peer, or
+// taken from it (allowed_ip=-PREFIX).
+type AllowedIPChange struct {
+	Prefix netip.Prefix
+	Remove bool
 }
 
 // Error is a set operation refused, with the errno wireguard-go answers.
@@ -132,6 +140,7 @@ func (op *PeerOp) line(key, value string) error {
 			op.UpdateOnly = true
 		default:
 			op.ReplaceAllowedIPs = true
+			op.AllowedIPs = nil // the lines before it are undone
 		}
 	case "preshared_key":
 		k, err := parseKey(value)
@@ -159,11 +168,7 @@ func (op *PeerOp) line(key, value string) error {
 		if err != nil {
 			return invalid("allowed_ip: %v", err)
 		}
-		if remove {
-			op.RemovedIPs = append(op.RemovedIPs, p.Masked())
-		} else {
-			op.AllowedIPs = append(op.AllowedIPs, p.Masked())
-		}
+		op.AllowedIPs = append(op.AllowedIPs, AllowedIPChange{Prefix: p.Masked(), Remove: remove})
 	case "protocol_version":
 		if value != "1" {
 			return invalid("protocol_version: want 1, got %q", value)
@@ -224,12 +229,15 @@ func (p *Peer) Apply(op PeerOp) {
 	if op.ReplaceAllowedIPs {
 		p.AllowedIPs = nil
 	}
-	for _, a := range op.AllowedIPs {
-		if !slices.Contains(p.AllowedIPs, a) {
-			p.AllowedIPs = append(p.AllowedIPs, a)
+	for _, c := range op.AllowedIPs {
+		i := slices.Index(p.AllowedIPs, c.Prefix)
+		switch {
+		case c.Remove && i >= 0:
+			p.AllowedIPs = slices.Delete(p.AllowedIPs, i, i+1)
+		case !c.Remove && i < 0:
+			p.AllowedIPs = append(p.AllowedIPs, c.Prefix)
 		}
 	}
-	p.AllowedIPs = slices.DeleteFunc(p.AllowedIPs, func(a netip.Prefix) bool { return slices.Contains(op.RemovedIPs, a) })
 }
 
 // SetLines is the set section that programs p into a device that does not

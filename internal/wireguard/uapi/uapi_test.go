@@ -28,12 +28,12 @@ func TestReadSet(t *testing.T) {
 		{name: "replace peers", in: "replace_peers=true\n\n", want: Set{Device: []string{"replace_peers=true"}, ReplacePeers: true}},
 		{name: "a peer added", in: "public_key=" + keyA + "\nendpoint=192.0.2.1:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=10.42.1.7/24\n\n",
 			want: Set{Peers: []PeerOp{{PublicKey: keyA, Endpoint: &ep, Keepalive: &ka, ReplaceAllowedIPs: true,
-				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")},
+				AllowedIPs: []AllowedIPChange{{Prefix: netip.MustParsePrefix("10.42.1.0/24")}},
 				Lines:      []string{"public_key=" + keyA, "endpoint=192.0.2.1:51820", "persistent_keepalive_interval=25", "replace_allowed_ips=true", "allowed_ip=10.42.1.7/24"}}}}},
 		{name: "two peers, remove and update only", in: "public_key=" + keyA + "\nremove=true\npublic_key=" + keyB + "\nupdate_only=true\nallowed_ip=-10.42.2.0/24\nprotocol_version=1\n\n",
 			want: Set{Peers: []PeerOp{
 				{PublicKey: keyA, Remove: true, Lines: []string{"public_key=" + keyA, "remove=true"}},
-				{PublicKey: keyB, UpdateOnly: true, RemovedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.2.0/24")},
+				{PublicKey: keyB, UpdateOnly: true, AllowedIPs: []AllowedIPChange{{Prefix: netip.MustParsePrefix("10.42.2.0/24"), Remove: true}},
 					Lines: []string{"public_key=" + keyB, "update_only=true", "allowed_ip=-10.42.2.0/24", "protocol_version=1"}}}}},
 		{name: "upper-case key is normalised", in: "public_key=" + strings.ToUpper(strings.Repeat("ab", 32)) + "\n\n",
 			want: Set{Peers: []PeerOp{{PublicKey: strings.Repeat("ab", 32), Lines: []string{"public_key=" + strings.Repeat("ab", 32)}}}}},
@@ -81,9 +81,9 @@ func TestPeerApplyAndLines(t *testing.T) {
 	ka, psk, ep := 0, keyB, "[2001:db8::1]:51820"
 	var p Peer
 	p.Apply(PeerOp{PublicKey: keyA, Endpoint: &ep, PresharedKey: &psk, Keepalive: &ka,
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24"), netip.MustParsePrefix("fd42:1::/64")}})
-	p.Apply(PeerOp{PublicKey: keyA, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}}) // no duplicate
-	p.Apply(PeerOp{PublicKey: keyA, RemovedIPs: []netip.Prefix{netip.MustParsePrefix("fd42:1::/64")}})
+		AllowedIPs: []AllowedIPChange{{Prefix: netip.MustParsePrefix("10.42.1.0/24")}, {Prefix: netip.MustParsePrefix("fd42:1::/64")}}})
+	p.Apply(PeerOp{PublicKey: keyA, AllowedIPs: []AllowedIPChange{{Prefix: netip.MustParsePrefix("10.42.1.0/24")}}}) // no duplicate
+	p.Apply(PeerOp{PublicKey: keyA, AllowedIPs: []AllowedIPChange{{Prefix: netip.MustParsePrefix("fd42:1::/64"), Remove: true}}})
 	if want := []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}; !reflect.DeepEqual(p.AllowedIPs, want) {
 		t.Fatalf("AllowedIPs %v, want %v", p.AllowedIPs, want)
 	}
@@ -150,4 +150,36 @@ func FuzzReadSet(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestApplyFollowsLineOrder: wireguard-go applies a section's allowed_ip
+// lines one by one and replace_allowed_ips where it stands, so the kept
+// configuration must too.
+func TestApplyFollowsLineOrder(t *testing.T) {
+	a, b, old := "10.42.1.0/24", "10.42.2.0/24", "10.42.9.0/24"
+	for _, tc := range []struct {
+		lines []string
+		want  []string
+	}{
+		{[]string{"allowed_ip=" + a, "allowed_ip=-" + a}, []string{old}},
+		{[]string{"allowed_ip=-" + old, "allowed_ip=" + old}, []string{old}},
+		{[]string{"allowed_ip=" + a, "replace_allowed_ips=true", "allowed_ip=" + b}, []string{b}},
+		{[]string{"allowed_ip=-" + old, "allowed_ip=" + a, "allowed_ip=-" + b}, []string{a}},
+		{[]string{"replace_allowed_ips=true"}, nil},
+	} {
+		body := "public_key=" + keyA + "\n" + strings.Join(tc.lines, "\n") + "\n\n"
+		s, err := ReadSet(bufio.NewReader(strings.NewReader(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := Peer{PublicKey: keyA, AllowedIPs: []netip.Prefix{netip.MustParsePrefix(old)}}
+		p.Apply(s.Peers[0])
+		var got []string
+		for _, x := range p.AllowedIPs {
+			got = append(got, x.String())
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q: AllowedIPs %v, want %v", tc.lines, got, tc.want)
+		}
+	}
 }
