@@ -189,8 +189,9 @@ func (od *onDemand) set(s uapi.Set) error {
 				p = &uapi.Peer{}
 				od.peers[k] = p
 			}
+			had := slices.Clone(p.AllowedIPs)
 			p.Apply(op)
-			od.claim(p)
+			od.claim(p, had)
 			if !programmed && (p.Keepalive > 0 || p.Endpoint == "") {
 				fwd.WriteString(p.SetLines())
 				od.programmed[k] = &activity{since: time.Now()}
@@ -219,9 +220,10 @@ func (od *onDemand) forget(p *uapi.Peer) {
 	delete(od.programmed, p.PublicKey)
 }
 
-// claim records p as the owner of its subnets. As in WireGuard, a subnet
-// given to one peer is taken from any other.
-func (od *onDemand) claim(p *uapi.Peer) {
+// claim records p as the owner of its subnets, of which it had those in
+// had before this change. As in WireGuard, a subnet given to one peer is
+// taken from any other.
+func (od *onDemand) claim(p *uapi.Peer, had []netip.Prefix) {
 	for _, a := range p.AllowedIPs {
 		if prev, ok := od.owner[a]; ok && prev != p.PublicKey {
 			if q := od.peers[prev]; q != nil {
@@ -230,8 +232,8 @@ func (od *onDemand) claim(p *uapi.Peer) {
 		}
 		od.owner[a] = p.PublicKey
 	}
-	for a, k := range od.owner { // subnets p no longer has
-		if k == p.PublicKey && !slices.Contains(p.AllowedIPs, a) {
+	for _, a := range had { // subnets p no longer has
+		if od.owner[a] == p.PublicKey && !slices.Contains(p.AllowedIPs, a) {
 			delete(od.owner, a)
 		}
 	}
