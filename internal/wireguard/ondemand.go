@@ -318,6 +318,7 @@ func (od *onDemand) program(k string, handshake bool) {
 	}
 	od.programmed[k] = &activity{since: time.Now()}
 	od.Activations.Add(1)
+	od.log.Debug("peer programmed on demand", "publicKey", k, "handshake", handshake, "programmed", len(od.programmed))
 	od.publish()
 	od.tidy.poke()
 	if handshake {

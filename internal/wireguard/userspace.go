@@ -84,7 +84,7 @@ func startUserspace(name string, mtu int, idle time.Duration, log *slog.Logger) 
 	var td tun.Device = &nsTUN{Device: t, netns: u.netns}
 	var bind conn.Bind = &nsBind{Bind: conn.NewDefaultBind(), netns: u.netns}
 	if idle > 0 {
-		u.od = newOnDemand(idle, log.With("device", name))
+		u.od = newOnDemand(idle, log) // the caller names the device
 		td, bind = &odTUN{Device: td, od: u.od}, &odBind{Bind: bind, od: u.od}
 	}
 	u.dev = device.NewDevice(td, bind, logger)

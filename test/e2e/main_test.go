@@ -140,7 +140,7 @@ func (c *cluster) meshDump(ctx context.Context) string {
 			{"iptables-save", "-c"},
 			// wireguard-go's own account of its handshakes (lab agents
 			// run it with debug messages on).
-			{"tail", "-c", "6000", "/run/wgmesh/" + lab.AgentInterface + "-device.log"},
+			{"tail", "-c", "6000", deviceLog},
 		} {
 			out, err := n.Run(ctx, cmd...)
 			if err != nil {

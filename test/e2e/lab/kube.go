@@ -304,7 +304,8 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	}
 	// wireguard-go's debug messages in the device log (handshakes, keypair
 	// changes), for the failure dumps of the scenarios.
-	p, err := n.Start("wgmesh-agent", []string{wireguard.DebugEnv + "=1"}, l.AgentCommand(n, "run")...)
+	env := append([]string{wireguard.DebugEnv + "=1"}, l.AgentEnv...)
+	p, err := n.Start("wgmesh-agent", env, l.AgentCommand(n, "run")...)
 	if err != nil {
 		return err
 	}

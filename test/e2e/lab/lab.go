@@ -93,6 +93,9 @@ type Config struct {
 	// controller (which removes the not-ready taint once a kubelet reports
 	// Ready, and needs kubelet heartbeats to do no harm).
 	Kubelets bool
+	// AgentEnv is added to every agent's environment (e.g. a WGMESH_*
+	// setting a scenario runs the agents with).
+	AgentEnv []string
 	// DualStack gives the lab IPv6 beside IPv4: underlay addresses
 	// (UnderlayPrefix6), pod network and Service range of both families
 	// (ClusterCIDRs, ServiceCIDRs) for the control plane and the agents.
