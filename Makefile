@@ -81,7 +81,8 @@ BENCH_FLAGS ?=
 bench: ref-plugins
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./plugins/wgmesh ./cmd/wgmesh-ipam
-	$(GO) build -o $(BIN)/wgmesh-bench ./test/bench
+	# Built as the agent is (no cgo): its agent-like processes stand for the agent.
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/wgmesh-bench ./test/bench
 	$(BIN)/wgmesh-bench -repo $(CURDIR) -bin $(BIN) -ref-bin $(REF_BIN) -out $(CURDIR)/results $(BENCH_FLAGS)
 
 # The lab: real etcd, kube-apiserver, kube-controller-manager (built once
