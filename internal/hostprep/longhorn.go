@@ -232,7 +232,9 @@ func nfsDefaultVersion(b []byte) (ver string, set bool, err error) {
 //	        has a line with PKG as a whole word (dpkg -l lists every package
 //	        of the status database that is not not-installed: state letters,
 //	        name, version, architecture, first line of the description);
-//	rpm:    `rpm -q PKG` exits 0 (an installed package of that name);
+//	rpm:    `rpm -q PKG` exits 0 (an installed package of that name, or
+//	        whose name-version or name-version-release it is; not one
+//	        that only provides it);
 //	pacman: `pacman -Q PKG` exits 0 (an installed package of that name, or
 //	        one that provides it);
 //	qlist:  `qlist -I CAT/PN` exits 0 (portage-utils: an installed package

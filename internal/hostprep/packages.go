@@ -37,6 +37,16 @@ type errUnverifiable struct{ reason string }
 
 func (e errUnverifiable) Error() string { return e.reason }
 
+// errFix is a database that cannot be read now, with what to do about it
+// when that is not to repair it.
+type errFix struct {
+	err error
+	fix string
+}
+
+func (e errFix) Error() string { return e.err.Error() }
+func (e errFix) Unwrap() error { return e.err }
+
 // longhornQuery is the command Longhorn runs for one package, as a person
 // would type it.
 func longhornQuery(tool, pkg string) string {
@@ -109,6 +119,10 @@ func (r *run) checkPackageDatabase(rule longhornPackageRule) Check {
 		c.Status = StatusMissing
 		c.Summary = fmt.Sprintf("cannot read the %s database (%v), so cannot tell whether Longhorn's `%s` finds its required packages (its RequiredPackages condition)", db.name, err, longhornQuery(rule.tool, "PKG"))
 		c.Fix = "repair the " + db.name + " database (" + strings.Join(db.dirs, " or ") + ")"
+		var withFix errFix
+		if errors.As(err, &withFix) {
+			c.Fix = withFix.fix
+		}
 		return c
 	}
 

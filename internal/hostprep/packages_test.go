@@ -1,6 +1,10 @@
 package hostprep
 
 import (
+	"database/sql"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,7 +22,63 @@ const (
 	archOS   = "ID=arch\nPRETTY_NAME=\"Arch Linux\"\n"
 	gentooOS = "ID=gentoo\nPRETTY_NAME=\"Gentoo Linux\"\n"
 	rockyOS  = "ID=rocky\nID_LIKE=\"rhel centos fedora\"\nPRETTY_NAME=\"Rocky Linux 9.4 (Blue Onyx)\"\n"
+	fedoraOS = "ID=fedora\nPRETTY_NAME=\"Fedora Linux 41 (Server Edition)\"\n"
 )
+
+// rpmSQLite writes an rpm database at p in the tree as rpm 4.16 and later
+// create it (rpmdb.sqlite: the Packages table, one header blob per
+// package, and the Name index, in WAL mode), with SQLite itself, or adds
+// the blobs to the one there.
+func rpmSQLite(tr *fakehost.Tree, p string, blobs ...[]byte) {
+	t := tr.TB()
+	t.Helper()
+	full := filepath.Join(tr.Dir, p)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: full}).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, stmt := range []string{
+		"PRAGMA journal_mode = WAL",
+		"CREATE TABLE IF NOT EXISTS 'Packages' (hnum INTEGER PRIMARY KEY AUTOINCREMENT,blob BLOB NOT NULL)",
+		"CREATE TABLE IF NOT EXISTS 'Name' (key 'TEXT' NOT NULL, hnum INTEGER NOT NULL, idx INTEGER NOT NULL, FOREIGN KEY (hnum) REFERENCES 'Packages'(hnum))",
+		"CREATE INDEX IF NOT EXISTS 'Name_key_idx' ON 'Name'(key ASC)",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	for _, b := range blobs {
+		r, err := db.Exec("INSERT INTO Packages (blob) VALUES (?)", b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := parseRPMHeader(b); err == nil {
+			hnum, _ := r.LastInsertId()
+			if _, err := db.Exec("INSERT INTO Name VALUES (?, ?, 0)", p.name, hnum); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// rocky makes a Rocky Linux 9 host whose rpm database (sqlite) has the
+// named packages, each "name" or "name>what it also provides".
+func rocky(tr *fakehost.Tree, pkgs ...string) {
+	withOS(tr, rockyOS)
+	tr.Exe("usr/bin/rpm")
+	var blobs [][]byte
+	for _, p := range pkgs {
+		name, provides, _ := strings.Cut(p, ">")
+		blobs = append(blobs, rpmTestPackage(name, "1.0", "1.el9", strings.Fields(provides)...))
+	}
+	rpmSQLite(tr, "var/lib/rpm/rpmdb.sqlite", blobs...)
+}
+
+var allRocky = []string{"nfs-utils", "iscsi-initiator-utils", "cryptsetup", "device-mapper"}
 
 // arch makes an Arch Linux host whose pacman database has the named
 // packages (<name>-<version>-<rel> directories with their desc files).
@@ -100,14 +160,82 @@ func TestLonghornPackagesDecideReadiness(t *testing.T) {
 		{name: "Flatcar, taken for an rpm system (\"ol\" in Kinvolk)", change: func(tr *fakehost.Tree) {
 			withOS(tr, "ID=flatcar\nPRETTY_NAME=\"Flatcar Container Linux by Kinvolk 3815.2.0 (Oklo)\"\n")
 		}, want: StatusWarning, ready: true, text: []string{"for a system it verifies with rpm", "nothing on the host changes it"}},
-		{name: "Rocky, sqlite rpm database", change: func(tr *fakehost.Tree) {
-			withOS(tr, rockyOS)
-			tr.Exe("usr/bin/rpm").File("var/lib/rpm/rpmdb.sqlite", "SQLite format 3\x00", 0o644)
-		}, want: StatusWarning, ready: true, text: []string{"does not read rpm's sqlite database (/var/lib/rpm/rpmdb.sqlite)", "rpm -q PKG", "iscsi-initiator-utils"}},
+		{name: "Rocky, all in rpm's sqlite database", change: func(tr *fakehost.Tree) { rocky(tr, allRocky...) },
+			want: StatusOK, ready: true, text: []string{"rpm -q iscsi-initiator-utils: installed as iscsi-initiator-utils-1.0-1.el9 (/var/lib/rpm/rpmdb.sqlite)"}},
+		{name: "Rocky, iscsi-initiator-utils only provided by another package (rpm -q does not count it)", change: func(tr *fakehost.Tree) {
+			rocky(tr, "nfs-utils", "open-iscsi-git>iscsi-initiator-utils", "cryptsetup", "device-mapper")
+		}, want: StatusMissing, text: []string{
+			"Longhorn's RequiredPackages condition is False: the rpm database has no iscsi-initiator-utils",
+			"rpm -q iscsi-initiator-utils: none of the 4 packages in /var/lib/rpm/rpmdb.sqlite is named iscsi-initiator-utils",
+			"iscsiadm is on Longhorn's PATH (/usr/sbin/iscsiadm), but not from a package the rpm database has",
+			"dnf install -y iscsi-initiator-utils",
+		}},
+		{name: "Rocky, cryptsetup and device-mapper missing", change: func(tr *fakehost.Tree) { rocky(tr, "nfs-utils", "iscsi-initiator-utils", "cryptsetup-libs") },
+			want: StatusMissing, text: []string{"has no cryptsetup, device-mapper", "dnf install -y cryptsetup device-mapper"}},
+		{name: "Rocky, a package device of version mapper (rpm -q device-mapper lists it)", change: func(tr *fakehost.Tree) {
+			rocky(tr, "nfs-utils", "iscsi-initiator-utils", "cryptsetup")
+			rpmSQLite(tr, "var/lib/rpm/rpmdb.sqlite", rpmTestPackage("device", "mapper", "1"))
+		}, want: StatusOK, ready: true, text: []string{"installed as device-mapper-1 (/var/lib/rpm/rpmdb.sqlite): rpm -q matches its name-version"}},
+		{name: "Fedora, database under /usr/lib/sysimage/rpm", change: func(tr *fakehost.Tree) {
+			withOS(tr, fedoraOS)
+			tr.Exe("usr/bin/rpm").Link("var/lib/rpm", "../../usr/lib/sysimage/rpm")
+			var blobs [][]byte
+			for _, p := range allRocky {
+				blobs = append(blobs, rpmTestPackage(p, "2.0", "3.fc41"))
+			}
+			rpmSQLite(tr, "usr/lib/sysimage/rpm/rpmdb.sqlite", blobs...)
+		}, want: StatusOK, ready: true, text: []string{"installed as nfs-utils-2.0-3.fc41 (/var/lib/rpm/rpmdb.sqlite)"}},
+		{name: "Rocky, an empty write-ahead log and its index beside the database, as rpm leaves them", change: func(tr *fakehost.Tree) {
+			rocky(tr, allRocky...)
+			tr.File("var/lib/rpm/rpmdb.sqlite-wal", "", 0o644).File("var/lib/rpm/rpmdb.sqlite-shm", strings.Repeat("\x00", 32768), 0o644)
+		}, want: StatusOK, ready: true},
+		{name: "Rocky, changes in the write-ahead log", change: func(tr *fakehost.Tree) {
+			rocky(tr, allRocky...)
+			tr.File("var/lib/rpm/rpmdb.sqlite-wal", "\x37\x7f\x06\x82 some frames", 0o644)
+		}, want: StatusMissing, text: []string{
+			"cannot read the rpm database (/var/lib/rpm/rpmdb.sqlite-wal holds 16 bytes of changes that may not be in /var/lib/rpm/rpmdb.sqlite yet",
+			"let rpm or dnf finish, then run wgmesh-hostprep again",
+		}},
+		{name: "Rocky, a damaged header", change: func(tr *fakehost.Tree) {
+			rocky(tr)
+			nfs := rpmTestPackage("nfs-utils", "1.0", "1.el9")
+			rpmSQLite(tr, "var/lib/rpm/rpmdb.sqlite", rpmTestPackage("iscsi-initiator-utils", "1.0", "1.el9"), nfs[:len(nfs)-3])
+		}, want: StatusMissing, text: []string{
+			"cannot read the rpm database (/var/lib/rpm/rpmdb.sqlite: package #2: damaged header: header is",
+			"repair the rpm database",
+		}},
+		{name: "Rocky, an empty rpmdb.sqlite", change: func(tr *fakehost.Tree) {
+			rocky(tr)
+			tr.File("var/lib/rpm/rpmdb.sqlite", "", 0o644)
+		}, want: StatusMissing, text: []string{"cannot read the rpm database (/var/lib/rpm/rpmdb.sqlite: the file is empty)"}},
+		{name: "Rocky, rpmdb.sqlite of another format", change: func(tr *fakehost.Tree) {
+			rocky(tr)
+			tr.File("var/lib/rpm/rpmdb.sqlite", "\x00\x06\x15\x61 Berkeley DB hash", 0o644)
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/rpmdb.sqlite: not an SQLite database"}},
+		{name: "Rocky, rpmdb.sqlite damaged after its first bytes", change: func(tr *fakehost.Tree) {
+			rocky(tr)
+			tr.File("var/lib/rpm/rpmdb.sqlite", sqliteMagic+strings.Repeat("garbage!", 200), 0o644)
+		}, want: StatusMissing, text: []string{"cannot read the rpm database (/var/lib/rpm/rpmdb.sqlite: "}},
+		{name: "Rocky, rpmdb.sqlite without a Packages table", change: func(tr *fakehost.Tree) {
+			rocky(tr)
+			tr.Remove("var/lib/rpm/rpmdb.sqlite")
+			db, err := sql.Open("sqlite", filepath.Join(tr.Dir, "var/lib/rpm/rpmdb.sqlite"))
+			if err == nil {
+				_, err = db.Exec("CREATE TABLE Other (x)")
+				db.Close()
+			}
+			if err != nil {
+				tr.TB().Fatal(err)
+			}
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/rpmdb.sqlite: ", "no such table: Packages"}},
 		{name: "openSUSE, ndb database under /usr/lib/sysimage", change: func(tr *fakehost.Tree) {
 			withOS(tr, "ID=opensuse-leap\nPRETTY_NAME=\"openSUSE Leap 15.6\"\n")
 			tr.Exe("usr/bin/rpm").File("usr/lib/sysimage/rpm/Packages.db", "", 0o644).Link("var/lib/rpm", "../../usr/lib/sysimage/rpm")
 		}, want: StatusWarning, ready: true, text: []string{"ndb database (/var/lib/rpm/Packages.db)", "nfs-client"}},
+		{name: "CentOS 7, Berkeley DB database", change: func(tr *fakehost.Tree) {
+			withOS(tr, "ID=centos\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n")
+			tr.Exe("usr/bin/rpm").File("var/lib/rpm/Packages", "\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x61\x15\x06\x00", 0o644)
+		}, want: StatusWarning, ready: true, text: []string{"does not read rpm's Berkeley DB database (/var/lib/rpm/Packages)", "rpm -q PKG", "iscsi-initiator-utils"}},
 		{name: "Rocky, rpm database but no rpm", change: func(tr *fakehost.Tree) {
 			withOS(tr, rockyOS)
 			tr.File("var/lib/rpm/rpmdb.sqlite", "", 0o644)

@@ -1,6 +1,10 @@
 package hostprep
 
 import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -78,6 +82,46 @@ func FuzzPackageDatabases(f *testing.F) {
 		}
 		if portageEntryIs(s, word) && !strings.HasPrefix(s, word+"-") {
 			t.Fatalf("portageEntryIs(%q, %q)", s, word)
+		}
+	})
+}
+
+// FuzzRPMHeaderName feeds arbitrary bytes to the rpm header parser: it
+// must not panic, must accept only a blob of exactly its declared size, and
+// what it returns must be NUL-terminated strings of the blob. A header the
+// test builder makes for name must give name back.
+func FuzzRPMHeaderName(f *testing.F) {
+	f.Add(rpmTestPackage("nfs-utils", "2.5.4", "9.el9", "nfs-client"), "device-mapper")
+	f.Add(rawRPMHeader([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}}, []byte("nfs\x00")), "a")
+	files, _ := filepath.Glob("testdata/rpmheader/*")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, filepath.Base(file))
+	}
+	f.Fuzz(func(t *testing.T, b []byte, name string) {
+		if p, err := parseRPMHeader(b); err == nil {
+			il, dl := binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])
+			if uint64(len(b)) != 8+16*uint64(il)+uint64(dl) {
+				t.Fatalf("accepted %d bytes with il %d, dl %d", len(b), il, dl)
+			}
+			if p.name == "" {
+				t.Fatal("empty name accepted")
+			}
+			for _, s := range []string{p.name, p.version, p.release} {
+				if strings.Contains(s, "\x00") || !bytes.Contains(b[8+16*il:], append([]byte(s), 0)) {
+					t.Fatalf("%q is not a string of the data", s)
+				}
+			}
+		}
+		if name == "" || strings.Contains(name, "\x00") {
+			return
+		}
+		p, err := parseRPMHeader(rpmTestPackage(name, "1", "1"))
+		if err != nil || p.name != name {
+			t.Fatalf("built header for %q: %+v, %v", name, p, err)
 		}
 	})
 }

@@ -41,6 +41,9 @@ func At(t testing.TB, dir string) *Tree { return &Tree{t: t, Dir: dir} }
 
 func (tr *Tree) Root() hostfs.Root { return hostfs.Root{Dir: tr.Dir} }
 
+// TB is the test the tree is for, to helpers that write files of their own.
+func (tr *Tree) TB() testing.TB { return tr.t }
+
 func (tr *Tree) File(p, content string, mode os.FileMode) *Tree {
 	tr.t.Helper()
 	full := filepath.Join(tr.Dir, p)
