@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/wgmesh/wgmesh/internal/hostprep/fakehost"
@@ -79,6 +80,14 @@ func rocky(tr *fakehost.Tree, pkgs ...string) {
 }
 
 var allRocky = []string{"nfs-utils", "iscsi-initiator-utils", "cryptsetup", "device-mapper"}
+
+// opensuse makes an openSUSE Leap 15 host whose rpm database is the ndb
+// database db, where SUSE keeps it (/usr/lib/sysimage/rpm, linked from
+// /var/lib/rpm).
+func opensuse(tr *fakehost.Tree, db []byte) {
+	withOS(tr, "ID=opensuse-leap\nPRETTY_NAME=\"openSUSE Leap 15.6\"\n")
+	tr.Exe("usr/bin/rpm").File("usr/lib/sysimage/rpm/Packages.db", string(db), 0o644).Link("var/lib/rpm", "../../usr/lib/sysimage/rpm")
+}
 
 // arch makes an Arch Linux host whose pacman database has the named
 // packages (<name>-<version>-<rel> directories with their desc files).
@@ -228,10 +237,47 @@ func TestLonghornPackagesDecideReadiness(t *testing.T) {
 				tr.TB().Fatal(err)
 			}
 		}, want: StatusMissing, text: []string{"/var/lib/rpm/rpmdb.sqlite: ", "no such table: Packages"}},
-		{name: "openSUSE, ndb database under /usr/lib/sysimage", change: func(tr *fakehost.Tree) {
-			withOS(tr, "ID=opensuse-leap\nPRETTY_NAME=\"openSUSE Leap 15.6\"\n")
-			tr.Exe("usr/bin/rpm").File("usr/lib/sysimage/rpm/Packages.db", "", 0o644).Link("var/lib/rpm", "../../usr/lib/sysimage/rpm")
-		}, want: StatusWarning, ready: true, text: []string{"ndb database (/var/lib/rpm/Packages.db)", "nfs-client"}},
+		{name: "openSUSE, all in rpm's ndb database under /usr/lib/sysimage", change: func(tr *fakehost.Tree) { opensuse(tr, ndbFixture(tr.TB(), "all")) },
+			want: StatusOK, ready: true, text: []string{
+				"rpm -q nfs-client: installed as nfs-client-2.1.1-150500.22.3.1 (/var/lib/rpm/Packages.db)",
+				"rpm -q device-mapper: installed as device-mapper-2.03.22_1.02.196-150600.3.3.1 (/var/lib/rpm/Packages.db)",
+			}},
+		{name: "openSUSE, open-iscsi only provided by another package, a package device of version mapper", change: func(tr *fakehost.Tree) {
+			opensuse(tr, ndbFixture(tr.TB(), "changed"))
+		}, want: StatusMissing, text: []string{
+			"Longhorn's RequiredPackages condition is False: the rpm database has no open-iscsi",
+			"rpm -q open-iscsi: none of the 4 packages in /var/lib/rpm/Packages.db is named open-iscsi",
+			"rpm -q device-mapper: installed as device-mapper-1 (/var/lib/rpm/Packages.db): rpm -q matches its name-version",
+			"zypper --non-interactive install open-iscsi",
+		}},
+		{name: "openSUSE, a package written by the test writer, nfs-client missing", change: func(tr *fakehost.Tree) {
+			opensuse(tr, ndbTestFile(1, rpmTestPackage("open-iscsi", "2.1.9", "1"), rpmTestPackage("cryptsetup", "2.7.0", "1"), rpmTestPackage("device-mapper", "1.02", "1")))
+		}, want: StatusMissing, text: []string{"the rpm database has no nfs-client", "mount.nfs is on Longhorn's PATH"}},
+		{name: "openSUSE, a damaged blob in Packages.db", change: func(tr *fakehost.Tree) {
+			b := ndbFixture(tr.TB(), "all")
+			b[ndbBlobAt(b, 2)+100] ^= 1
+			opensuse(tr, b)
+		}, want: StatusMissing, text: []string{
+			"cannot read the rpm database (/var/lib/rpm/Packages.db: package #3 (slot 4, bytes 6864 to 8256): the blob's adler32 is",
+			"repair the rpm database",
+		}},
+		{name: "openSUSE, Packages.db cut short", change: func(tr *fakehost.Tree) {
+			b := ndbFixture(tr.TB(), "all")
+			opensuse(tr, b[:len(b)-ndbPageSize])
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/Packages.db: slot 3 (package #2) points past the end of the file (blocks 343 to 429 of 350: truncated)"}},
+		{name: "openSUSE, an empty Packages.db", change: func(tr *fakehost.Tree) { opensuse(tr, nil) },
+			want: StatusMissing, text: []string{"cannot read the rpm database (/var/lib/rpm/Packages.db: the file is empty)"}},
+		{name: "openSUSE, Packages.db locked by rpm", change: func(tr *fakehost.Tree) {
+			opensuse(tr, ndbFixture(tr.TB(), "all"))
+			f, err := os.Open(filepath.Join(tr.Dir, "usr/lib/sysimage/rpm/Packages.db"))
+			if err == nil {
+				tr.TB().Cleanup(func() { f.Close() })
+				err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			}
+			if err != nil {
+				tr.TB().Fatal(err)
+			}
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/Packages.db stayed locked for writing for 1s", "let rpm or zypper finish"}},
 		{name: "CentOS 7, Berkeley DB database", change: func(tr *fakehost.Tree) {
 			withOS(tr, "ID=centos\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n")
 			tr.Exe("usr/bin/rpm").File("var/lib/rpm/Packages", "\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x61\x15\x06\x00", 0o644)
