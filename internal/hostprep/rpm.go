@@ -44,6 +44,9 @@ func openRPM(root hostfs.Root) (packageDB, error) {
 			if b.format == "sqlite" {
 				return openRPMSQLite(root, p)
 			}
+			if b.format == "Berkeley DB" {
+				return openRPMBDB(root, p)
+			}
 			return nil, errUnverifiable{fmt.Sprintf("wgmesh-hostprep does not read rpm's %s database (%s) without running rpm", b.format, p)}
 		}
 	}
