@@ -11,8 +11,8 @@ import (
 	"github.com/wgmesh/wgmesh/internal/hostfs"
 )
 
-// rpm's Berkeley DB database (rpm before 4.16: CentOS 7, RHEL and its
-// rebuilds 8, Amazon Linux 2) keeps one rpm header per installed package
+// rpm's Berkeley DB database (rpm before 4.16: CentOS 7, RHEL 8 and its
+// rebuilds, Amazon Linux 2) keeps one rpm header per installed package
 // in the file Packages, a Berkeley DB hash database: the key is the
 // package's instance number (4 bytes, in the database's byte order), the
 // value its header blob. Instance 0 is no package: its value is the
@@ -230,7 +230,7 @@ func openBDBHash(r io.ReaderAt, size int64) (*bdbFile, error) {
 	}
 	o := f.order
 	if v := o.Uint32(m[16:]); v != 8 && v != 9 {
-		return nil, fmt.Errorf("Berkeley DB hash version %d; wgmesh-hostprep reads versions 8 and 9 (Berkeley DB 4.3 to 5.3, which rpm uses)", v)
+		return nil, fmt.Errorf("Berkeley DB hash version %d; wgmesh-hostprep reads versions 8 and 9 (Berkeley DB 4 and 5)", v)
 	}
 	ps := o.Uint32(m[20:])
 	if ps < bdbMetaSize || ps > 65536 || ps&(ps-1) != 0 {
@@ -239,11 +239,11 @@ func openBDBHash(r io.ReaderAt, size int64) (*bdbFile, error) {
 	f.pageSize = int(ps)
 	switch {
 	case m[24] != 0:
-		return nil, fmt.Errorf("the database is encrypted (algorithm %d), which rpm never does", m[24])
+		return nil, fmt.Errorf("the database is encrypted (algorithm %d), which rpm does not set up", m[24])
 	case m[25] != bdbPageHashMeta:
 		return nil, fmt.Errorf("page 0 has type %d, not %d (hash metadata)", m[25], bdbPageHashMeta)
 	case m[26] != 0:
-		return nil, fmt.Errorf("the metadata's flags %#x ask for page checksums or partitions, which rpm never uses", m[26])
+		return nil, fmt.Errorf("the metadata's flags %#x ask for page checksums or partitions, which rpm does not set up", m[26])
 	case o.Uint32(m[8:]) != 0:
 		return nil, fmt.Errorf("the metadata page says it is page %d, not 0", o.Uint32(m[8:]))
 	case o.Uint32(m[48:])&bdbHashSubDB != 0:
