@@ -475,8 +475,8 @@ func TestOpenRPMBDB(t *testing.T) {
 
 func FuzzRPMBDB(f *testing.F) {
 	for _, fx := range rpmBDBFixtures {
-		if fx.pageSize == 512 {
-			f.Add(fx.read(f))
+		if b := fx.read(f); len(b) < 8192 { // not many.le: the fuzzer minimizes what it finds slowly on 70 KB
+			f.Add(b)
 		}
 	}
 	f.Add([]byte{})
