@@ -31,12 +31,6 @@ var packageDatabases = map[string]packageDatabase{
 	"qlist":  {name: "Portage", dirs: []string{portageVDB}, open: openPortage},
 }
 
-// errUnverifiable is a database that exists but that wgmesh-hostprep does
-// not read.
-type errUnverifiable struct{ reason string }
-
-func (e errUnverifiable) Error() string { return e.reason }
-
 // errFix is a database that cannot be read now, with what to do about it
 // when that is not to repair it.
 type errFix struct {
@@ -106,14 +100,7 @@ func (r *run) checkPackageDatabase(rule longhornPackageRule) Check {
 	c.Evidence = []string{"Longhorn runs " + tool.Evidence()}
 
 	pdb, err := db.open(r.root)
-	var unverifiable errUnverifiable
-	switch {
-	case errors.As(err, &unverifiable):
-		c.Status = StatusWarning
-		c.Summary = fmt.Sprintf("cannot verify Longhorn's RequiredPackages condition: %s; it is True only if `%s` finds each of %s (the program checks verify their programs)",
-			unverifiable.reason, longhornQuery(rule.tool, "PKG"), strings.Join(rule.packages, ", "))
-		return c
-	case err != nil:
+	if err != nil {
 		// Unknown is not ready: the label must not say true next to a
 		// condition that may be False.
 		c.Status = StatusMissing

@@ -79,6 +79,17 @@ func rocky(tr *fakehost.Tree, pkgs ...string) {
 	rpmSQLite(tr, "var/lib/rpm/rpmdb.sqlite", blobs...)
 }
 
+// centos7 makes a CentOS 7 host whose rpm database is the Berkeley DB
+// file testdata/rpmbdb/<file> (see rpmBDBFixtures).
+func centos7(tr *fakehost.Tree, file string) {
+	withOS(tr, "ID=centos\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n")
+	b, err := os.ReadFile("testdata/rpmbdb/" + file)
+	if err != nil {
+		tr.TB().Fatal(err)
+	}
+	tr.Exe("usr/bin/rpm").File("var/lib/rpm/Packages", string(b), 0o644)
+}
+
 var allRocky = []string{"nfs-utils", "iscsi-initiator-utils", "cryptsetup", "device-mapper"}
 
 // opensuse makes an openSUSE Leap 15 host whose rpm database is the ndb
@@ -278,10 +289,43 @@ func TestLonghornPackagesDecideReadiness(t *testing.T) {
 				tr.TB().Fatal(err)
 			}
 		}, want: StatusMissing, text: []string{"/var/lib/rpm/Packages.db stayed locked for writing for 1s", "let rpm or zypper finish"}},
-		{name: "CentOS 7, Berkeley DB database", change: func(tr *fakehost.Tree) {
-			withOS(tr, "ID=centos\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n")
-			tr.Exe("usr/bin/rpm").File("var/lib/rpm/Packages", "\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x61\x15\x06\x00", 0o644)
-		}, want: StatusWarning, ready: true, text: []string{"does not read rpm's Berkeley DB database (/var/lib/rpm/Packages)", "rpm -q PKG", "iscsi-initiator-utils"}},
+		{name: "CentOS 7, all in rpm's Berkeley DB database", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7.le")
+		}, want: StatusOK, ready: true, text: []string{
+			"rpm -q iscsi-initiator-utils: installed as iscsi-initiator-utils-6.2.0.874-22.el7_9 (/var/lib/rpm/Packages)",
+			"rpm -q nfs-utils: installed as nfs-utils-2.5.4-1 (/var/lib/rpm/Packages)",
+		}},
+		{name: "CentOS 7 on s390x, a big-endian Berkeley DB database", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7.be")
+		}, want: StatusOK, ready: true, text: []string{"rpm -q device-mapper: installed as device-mapper-1.02.170-6.el7 (/var/lib/rpm/Packages)"}},
+		{name: "CentOS 7, iscsi-initiator-utils only provided by another package (rpm -q does not count it)", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7-provided.le")
+		}, want: StatusMissing, text: []string{
+			"Longhorn's RequiredPackages condition is False: the rpm database has no iscsi-initiator-utils",
+			"rpm -q iscsi-initiator-utils: none of the 4 packages in /var/lib/rpm/Packages is named iscsi-initiator-utils",
+			"install -y iscsi-initiator-utils",
+		}},
+		{name: "CentOS 7, Packages cut short", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7.le")
+			tr.File("var/lib/rpm/Packages", tr.Read("var/lib/rpm/Packages")[:3000], 0o644)
+		}, want: StatusMissing, text: []string{
+			"cannot read the rpm database (/var/lib/rpm/Packages: the file has 3000 bytes, fewer than the 9 pages of 512 bytes its metadata counts (4608 bytes): it is cut short)",
+			"repair the rpm database",
+		}},
+		{name: "CentOS 7, Packages of 16 bytes", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7.le")
+			tr.File("var/lib/rpm/Packages", "\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x61\x15\x06\x00", 0o644)
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/Packages: the file has 16 bytes, fewer than a Berkeley DB metadata page (512)"}},
+		{name: "CentOS 7, an overflow page pointing back into its chain", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7.le")
+			b := []byte(tr.Read("var/lib/rpm/Packages"))
+			b[5*512+16] = 3 // page 5, the last of nfs-utils' pages 3, 4, 5: next page 3
+			tr.File("var/lib/rpm/Packages", string(b), 0o644)
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/Packages: package #1 (page 2, item 1): overflow page 3 is used twice"}},
+		{name: "CentOS 7, a damaged header", change: func(tr *fakehost.Tree) {
+			centos7(tr, "centos7.le")
+			tr.File("var/lib/rpm/Packages", strings.Replace(tr.Read("var/lib/rpm/Packages"), "1.02.170\x00", "1.02.17\x00\x00", 1), 0o644)
+		}, want: StatusMissing, text: []string{"/var/lib/rpm/Packages: package #4: damaged header: "}},
 		{name: "Rocky, rpm database but no rpm", change: func(tr *fakehost.Tree) {
 			withOS(tr, rockyOS)
 			tr.File("var/lib/rpm/rpmdb.sqlite", "", 0o644)

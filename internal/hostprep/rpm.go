@@ -19,35 +19,28 @@ import (
 var rpmDBDirs = []string{"/var/lib/rpm", "/usr/lib/sysimage/rpm"}
 
 // rpmBackends are rpm's database formats by the file that holds the
-// packages, newest first.
-var rpmBackends = []struct{ file, format string }{
-	{"rpmdb.sqlite", "sqlite"},
-	{"Packages.db", "ndb"},
-	{"Packages", "Berkeley DB"},
+// packages, newest first, and their readers: sqlite (rpm 4.16 and later:
+// Fedora 33 on, RHEL and its rebuilds from 9), ndb (SUSE, rpm_ndb.go) and
+// Berkeley DB (CentOS 7, RHEL 8 and its rebuilds, rpm_bdb.go).
+var rpmBackends = []struct {
+	file, format string
+	open         func(root hostfs.Root, p string) (packageDB, error)
+}{
+	{"rpmdb.sqlite", "sqlite", openRPMSQLite},
+	{"Packages.db", "ndb", openRPMNDB},
+	{"Packages", "Berkeley DB", openRPMBDB},
 }
 
-// openRPM finds the rpm database and reads it when it is sqlite (rpm's
-// default since 4.16: Fedora 33 on, RHEL and its rebuilds from 9). No Go
-// reader of the other formats fits here (github.com/knqyf263/go-rpmdb is
-// served only at a 2021 version, which reads Berkeley DB alone and can
-// loop forever on a page it does not expect): their answer is
-// errUnverifiable, which the check reports as a warning.
+// openRPM reads the first rpm database it finds, as rpm -q would.
 func openRPM(root hostfs.Root) (packageDB, error) {
 	var tried []string
 	for _, dir := range rpmDBDirs {
 		for _, b := range rpmBackends {
 			p := dir + "/" + b.file
-			if !root.Exists(p) {
-				tried = append(tried, p)
-				continue
+			if root.Exists(p) {
+				return b.open(root, p)
 			}
-			if b.format == "sqlite" {
-				return openRPMSQLite(root, p)
-			}
-			if b.format == "ndb" {
-				return openRPMNDB(root, p)
-			}
-			return nil, errUnverifiable{fmt.Sprintf("wgmesh-hostprep does not read rpm's %s database (%s) without running rpm", b.format, p)}
+			tried = append(tried, p)
 		}
 	}
 	return nil, fmt.Errorf("no rpm database: none of %s exists", strings.Join(tried, ", "))
