@@ -86,67 +86,37 @@ func podConnects(t *testing.T, node, pod ns.NetNS, addr netip.AddrPort) bool {
 	return ok
 }
 
-// A host whose INPUT drops what it does not know (here: policy DROP, only
-// SSH open) drops pods' connections to their own node: a pod behind cni0
-// cannot reach a listener on the node's address. doctor says so and prints
-// a command; after running exactly that command the pod connects and
-// doctor says nothing.
-func TestDoctorFindsAnInputPolicyThatDropsPodsAndItsFixWorks(t *testing.T) {
-	testutil.RequireRoot(t)
-	n := testns.New(t)
-	node := netip.MustParseAddr("192.0.2.10")
-	addNodeLink(t, n, node)
-	run(t, n, "ip", "link", "set", "eth0", "up")
-	run(t, n, "ip", "link", "add", "cni0", "type", "bridge")
-	run(t, n, "ip", "addr", "add", "10.42.3.1/24", "dev", "cni0")
-	run(t, n, "ip", "link", "set", "cni0", "up")
-	pod := testns.AddPod(t, n, "cni0", 1500, netip.MustParsePrefix("10.42.3.2/24"))
-	kubelet := netip.AddrPortFrom(node, 10250)
-	if !podConnects(t, n, pod, kubelet) {
-		t.Fatal("the pod cannot reach the node before any firewall rule")
-	}
-	run(t, n, "iptables", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
-	run(t, n, "iptables", "-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
-	run(t, n, "iptables", "-P", "INPUT", "DROP")
-	if podConnects(t, n, pod, kubelet) {
-		t.Fatal("the pod still reaches the node through INPUT policy DROP: the setup does not show the problem")
-	}
-
-	f := readInputFinding(t, n, node)
-	if f == nil || f.Severity != SeverityError {
-		t.Fatalf("finding %v, want an InputDropsPods error", f)
-	}
-	t.Logf("doctor: %s", f)
-	cmd, _, _ := strings.Cut(f.Fix, "   (")
-	if cmd != "iptables -I INPUT -s 10.42.0.0/16 -j ACCEPT" {
-		t.Fatalf("fix %q", f.Fix)
-	}
-	run(t, n, strings.Fields(cmd)...)
-	if f := readInputFinding(t, n, node); f != nil {
-		t.Errorf("after the printed fix: %s", f)
-	}
-	if !podConnects(t, n, pod, kubelet) {
-		t.Error("after the printed fix the pod still cannot reach the node")
-	}
+// inputDropCase is a node whose INPUT drops what it does not know (policy
+// DROP, only loopback and SSH open), in iptables or ip6tables, and the pod
+// on its cni0 that then cannot reach the node's address.
+type inputDropCase struct {
+	tool            string       // iptables or ip6tables
+	node            netip.Addr   // the node's address, on eth0
+	gateway, pod    netip.Prefix // cni0's address and the pod's
+	subnet, cluster netip.Prefix
+	fix             string // the command doctor must print
 }
 
-// The same over IPv6, in ip6tables' INPUT: an IPv6 pod cannot reach its
-// node's IPv6 address; doctor reads ip6tables, says so and prints the
-// ip6tables command, which fixes it.
-func TestDoctorFindsAnIPv6InputPolicyThatDropsPods(t *testing.T) {
+// check builds the case in a namespace of its own. The pod reaches the
+// node until the policy drops it; doctor then says so and prints c.fix;
+// after running exactly that command the pod connects and doctor says
+// nothing.
+func (c inputDropCase) check(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testns.New(t)
-	node := netip.MustParseAddr("2001:db8::10")
 	run(t, n, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	run(t, n, "ip", "addr", "add", node.String()+"/64", "dev", "eth0", "nodad")
+	bits := 24
+	if c.node.Is6() {
+		bits = 64
+	}
+	run(t, n, "ip", "addr", "add", netip.PrefixFrom(c.node, bits).String(), "dev", "eth0", "nodad")
 	run(t, n, "ip", "link", "set", "eth0", "up")
 	run(t, n, "ip", "link", "add", "cni0", "type", "bridge")
-	run(t, n, "ip", "addr", "add", "fd42:0:0:3::1/64", "dev", "cni0", "nodad")
+	run(t, n, "ip", "addr", "add", c.gateway.String(), "dev", "cni0", "nodad")
 	run(t, n, "ip", "link", "set", "cni0", "up")
-	pod := testns.AddPod(t, n, "cni0", 1500, netip.MustParsePrefix("fd42:0:0:3::2/64"))
-	subnet, cluster := netip.MustParsePrefix("fd42:0:0:3::/64"), netip.MustParsePrefix("fd42::/48")
-	kubelet := netip.AddrPortFrom(node, 10250)
-	waitUntilConnects := func() bool { // the pod's address may still be tentative
+	pod := testns.AddPod(t, n, "cni0", 1500, c.pod)
+	kubelet := netip.AddrPortFrom(c.node, 10250)
+	connects := func() bool { // an IPv6 pod's address may still be tentative
 		for range 20 {
 			if podConnects(t, n, pod, kubelet) {
 				return true
@@ -155,31 +125,51 @@ func TestDoctorFindsAnIPv6InputPolicyThatDropsPods(t *testing.T) {
 		}
 		return false
 	}
-	if !waitUntilConnects() {
+	if !connects() {
 		t.Fatal("the pod cannot reach the node before any firewall rule")
 	}
-	run(t, n, "ip6tables", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
-	run(t, n, "ip6tables", "-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
-	run(t, n, "ip6tables", "-P", "INPUT", "DROP")
+	run(t, n, c.tool, "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+	run(t, n, c.tool, "-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
+	run(t, n, c.tool, "-P", "INPUT", "DROP")
 	if podConnects(t, n, pod, kubelet) {
 		t.Fatal("the pod still reaches the node through INPUT policy DROP: the setup does not show the problem")
 	}
-	f := readInputFindingOf(t, n, node, subnet, cluster)
+
+	f := readInputFindingOf(t, n, c.node, c.subnet, c.cluster)
 	if f == nil || f.Severity != SeverityError {
 		t.Fatalf("finding %v, want an InputDropsPods error", f)
 	}
 	t.Logf("doctor: %s", f)
 	cmd, _, _ := strings.Cut(f.Fix, "   (")
-	if cmd != "ip6tables -I INPUT -s fd42::/48 -j ACCEPT" {
-		t.Fatalf("fix %q", f.Fix)
+	if cmd != c.fix {
+		t.Fatalf("fix %q, want %q", f.Fix, c.fix)
 	}
 	run(t, n, strings.Fields(cmd)...)
-	if f := readInputFindingOf(t, n, node, subnet, cluster); f != nil {
+	if f := readInputFindingOf(t, n, c.node, c.subnet, c.cluster); f != nil {
 		t.Errorf("after the printed fix: %s", f)
 	}
 	if !podConnects(t, n, pod, kubelet) {
 		t.Error("after the printed fix the pod still cannot reach the node")
 	}
+}
+
+// A host whose INPUT drops what it does not know drops pods' connections
+// to their own node: a pod behind cni0 cannot reach a listener on the
+// node's address. doctor says so and prints a command that fixes it.
+func TestDoctorFindsAnInputPolicyThatDropsPodsAndItsFixWorks(t *testing.T) {
+	inputDropCase{tool: "iptables", node: netip.MustParseAddr("192.0.2.10"),
+		gateway: netip.MustParsePrefix("10.42.3.1/24"), pod: netip.MustParsePrefix("10.42.3.2/24"),
+		subnet: netip.MustParsePrefix("10.42.3.0/24"), cluster: netip.MustParsePrefix("10.42.0.0/16"),
+		fix: "iptables -I INPUT -s 10.42.0.0/16 -j ACCEPT"}.check(t)
+}
+
+// The same over IPv6, in ip6tables' INPUT: doctor reads ip6tables and
+// prints the ip6tables command.
+func TestDoctorFindsAnIPv6InputPolicyThatDropsPods(t *testing.T) {
+	inputDropCase{tool: "ip6tables", node: netip.MustParseAddr("2001:db8::10"),
+		gateway: netip.MustParsePrefix("fd42:0:0:3::1/64"), pod: netip.MustParsePrefix("fd42:0:0:3::2/64"),
+		subnet: netip.MustParsePrefix("fd42:0:0:3::/64"), cluster: netip.MustParsePrefix("fd42::/48"),
+		fix: "ip6tables -I INPUT -s fd42::/48 -j ACCEPT"}.check(t)
 }
 
 // The same with ufw's chains (ufw itself would write /etc/ufw on the
