@@ -34,9 +34,9 @@ func helper(name string, args []string) int {
 		if res, err = RunAgentLikeNoDevice(context.Background(), *n); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
-	case "agent":
+	case "agent", "agent-on-demand":
 		var res RealAgentResult
-		if res, err = RunRealAgent(context.Background(), *n, 3*time.Second); err == nil {
+		if res, err = RunRealAgent(context.Background(), *n, 3*time.Second, name == "agent-on-demand"); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	default:

@@ -144,12 +144,9 @@ func RunAgentLike(ctx context.Context, n int, onDemand bool) (res AgentResult, e
 	if onDemand {
 		err := node.In(func() error {
 			for i := 1; i <= min(onDemandActive, n); i++ {
-				c, err := net.Dial("udp", netip.AddrPortFrom(nodes[i].PodCIDRs[0].Addr().Next(), 9).String())
-				if err != nil {
+				if err := sendWake(nodes[i].PodCIDRs[0]); err != nil {
 					return err
 				}
-				c.Write([]byte("wake"))
-				c.Close()
 			}
 			return nil
 		})
@@ -165,6 +162,18 @@ func RunAgentLike(ctx context.Context, n int, onDemand bool) (res AgentResult, e
 	res.PssKiB = pssKiB("self")
 	_ = node.In(func() error { res.DeviceKiB, res.DevicePss = deviceMemKiB(dev); return nil })
 	return res, nil
+}
+
+// sendWake sends one UDP packet toward the first address of subnet (a
+// peer's pod subnet): what programs a parked peer.
+func sendWake(subnet netip.Prefix) error {
+	c, err := net.Dial("udp", netip.AddrPortFrom(subnet.Addr().Next(), 9).String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte("wake"))
+	return err
 }
 
 func slices_clone(n []mesh.Node) []mesh.Node { return append([]mesh.Node(nil), n...) }

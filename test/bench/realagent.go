@@ -41,6 +41,8 @@ type RealAgentResult struct {
 	Heartbeats   int            `json:"heartbeats"`
 	RSSKiB       int            `json:"rss_kib"`
 	DeviceKiB    int            `json:"device_kib"` // the userspace device's own process
+	PssKiB       int            `json:"pss_kib"`
+	DevicePss    int            `json:"device_pss_kib"`
 	HeapKiB      uint64         `json:"heap_kib"`
 	DevicePeers  int            `json:"device_peers"`
 	StatusRoutes int            `json:"status_routes"`
@@ -53,7 +55,9 @@ type RealAgentResult struct {
 // goroutines use whatever thread they land on. It waits until the agent is
 // ready, lets ten kubelets update their Node status every 100 ms for
 // window, and reports the API requests by verb, and the process's RSS.
-func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAgentResult, err error) {
+// With onDemand the device programs peers on demand and onDemandActive of
+// them are sent a packet before the memory is read, as in RunAgentLike.
+func RunRealAgent(ctx context.Context, n int, window time.Duration, onDemand bool) (res RealAgentResult, err error) {
 	client, objs, err := fakeCluster(n + 1)
 	if err != nil {
 		return res, err
@@ -84,6 +88,10 @@ func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAge
 	cluster := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dev := devName(700000 + n%1000)
+	var idle time.Duration
+	if onDemand {
+		idle = onDemandIdle
+	}
 	var dp *dataplane.Dataplane
 	a, err := agent.New(agent.Config{
 		NodeName: "node-00000", PublicKey: key.PublicKey(), ClusterCIDRs: cluster, Masquerade: true,
@@ -92,7 +100,7 @@ func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAge
 		NewDataplane: func(mtu int) (agent.Dataplane, error) {
 			var err error
 			dp, err = dataplane.New(dataplane.Config{Device: dev, Mode: wireguard.ModeUserspace, PrivateKey: key, MTU: mtu,
-				ClusterCIDRs: cluster, Masquerade: true, Bridge: cniconf.DefaultBridge, Logger: log})
+				ClusterCIDRs: cluster, Masquerade: true, Bridge: cniconf.DefaultBridge, Logger: log, PeerIdle: idle})
 			return dp, err
 		},
 		UnderlayMTU: func(netip.Addr) (int, error) { return 1500, nil },
@@ -158,38 +166,34 @@ func RunRealAgent(ctx context.Context, n int, window time.Duration) (res RealAge
 		return res, err
 	}
 	res.Peers, res.DevicePeers, res.StatusRoutes = n, len(st.Peers), len(st.Routes)
-	m := memoryAfterGC(0)
+	if onDemand {
+		for _, o := range objs[1 : 1+min(onDemandActive, n)] {
+			if err := sendWake(netip.MustParsePrefix(o.Spec.PodCIDR)); err != nil {
+				return res, fmt.Errorf("send to %d peers: %w", onDemandActive, err)
+			}
+		}
+	}
+	m := memoryAfterGC(1500 * time.Millisecond) // after the device process's tidier, as in RunAgentLike
 	res.HeapKiB, res.RSSKiB = m.heapKiB, m.rssKiB
-	res.DeviceKiB, _ = deviceMemKiB(dev) // this process runs in the device's namespace
+	res.PssKiB = pssKiB("self")
+	res.DeviceKiB, res.DevicePss = deviceMemKiB(dev) // this process runs in the device's namespace
 	return res, nil
 }
 
 // RealAgent runs RunRealAgent in a child process inside a namespace of its
 // own, for each size.
 func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
-	self, err := os.Executable()
+	self, err := binaryCopy() // so that Pss counts the binary's pages as in production
 	if err != nil {
 		return nil, err
 	}
+	defer os.Remove(self)
 	var rows []Row
 	sec := "agent at scale"
 	for _, n := range sizes {
-		c := &testns.Cleanup{}
-		ns, err := newNetNS(c, fmt.Sprintf("agent%d", n))
+		r, err := realAgent(self, "agent", n)
 		if err != nil {
-			c.Run()
 			return rows, err
-		}
-		cmd := ns.Cmd(self, "agent", "-n", strconv.Itoa(n))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		c.Run()
-		if err != nil {
-			return rows, fmt.Errorf("real agent with %d peers: %w", n, err)
-		}
-		var r RealAgentResult
-		if err := json.Unmarshal(out, &r); err != nil {
-			return rows, fmt.Errorf("real agent output: %w", err)
 		}
 		during := 0
 		for _, v := range r.During {
@@ -197,7 +201,8 @@ func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
 		}
 		mib := float64(r.RSSKiB+r.DeviceKiB) / 1024
 		row := Row{Section: sec, Name: fmt.Sprintf("real agent (internal/agent), %d peers, userspace device: RSS of agent + device process", n), Value: mib, Unit: "MiB",
-			Note: fmt.Sprintf("after GC, fake API server; device process %.1f MiB of it; Go heap %.1f MiB; device has %d peers, %d routes", float64(r.DeviceKiB)/1024, float64(r.HeapKiB)/1024, r.DevicePeers, r.StatusRoutes)}
+			Note: fmt.Sprintf("after GC, fake API server in the process; device process %.1f MiB of it; Pss of the two %.1f MiB; Go heap %.1f MiB; device has %d peers, %d routes",
+				float64(r.DeviceKiB)/1024, float64(r.PssKiB+r.DevicePss)/1024, float64(r.HeapKiB)/1024, r.DevicePeers, r.StatusRoutes)}
 		if n == 1000 {
 			row = row.goal("< 40 MiB", mib < 40)
 		}
@@ -207,8 +212,40 @@ func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
 			Row{Section: sec, Name: fmt.Sprintf("real agent, %d nodes: API requests over %.0f s with %d node heartbeats", n, r.WindowMS/1000, r.Heartbeats), Value: float64(during), Unit: "requests",
 				Note: strings.Join(fmtCounts(r.During), ", ")}.goal("0 (watch only)", during == 0),
 		)
+		if n != 1000 {
+			continue
+		}
+		od, err := realAgent(self, "agent-on-demand", n)
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, Row{Section: sec, Name: fmt.Sprintf("real agent (internal/agent), %d peers, userspace device, on-demand peers (%d active): Pss of agent + device process", n, min(onDemandActive, n)),
+			Value: float64(od.PssKiB+od.DevicePss) / 1024, Unit: "MiB",
+			Note: fmt.Sprintf("--userspace-peer-idle=%s, a packet sent toward %d peers' subnets; RSS %.1f MiB, device process %.1f MiB Pss; Go heap %.1f MiB, the fake API server's Nodes included",
+				onDemandIdle, min(onDemandActive, n), float64(od.RSSKiB+od.DeviceKiB)/1024, float64(od.DevicePss)/1024, float64(od.HeapKiB)/1024)})
 	}
 	return rows, nil
+}
+
+// realAgent runs `self mode -n n` (RunRealAgent) in a namespace of its own.
+func realAgent(self, mode string, n int) (RealAgentResult, error) {
+	var r RealAgentResult
+	c := &testns.Cleanup{}
+	defer c.Run()
+	ns, err := newNetNS(c, fmt.Sprintf("agent%d", n))
+	if err != nil {
+		return r, err
+	}
+	cmd := ns.Cmd(self, mode, "-n", strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("real agent (%s) with %d peers: %w", mode, n, err)
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("real agent (%s) output: %w", mode, err)
+	}
+	return r, nil
 }
 
 func sumMap(m map[string]int) int {
