@@ -419,15 +419,21 @@ func RunAgentLikeNoDevice(ctx context.Context, n int) (res AgentResult, err erro
 }
 
 func agentLike(ctx context.Context, self, mode string, n int) (AgentResult, error) {
-	var r AgentResult
 	cmd := exec.CommandContext(ctx, self, mode, "-n", strconv.Itoa(n))
+	return helperResult[AgentResult](cmd, fmt.Sprintf("agent-like process (%s) with %d peers", mode, n))
+}
+
+// helperResult runs a helper sub-process (see helper) and decodes the JSON
+// result it prints.
+func helperResult[T any](cmd *exec.Cmd, what string) (T, error) {
+	var r T
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return r, fmt.Errorf("agent-like process (%s) with %d peers: %w", mode, n, err)
+		return r, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		return r, fmt.Errorf("agent-like process (%s) output: %w", mode, err)
+		return r, fmt.Errorf("%s: output: %w", what, err)
 	}
 	return r, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -229,23 +228,13 @@ func RealAgent(ctx context.Context, sizes []int) ([]Row, error) {
 
 // realAgent runs `self mode -n n` (RunRealAgent) in a namespace of its own.
 func realAgent(self, mode string, n int) (RealAgentResult, error) {
-	var r RealAgentResult
 	c := &testns.Cleanup{}
 	defer c.Run()
 	ns, err := newNetNS(c, fmt.Sprintf("agent%d", n))
 	if err != nil {
-		return r, err
+		return RealAgentResult{}, err
 	}
-	cmd := ns.Cmd(self, mode, "-n", strconv.Itoa(n))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return r, fmt.Errorf("real agent (%s) with %d peers: %w", mode, n, err)
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return r, fmt.Errorf("real agent (%s) output: %w", mode, err)
-	}
-	return r, nil
+	return helperResult[RealAgentResult](ns.Cmd(self, mode, "-n", strconv.Itoa(n)), fmt.Sprintf("real agent (%s) with %d peers", mode, n))
 }
 
 func sumMap(m map[string]int) int {
