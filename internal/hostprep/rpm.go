@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", pure Go
 
@@ -44,6 +45,28 @@ func openRPM(root hostfs.Root) (packageDB, error) {
 		}
 	}
 	return nil, fmt.Errorf("no rpm database: none of %s exists", strings.Join(tried, ", "))
+}
+
+// openRPMFile opens the database file at host path p read-only, resolved
+// inside the host root, and refuses anything but a regular file
+// (O_NONBLOCK: a FIFO in its place must not block the open). It returns
+// the file, its size and where p resolved to.
+func openRPMFile(root hostfs.Root, p string) (f *os.File, size int64, res hostfs.Resolution, err error) {
+	if res, err = root.Resolve(p); err != nil {
+		return nil, 0, res, err
+	}
+	if f, err = os.OpenFile(root.Join(res.Path), os.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
+		return nil, 0, res, fmt.Errorf("%s: %w", p, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, res, fmt.Errorf("%s: %w", p, err)
+	}
+	return f, fi.Size(), res, nil
 }
 
 // rpmDB is the installed packages of an rpm database.
@@ -132,12 +155,13 @@ const sqliteMagic = "SQLite format 3\x00"
 // non-empty -wal (rpm or dnf at work, or stopped in the middle) the file
 // may be out of date, and the database counts as unreadable.
 func openRPMSQLite(root hostfs.Root, p string) (packageDB, error) {
-	res, err := root.Resolve(p)
+	f, _, res, err := openRPMFile(root, p)
 	if err != nil {
 		return nil, err
 	}
-	local := root.Join(res.Path)
-	if err := checkSQLiteFile(local); err != nil {
+	err = checkSQLiteFile(f)
+	f.Close()
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	if _, fi, err := root.Stat(res.Path + "-wal"); err == nil && fi.Size() > 0 {
@@ -147,7 +171,7 @@ func openRPMSQLite(root hostfs.Root, p string) (packageDB, error) {
 		}
 	}
 
-	uri := url.URL{Scheme: "file", Path: local, RawQuery: "mode=ro&immutable=1"}
+	uri := url.URL{Scheme: "file", Path: root.Join(res.Path), RawQuery: "mode=ro&immutable=1"}
 	db, err := sql.Open("sqlite", uri.String())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -180,12 +204,7 @@ func openRPMSQLite(root hostfs.Root, p string) (packageDB, error) {
 
 // checkSQLiteFile says clearly what an empty file or one of another
 // format is, where SQLite would take an empty file for an empty database.
-func checkSQLiteFile(local string) error {
-	f, err := os.Open(local)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+func checkSQLiteFile(f *os.File) error {
 	head := make([]byte, len(sqliteMagic))
 	n, err := io.ReadFull(f, head)
 	switch {

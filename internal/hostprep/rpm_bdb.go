@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 
 	"github.com/wgmesh/wgmesh/internal/hostfs"
@@ -84,23 +83,12 @@ type rpmBDBRecord struct {
 // openRPMBDB reads rpm's Berkeley DB Packages file at host path p: every
 // header must parse, as in rpmdb.sqlite (see openRPMSQLite).
 func openRPMBDB(root hostfs.Root, p string) (packageDB, error) {
-	res, err := root.Resolve(p)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(root.Join(res.Path))
+	f, size, _, err := openRPMFile(root, p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", p)
-	}
-	recs, err := readRPMBDB(f, fi.Size())
+	recs, err := readRPMBDB(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}

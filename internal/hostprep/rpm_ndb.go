@@ -73,23 +73,11 @@ type ndbSlot struct {
 // a package; one held for longer than ndbLockWait in all counts as
 // unreadable, where rpm would wait. Nothing is written.
 func openRPMNDB(root hostfs.Root, p string) (packageDB, error) {
-	res, err := root.Resolve(p)
+	f, size, _, err := openRPMFile(root, p)
 	if err != nil {
 		return nil, err
 	}
-	// O_NONBLOCK: a FIFO in its place must not block the open.
-	f, err := os.OpenFile(root.Join(res.Path), os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", p, fi.Mode().Type())
-	}
 	if err := ndbLockShared(f); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, errFix{
@@ -99,7 +87,7 @@ func openRPMNDB(root hostfs.Root, p string) (packageDB, error) {
 		}
 		return nil, fmt.Errorf("%s: lock for reading: %w", p, err)
 	}
-	pkgs, err := readRPMNDB(f, fi.Size())
+	pkgs, err := readRPMNDB(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
